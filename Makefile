@@ -1,0 +1,40 @@
+# Every target sets itself up: `make install` creates .venv and installs the package
+# with its extras; it does nothing when setup.py has not changed since the last install.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-all bench bench-full simd-env clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[demo,test,bench]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/python -m engine.demo
+
+test: install
+	$(BIN)/python -m pytest -q -m "not slow and not gpu"
+
+test-all: install
+	$(BIN)/python -m pytest -q
+
+bench: install simd-env
+	$(BIN)/python -m bench --quick
+
+bench-full: install simd-env
+	$(BIN)/python -m bench --full
+
+# pillow-simd is a benchmark baseline only: it replaces PIL and its resize is not
+# bit-identical to Pillow's, so it lives in its own venv. A failed build is reported
+# by the benchmark as a skipped baseline, never as an install failure.
+simd-env:
+	-bash bench/make_simd_env.sh
+
+clean:
+	rm -rf $(VENV) .venv-simd *.egg-info .pytest_cache

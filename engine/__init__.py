@@ -1,0 +1,1 @@
+"""Streaming inference engine for ImageNet classifiers."""

