@@ -1,0 +1,194 @@
+"""onnxruntime backend: CPU, CUDA and TensorRT execution providers.
+
+One ``InferenceSession`` per instance. On the CPU a session gets ``threads`` intra-op
+threads and one inter-op thread with sequential execution, so several instances running
+side by side (the engine's ``-i``) split the cores instead of fighting over them;
+onnxruntime releases the GIL while it runs, so instances can live in threads of one
+process.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from engine.backends.base import Backend
+from engine.dataconfig import ModelInfo
+
+PRECISION_METADATA_KEY = "engine.precision"
+EXECUTION_PROVIDERS = ("cuda", "tensorrt")
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+class OrtBackend(Backend):
+    """An onnxruntime session on ``device`` ("cpu", "cuda" or "cuda:N").
+
+    Options:
+      ``threads``: intra-op threads (CPU).
+      ``spinning``: let idle intra-op threads spin (fastest for one instance that owns its
+        cores; turn off when instances x threads exceeds the cores).
+      ``arena``: onnxruntime's CPU memory arena (faster repeat allocations, more memory).
+      ``provider``: on CUDA, ``"cuda"`` (default) or ``"tensorrt"``.
+      ``fp16``: with TensorRT, build fp16 engines (``trt_fp16_enable``); the CUDA provider
+        runs fp16 only from an fp16 ONNX made by ``engine.build``.
+      ``trt_cache_dir``: where TensorRT engines are cached (default: beside the model).
+    """
+
+    def __init__(
+        self,
+        model_path,
+        *,
+        device: str = "cpu",
+        threads: int = 1,
+        spinning: bool = True,
+        arena: bool = True,
+        provider: str = "cuda",
+        fp16: bool = False,
+        trt_cache_dir=None,
+    ):
+        import onnxruntime as ort
+
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise FileNotFoundError(f"ONNX model {model_path}: no such file")
+        if threads < 1:
+            raise ValueError(f"threads {threads}: must be >= 1")
+        base, _, index = device.partition(":")
+        if base not in ("cpu", "cuda"):
+            raise ValueError(f"ort backend: device {device!r} must be cpu, cuda or cuda:N")
+        if base == "cuda" and provider not in EXECUTION_PROVIDERS:
+            raise ValueError(f"ort backend: provider {provider!r}, expected one of {EXECUTION_PROVIDERS}")
+
+        self.model_path = model_path
+        self.threads = threads
+        self.device = device
+        info_path = ModelInfo.path_for(model_path)
+        self.info = ModelInfo.load(info_path) if info_path.is_file() else None
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.enable_cpu_mem_arena = arena
+        opts.enable_mem_pattern = True
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        opts.log_severity_level = 3
+
+        device_id = int(index) if index else 0
+        if base == "cpu":
+            providers = [("CPUExecutionProvider", {})]
+            self.name = "ort-cpu"
+        elif provider == "tensorrt":
+            cache = Path(trt_cache_dir) if trt_cache_dir else model_path.parent / "trt_cache"
+            trt = {
+                "device_id": device_id,
+                "trt_fp16_enable": bool(fp16),
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache),
+            }
+            providers = [
+                ("TensorrtExecutionProvider", trt),
+                ("CUDAExecutionProvider", {"device_id": device_id}),
+                ("CPUExecutionProvider", {}),
+            ]
+            self.name = "ort-tensorrt"
+        else:
+            providers = [
+                ("CUDAExecutionProvider", {"device_id": device_id, "cudnn_conv_algo_search": "EXHAUSTIVE"}),
+                ("CPUExecutionProvider", {}),
+            ]
+            self.name = "ort-cuda"
+        missing = [p for p, _ in providers if p not in ort.get_available_providers()]
+        if missing:
+            raise RuntimeError(
+                f"{self.name}: onnxruntime {ort.__version__} lacks {missing[0]} "
+                "(install onnxruntime-gpu for CUDA/TensorRT, or use --device cpu)"
+            )
+
+        rss_before = _rss_mb()
+        try:
+            self.session = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise RuntimeError(f"ONNX model {model_path}: onnxruntime could not load it ({e})") from None
+        self._memory_mb = _rss_mb() - rss_before if base == "cpu" else None
+        self.providers = self.session.get_providers()
+
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ValueError(f"ONNX model {model_path}: expected one input, found {len(inputs)}")
+        model_input = inputs[0]
+        shape = list(model_input.shape)
+        if len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]):
+            raise ValueError(f"ONNX model {model_path}: input shape {shape} is not (N, C, H, W)")
+        if model_input.type != "tensor(float)":
+            raise ValueError(
+                f"ONNX model {model_path}: input type {model_input.type}; the engine feeds float32"
+            )
+        self.input_name = model_input.name
+        self.input_shape = tuple(shape[1:])
+        self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        precision = metadata.get(PRECISION_METADATA_KEY)
+        if precision is None and self.info is not None:
+            precision = self.info.extra.get("precision")
+        if self.name == "ort-tensorrt" and fp16:
+            precision = "fp16"
+        self.precision = precision or "fp32"
+
+    def _run_exact(self, batch: np.ndarray) -> list[np.ndarray]:
+        outputs = self.session.run(self.output_names, {self.input_name: batch})
+        return [np.asarray(o, dtype=np.float32) for o in outputs]
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        batch = self.check_batch(batch)
+        n = batch.shape[0]
+        step = self.fixed_batch
+        if step is None or n == step:
+            return self._run_exact(batch)
+        # A model exported with a fixed batch (the seed's export fixed it at 1) runs in
+        # chunks of that size; the last chunk is padded and the padding dropped.
+        parts = []
+        for start in range(0, n, step):
+            chunk = batch[start : start + step]
+            if chunk.shape[0] < step:
+                pad = np.zeros((step - chunk.shape[0], *self.input_shape), np.float32)
+                chunk = np.concatenate([chunk, pad])
+            parts.append(self._run_exact(chunk))
+        return [np.concatenate([p[i] for p in parts])[:n] for i in range(len(self.output_names))]
+
+    def describe(self) -> dict:
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "device_name": _cpu_name() if self.device == "cpu" else self.device,
+            "providers": list(self.providers),
+            "threads": self.threads,
+            "memory_mb": None if self._memory_mb is None else round(self._memory_mb, 1),
+            "precision": self.precision,
+            "model": str(self.model_path),
+        }
+
+    def close(self) -> None:
+        self.session = None
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or f"cpu ({os.cpu_count()} cores)"

@@ -1,0 +1,231 @@
+"""torch backend: a zoo model (or any ``nn.Module``) on the CPU or a CUDA GPU.
+
+On CUDA it offers what makes a GPU fast for fixed-shape classifiers: ``channels_last``
+memory layout, fp16/bf16 autocast, CUDA graphs captured once per batch size (a replay
+launches the whole network at once, no per-layer Python), optional ``torch.compile``,
+and ``run_uint8``: the host sends the uint8 crop (a quarter of the bytes of float32 over
+PCIe) and the GPU does the to-float and normalize step.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engine.backends.base import Backend
+from engine.dataconfig import DataConfig, ModelInfo
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def _load_zoo_model(name: str, library: str, weights, seed: int):
+    try:
+        from engine import zoo
+    except ImportError as e:
+        raise RuntimeError(f"torch backend: engine.zoo is not available to build {name!r} ({e})") from None
+    return zoo.create(name, library=library, weights=weights, seed=seed)
+
+
+def _model_from_info(model_path) -> tuple[str, str, str | None, int, ModelInfo]:
+    """Zoo name, library, weights file and seed named by a model's model-info JSON."""
+    model_path = Path(model_path)
+    info_path = model_path if model_path.suffix == ".json" else ModelInfo.path_for(model_path)
+    info = ModelInfo.load(info_path)
+    weights_file = info.weights.get("file")
+    if weights_file and not Path(weights_file).is_absolute():
+        weights_file = str(info_path.parent / weights_file)
+    return info.name, info.library, weights_file, int(info.weights.get("seed", 0)), info
+
+
+class TorchBackend(Backend):
+    """A torch module on ``device`` ("cpu", "cuda" or "cuda:N").
+
+    The module comes from, in order: ``module=`` (an ``nn.Module``, with ``data_config=``),
+    ``model=NAME`` (+ ``library``, ``weights``, ``seed``) through ``engine.zoo.create``, or
+    the model-info JSON beside ``model_path``.
+
+    Options: ``precision`` fp32 | fp16 | bf16 (autocast; fp16 needs CUDA),
+    ``channels_last`` (default True), ``cuda_graphs`` (CUDA only: one graph per batch
+    size, captured on first use), ``compile`` (``torch.compile``).
+    ``threads`` sets ``torch.set_num_threads`` on the CPU, which is process-wide.
+    """
+
+    def __init__(
+        self,
+        model_path=None,
+        *,
+        device: str = "cpu",
+        threads: int = 1,
+        module=None,
+        data_config: DataConfig | None = None,
+        model: str | None = None,
+        library: str = "timm",
+        weights=None,
+        seed: int = 0,
+        precision: str = "fp32",
+        channels_last: bool = True,
+        cuda_graphs: bool = False,
+        compile: bool = False,
+        input_name: str = "input",
+        output_names: list[str] | None = None,
+    ):
+        import torch
+
+        base = device.partition(":")[0]
+        if base not in ("cpu", "cuda"):
+            raise ValueError(f"torch backend: device {device!r} must be cpu, cuda or cuda:N")
+        if base == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"torch backend: device {device!r} requested but torch sees no CUDA GPU")
+        if precision not in PRECISIONS:
+            raise ValueError(f"torch backend: precision {precision!r}, expected one of {PRECISIONS}")
+        if precision == "fp16" and base == "cpu":
+            raise ValueError("torch backend: fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
+        if cuda_graphs and base == "cpu":
+            raise ValueError("torch backend: cuda_graphs needs a CUDA device")
+        if threads < 1:
+            raise ValueError(f"threads {threads}: must be >= 1")
+
+        info = None
+        if module is None:
+            if model is None:
+                if model_path is None:
+                    raise ValueError("torch backend: give model_path, model=NAME or module=")
+                model, library, weights, seed, info = _model_from_info(model_path)
+            zoo_model = _load_zoo_model(model, library, weights, seed)
+            module, data_config = zoo_model.module, zoo_model.data_config
+        self.data_config = data_config or (info.data_config if info else DataConfig())
+        self.model_label = model or type(module).__name__
+
+        self.torch = torch
+        self.device = device
+        self.threads = threads
+        self._dev = torch.device(device)
+        if base == "cpu":
+            torch.set_num_threads(threads)
+        self.channels_last = channels_last
+        self.precision = precision
+        self._autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+
+        module = module.eval().to(self._dev)
+        if channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        self._param_mb = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers())) / 2**20
+        self._use_graphs = cuda_graphs and not compile
+        if compile:
+            module = torch.compile(module, mode="reduce-overhead" if cuda_graphs else "default")
+        self.module = module
+        self._graphs: dict = {}
+
+        self.name = f"torch-{base}"
+        self.input_name = info.input_name if info else input_name
+        self.output_names = list(info.output_names if info else (output_names or ["output"]))
+        self.input_shape = tuple(self.data_config.input_size)
+        std = np.asarray(self.data_config.std, np.float32)
+        mean = np.asarray(self.data_config.mean, np.float32)
+        self._u8_scale = torch.from_numpy(1.0 / (255.0 * std)).view(1, 3, 1, 1).to(self._dev)
+        self._u8_bias = torch.from_numpy(-mean / std).view(1, 3, 1, 1).to(self._dev)
+
+    # -- forward functions (the parts a CUDA graph captures) --------------------------
+    def _forward(self, x):
+        torch = self.torch
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if self._autocast_dtype is not None:
+                with torch.autocast(self._dev.type, dtype=self._autocast_dtype):
+                    out = self.module(x)
+            else:
+                out = self.module(x)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.float() for o in outs]
+
+    def _forward_uint8(self, x_u8):
+        x = x_u8.float() * self._u8_scale + self._u8_bias
+        return self._forward(x)
+
+    def _call(self, fn, key, host: np.ndarray) -> list[np.ndarray]:
+        torch = self.torch
+        x = torch.from_numpy(host)
+        if not self._use_graphs:
+            with torch.inference_mode():
+                outs = fn(x.to(self._dev, non_blocking=False))
+            return [o.cpu().numpy() for o in outs]
+        graph = self._graphs.get(key)
+        if graph is None:
+            graph = self._capture(fn, x)
+            self._graphs[key] = graph
+        cuda_graph, static_in, static_outs = graph
+        static_in.copy_(x.pin_memory(), non_blocking=True)
+        cuda_graph.replay()
+        return [o.cpu().numpy() for o in static_outs]
+
+    def _capture(self, fn, example):
+        """Capture ``fn`` on a static device input of ``example``'s shape and dtype."""
+        torch = self.torch
+        static_in = torch.empty(example.shape, dtype=example.dtype, device=self._dev)
+        static_in.copy_(example)
+        side = torch.cuda.Stream(self._dev)
+        side.wait_stream(torch.cuda.current_stream(self._dev))
+        with torch.cuda.stream(side), torch.inference_mode():
+            for _ in range(3):  # let cuDNN pick its algorithms before capture
+                fn(static_in)
+        torch.cuda.current_stream(self._dev).wait_stream(side)
+        cuda_graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(cuda_graph), torch.inference_mode():
+            static_outs = fn(static_in)
+        return cuda_graph, static_in, static_outs
+
+    # -- the Backend interface --------------------------------------------------------
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        batch = self.check_batch(batch)
+        return self._call(self._forward, ("f32", batch.shape), batch)
+
+    def run_uint8(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Run a uint8 crop batch, ``(N, 3, H, W)`` or ``(N, H, W, 3)``, not yet normalized.
+
+        The to-float and ``(x / 255 - mean) / std`` happen on the device with the model's
+        data config, so only uint8 bytes cross PCIe. An NHWC batch becomes a
+        channels_last view without a copy.
+        """
+        if not isinstance(batch, np.ndarray) or batch.dtype != np.uint8 or batch.ndim != 4:
+            raise ValueError(f"{self.name}: run_uint8 needs a 4-d uint8 numpy array, got "
+                             f"{getattr(batch, 'dtype', type(batch).__name__)} {getattr(batch, 'shape', '')}")
+        c, h, w = self.input_shape
+        batch = np.ascontiguousarray(batch)
+        if batch.shape[1:] == (c, h, w):
+            return self._call(self._forward_uint8, ("u8-nchw", batch.shape), batch)
+        if batch.shape[1:] == (h, w, c):
+            return self._call(self._forward_uint8_nhwc, ("u8-nhwc", batch.shape), batch)
+        raise ValueError(f"{self.name}: uint8 batch shape {batch.shape} matches neither "
+                         f"(N, {c}, {h}, {w}) nor (N, {h}, {w}, {c})")
+
+    def _forward_uint8_nhwc(self, x_u8):
+        return self._forward_uint8(x_u8.permute(0, 3, 1, 2))
+
+    def describe(self) -> dict:
+        torch = self.torch
+        if self._dev.type == "cuda":
+            device_name = torch.cuda.get_device_name(self._dev)
+            memory = torch.cuda.memory_allocated(self._dev) / 2**20
+        else:
+            from engine.backends.ort import _cpu_name
+
+            device_name, memory = _cpu_name(), self._param_mb
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "device_name": device_name,
+            "providers": [f"torch {torch.__version__}"],
+            "threads": self.threads if self._dev.type == "cpu" else None,
+            "memory_mb": round(memory, 3),
+            "precision": self.precision,
+            "model": self.model_label,
+            "channels_last": self.channels_last,
+            "cuda_graphs": self._use_graphs,
+        }
+
+    def close(self) -> None:
+        self._graphs.clear()
+        self.module = None
+        if self._dev.type == "cuda":
+            self.torch.cuda.empty_cache()

@@ -1,0 +1,170 @@
+"""Backends: real onnxruntime sessions and torch modules on a tiny seeded network."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from engine.backends import available_devices, open_backend, resolve_device
+from engine.dataconfig import DataConfig
+from tinynet import tiny_torch_module, write_tiny_onnx
+
+SIZE = 32
+CONFIG = DataConfig(input_size=(3, SIZE, SIZE), resize=36, crop=SIZE, num_classes=10)
+
+
+def has_cuda() -> bool:
+    return "cuda" in available_devices()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_tiny_onnx(tmp_path_factory.mktemp("tiny") / "tinynet.onnx", size=SIZE)
+
+
+def batch_of(n, seed=1):
+    return np.random.default_rng(seed).standard_normal((n, 3, SIZE, SIZE)).astype(np.float32)
+
+
+def test_ort_cpu_runs_and_matches_torch(tiny):
+    backend = open_backend("ort", tiny, device="cpu", threads=1)
+    assert backend.name == "ort-cpu"
+    assert backend.input_name == "input" and backend.output_names == ["output"]
+    assert backend.input_shape == (3, SIZE, SIZE)
+    x = batch_of(4)
+    (logits,) = backend.run(x)
+    assert logits.shape == (4, 10) and logits.dtype == np.float32
+    import torch
+
+    with torch.no_grad():
+        expected = tiny_torch_module()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+    backend.close()
+
+
+def test_ort_describe_reports_device_threads_precision(tiny):
+    with open_backend("ort", tiny, device="auto", threads=2) as backend:
+        d = backend.describe()
+    assert d["backend"] in ("ort-cpu", "ort-cuda")
+    assert d["precision"] == "fp32"
+    assert "CPUExecutionProvider" in d["providers"]
+    if d["backend"] == "ort-cpu":
+        assert d["threads"] == 2 and d["memory_mb"] is not None and d["device_name"]
+
+
+def test_fixed_batch_model_runs_any_batch_size(tmp_path, tiny):
+    fixed = write_tiny_onnx(tmp_path / "fixed.onnx", size=SIZE, batch=1)
+    x = batch_of(3)
+    (got,) = open_backend("ort", fixed).run(x)
+    (want,) = open_backend("ort", tiny).run(x)
+    assert got.shape == (3, 10)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_batches_are_refused_with_the_reason(tiny):
+    backend = open_backend("ort", tiny)
+    with pytest.raises(ValueError, match="shape"):
+        backend.run(np.zeros((2, 3, SIZE + 1, SIZE), np.float32))
+    with pytest.raises(ValueError, match="float32"):
+        backend.run(np.zeros((2, 3, SIZE, SIZE), np.float64))
+    with pytest.raises(ValueError, match="empty"):
+        backend.run(np.zeros((0, 3, SIZE, SIZE), np.float32))
+
+
+def test_missing_model_and_unknown_kind(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.onnx"):
+        open_backend("ort", tmp_path / "nope.onnx")
+    with pytest.raises(ValueError, match="backend 'tf'"):
+        open_backend("tf", tmp_path / "nope.onnx")
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(RuntimeError, match="garbage.onnx"):
+        open_backend("ort", garbage)
+
+
+def test_instances_in_threads_give_the_same_answers(tiny):
+    """Separate sessions run concurrently in threads (onnxruntime releases the GIL)."""
+    x = batch_of(8, seed=3)
+    (want,) = open_backend("ort", tiny).run(x)
+    backends = [open_backend("ort", tiny, spinning=False) for _ in range(3)]
+    results = [None] * 3
+
+    def work(i):
+        for _ in range(5):
+            results[i] = backends[i].run(x)[0]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results:
+        np.testing.assert_array_equal(r, want)
+
+
+def test_device_resolution():
+    assert available_devices()[0] == "cpu"
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if has_cuda() else "cpu")
+    with pytest.raises(ValueError, match="device 'tpu'"):
+        resolve_device("tpu")
+    if not has_cuda():
+        with pytest.raises(RuntimeError, match="no usable CUDA GPU"):
+            resolve_device("cuda")
+        with pytest.raises(RuntimeError, match="no usable CUDA GPU"):
+            open_backend("ort", "unused.onnx", device="cuda")
+
+
+def test_torch_cpu_matches_ort_and_uint8_path(tiny):
+    torch_backend = open_backend("torch", device="cpu", threads=1, module=tiny_torch_module(), data_config=CONFIG)
+    assert torch_backend.name == "torch-cpu"
+    x = batch_of(2, seed=5)
+    (got,) = torch_backend.run(x)
+    (want,) = open_backend("ort", tiny).run(x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+    crops = np.random.default_rng(7).integers(0, 256, (2, 3, SIZE, SIZE), dtype=np.uint8)
+    mean = np.asarray(CONFIG.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(CONFIG.std, np.float32).reshape(1, 3, 1, 1)
+    normalized = ((crops.astype(np.float32) / 255 - mean) / std).astype(np.float32)
+    (from_float,) = torch_backend.run(normalized)
+    (from_nchw,) = torch_backend.run_uint8(crops)
+    (from_nhwc,) = torch_backend.run_uint8(np.ascontiguousarray(crops.transpose(0, 2, 3, 1)))
+    np.testing.assert_allclose(from_nchw, from_float, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(from_nhwc, from_float, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="uint8"):
+        torch_backend.run_uint8(normalized)
+    d = torch_backend.describe()
+    assert d["precision"] == "fp32" and d["memory_mb"] > 0
+
+
+def test_torch_refuses_impossible_settings():
+    with pytest.raises(ValueError, match="fp16 needs a CUDA"):
+        open_backend("torch", module=tiny_torch_module(), data_config=CONFIG, precision="fp16")
+    with pytest.raises(ValueError, match="precision 'int4'"):
+        open_backend("torch", module=tiny_torch_module(), data_config=CONFIG, precision="int4")
+    with pytest.raises(ValueError, match="model_path, model=NAME or module="):
+        open_backend("torch")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not has_cuda(), reason="no CUDA GPU")
+def test_torch_cuda_graphs_fp16_match_cpu(tiny):
+    x = batch_of(4, seed=9)
+    (want,) = open_backend("ort", tiny).run(x)
+    gpu = open_backend("torch", device="cuda", module=tiny_torch_module(), data_config=CONFIG,
+                       precision="fp16", cuda_graphs=True)
+    for _ in range(2):  # first call captures, second replays
+        (got,) = gpu.run(x)
+        np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-2)
+    assert gpu.describe()["device_name"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif("cuda" not in available_devices("ort"), reason="no onnxruntime CUDA provider and GPU")
+def test_ort_cuda_matches_cpu(tiny):
+    x = batch_of(4, seed=11)
+    (want,) = open_backend("ort", tiny).run(x)
+    (got,) = open_backend("ort", tiny, device="cuda").run(x)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)

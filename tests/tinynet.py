@@ -1,0 +1,80 @@
+"""A tiny seeded classifier written straight as ONNX (no torch export), plus the same
+network as a torch module, for backend/build/tune tests.
+
+conv3x3(3->8, stride 2) + relu -> conv3x3(8->16, stride 2) + relu -> global average pool
+-> gemm(16 -> classes). Weights are drawn from a seeded generator.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from engine.dataconfig import DataConfig, ModelInfo
+
+
+def tiny_weights(seed: int = 0, classes: int = 10) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "w1": (rng.standard_normal((8, 3, 3, 3)) * 0.4).astype(np.float32),
+        "b1": (rng.standard_normal(8) * 0.1).astype(np.float32),
+        "w2": (rng.standard_normal((16, 8, 3, 3)) * 0.2).astype(np.float32),
+        "b2": (rng.standard_normal(16) * 0.1).astype(np.float32),
+        "wf": (rng.standard_normal((classes, 16)) * 0.5).astype(np.float32),
+        "bf": (rng.standard_normal(classes) * 0.1).astype(np.float32),
+    }
+
+
+def write_tiny_onnx(path, *, size: int = 32, classes: int = 10, seed: int = 0,
+                    batch="batch", with_info: bool = True) -> Path:
+    """Write the tiny net to ``path`` (and its model-info JSON beside it)."""
+    path = Path(path)
+    w = tiny_weights(seed, classes)
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["output"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tinynet",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, classes])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in w.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    if with_info:
+        config = DataConfig(input_size=(3, size, size), resize=size + size // 8, crop=size, num_classes=classes)
+        ModelInfo(
+            name="tinynet", library="test", model_file=path.name,
+            input_shape=[batch, 3, size, size], output_shapes=[[batch, classes]],
+            data_config=config, weights={"seed": seed},
+        ).save(ModelInfo.path_for(path))
+    return path
+
+
+def tiny_torch_module(seed: int = 0, classes: int = 10):
+    """The same network as a torch module with the same weights."""
+    import torch
+    from torch import nn
+
+    w = tiny_weights(seed, classes)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, classes),
+    )
+    with torch.no_grad():
+        for layer, (wk, bk) in zip((net[0], net[2], net[6]), (("w1", "b1"), ("w2", "b2"), ("wf", "bf"))):
+            layer.weight.copy_(torch.from_numpy(w[wk]))
+            layer.bias.copy_(torch.from_numpy(w[bk]))
+    return net.eval()
