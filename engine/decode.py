@@ -1,0 +1,176 @@
+"""Decoding items (image files and seed-style ``.npz`` files) to uint8 HWC RGB arrays.
+
+Images are decoded the way a torchvision user's ``pil_loader`` does it,
+``Image.open(f).convert("RGB")``, so the pixels that enter preprocessing are the pixels
+the reference pipeline sees. That includes PIL's own conversions: palette and grayscale
+images are expanded, alpha is dropped (not composited), CMYK JPEGs go through PIL's
+CMYK->RGB formula, 16-bit grayscale PNGs (mode ``I;16``) are clipped to 0..255 rather
+than scaled, and EXIF orientation is ignored. Decoding uses stock Pillow; pillow-simd is
+only a resize baseline for the benchmarks, in its own environment, and its decoders are
+the same libjpeg/libpng/libwebp anyway.
+"""
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+# Importing these registers their formats in Image.OPEN, which _open_image reads.
+from PIL import BmpImagePlugin, JpegImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401
+
+from engine.datalist import IMAGE_SUFFIXES
+
+# PIL's own default (about 89.5 Mpx): a 1 GiB RGBA image. Above it we raise, where PIL
+# would only warn.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+# The formats this engine accepts, tried in this order on the file's leading bytes.
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
+
+NPZ_KEY = "input_0"
+
+# What PIL's plugins raise for malformed data.
+_PIL_DATA_ERRORS = (OSError, ValueError, SyntaxError, IndexError, TypeError, EOFError,
+                    struct.error)
+
+
+class DecodeError(ValueError):
+    """An item that cannot be turned into an RGB image: names the item and the reason."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+def _open_image(fp, name: str) -> Image.Image:
+    """Open (header only) with the accepted formats' plugins.
+
+    ``Image.open`` would do the same, plus a decompression-bomb check against PIL's
+    process-wide ``Image.MAX_IMAGE_PIXELS``; calling the registered plugin factories
+    directly lets each caller apply its own limit without touching that global.
+    """
+    prefix = fp.read(16)
+    for fmt in IMAGE_FORMATS:
+        factory, accept = Image.OPEN[fmt]
+        accepted = accept(prefix) if accept else True
+        if not accepted or isinstance(accepted, str):
+            continue
+        fp.seek(0)
+        try:
+            return factory(fp, name)
+        except _PIL_DATA_ERRORS as e:
+            raise DecodeError(name, f"corrupt {fmt} header ({e})") from None
+    if not prefix:
+        raise DecodeError(name, "empty file")
+    raise DecodeError(name, "not a JPEG, PNG, BMP or WebP image")
+
+
+def _check_pixels(im: Image.Image, name: str, max_pixels: int | None) -> None:
+    width, height = im.size
+    if width < 1 or height < 1:
+        raise DecodeError(name, f"image has no pixels ({width}x{height})")
+    if max_pixels is not None and width * height > max_pixels:
+        raise DecodeError(
+            name, f"image is {width}x{height} = {width * height} pixels, above the "
+                  f"decompression-bomb limit of {max_pixels} (raise max_pixels to allow it)")
+
+
+def _decode_stream(fp, name: str, max_pixels: int | None) -> np.ndarray:
+    im = _open_image(fp, name)
+    try:
+        _check_pixels(im, name, max_pixels)
+        try:
+            im.load()
+            rgb = im if im.mode == "RGB" else im.convert("RGB")
+        except _PIL_DATA_ERRORS as e:
+            raise DecodeError(name, f"corrupt or truncated {im.format} data ({e})") from None
+        return np.asarray(rgb)
+    finally:
+        im.close()
+
+
+def decode_image(source: str | os.PathLike | bytes, *, name: str | None = None,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a JPEG, PNG, BMP or WebP file (a path, or its bytes) to uint8 HWC RGB.
+
+    The pixels equal ``np.asarray(Image.open(source).convert("RGB"))``. ``name`` labels
+    errors for bytes input (default ``<bytes>``). Images with more than ``max_pixels``
+    pixels are refused before their data is decoded; ``None`` disables the limit. The
+    returned array is read-only. Raises ``DecodeError`` for anything unreadable.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _decode_stream(io.BytesIO(source), name or "<bytes>", max_pixels)
+    name = name or os.fspath(source)
+    try:
+        fp = open(source, "rb")
+    except OSError as e:
+        raise DecodeError(name, _os_reason(e)) from None
+    with fp:
+        return _decode_stream(fp, name, max_pixels)
+
+
+def load_npz(path: str | os.PathLike) -> np.ndarray:
+    """The image stored under ``input_0`` in a seed-style ``.npz``, as a uint8 HWC view.
+
+    The array is CHW (what image2npz writes; returned as a transposed view, no copy), or
+    HWC when its last axis is 3 and its first is not.
+    """
+    name = os.fspath(path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except OSError as e:
+        raise DecodeError(name, _os_reason(e)) from None
+    except (ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DecodeError(name, f"not a readable npz archive ({e})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise DecodeError(name, "not an npz archive (a bare .npy array)")
+    with loaded:
+        if NPZ_KEY not in loaded.files:
+            raise DecodeError(name, f"no key {NPZ_KEY!r} (keys: {', '.join(loaded.files) or 'none'})")
+        try:
+            array = loaded[NPZ_KEY]
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise DecodeError(name, f"cannot read {NPZ_KEY!r} ({e})") from None
+    return _npz_array_to_hwc(array, name)
+
+
+def _npz_array_to_hwc(array: np.ndarray, name: str) -> np.ndarray:
+    if array.dtype != np.uint8:
+        raise DecodeError(name, f"{NPZ_KEY!r} has dtype {array.dtype}, expected uint8")
+    if array.ndim != 3:
+        raise DecodeError(name, f"{NPZ_KEY!r} has shape {array.shape}, expected 3 axes "
+                                "(CHW or HWC)")
+    if array.size == 0:
+        raise DecodeError(name, f"{NPZ_KEY!r} has shape {array.shape}, which holds no pixels")
+    if array.shape[0] == 3:
+        return array.transpose(1, 2, 0)
+    if array.shape[-1] == 3:
+        return array
+    raise DecodeError(name, f"{NPZ_KEY!r} has shape {array.shape}: neither CHW nor HWC "
+                            "with 3 channels")
+
+
+def load_item(path: str | os.PathLike, *,
+              max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A datalist item (``.npz`` or an image file, suffix in any case) as uint8 HWC RGB."""
+    name = os.fspath(path)
+    suffix = Path(name).suffix.lower()
+    if suffix == ".npz":
+        return load_npz(name)
+    if suffix in IMAGE_SUFFIXES:
+        return decode_image(name, max_pixels=max_pixels)
+    accepted = " ".join(sorted(IMAGE_SUFFIXES | {".npz"}))
+    raise DecodeError(name, f"unknown item type {suffix or '(no suffix)'!r} (accepted: {accepted})")
+
+
+def _os_reason(error: OSError) -> str:
+    if isinstance(error, FileNotFoundError):
+        return "no such file"
+    if isinstance(error, IsADirectoryError):
+        return "is a directory"
+    return error.strerror or str(error)
