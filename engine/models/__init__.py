@@ -1,0 +1,1 @@
+"""Network definitions the zoo builds that no installed library provides."""
