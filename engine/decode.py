@@ -32,6 +32,8 @@ DEFAULT_MAX_PIXELS = 89_478_485
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
 
 NPZ_KEY = "input_0"
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK"
 
 # What PIL's plugins raise for malformed data.
 _PIL_DATA_ERRORS = (OSError, ValueError, SyntaxError, IndexError, TypeError, EOFError,
@@ -122,13 +124,20 @@ def load_npz(path: str | os.PathLike) -> np.ndarray:
     """
     name = os.fspath(path)
     try:
+        with open(path, "rb") as f:
+            magic = f.read(len(_NPY_MAGIC))
+    except OSError as e:
+        raise DecodeError(name, _os_reason(e)) from None
+    if magic == _NPY_MAGIC:
+        raise DecodeError(name, "not an npz archive (a bare .npy array)")
+    if not magic.startswith(_ZIP_MAGIC):
+        raise DecodeError(name, "not an npz archive (no zip signature)")
+    try:
         loaded = np.load(path, allow_pickle=False)
     except OSError as e:
         raise DecodeError(name, _os_reason(e)) from None
     except (ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DecodeError(name, f"not a readable npz archive ({e})") from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise DecodeError(name, "not an npz archive (a bare .npy array)")
     with loaded:
         if NPZ_KEY not in loaded.files:
             raise DecodeError(name, f"no key {NPZ_KEY!r} (keys: {', '.join(loaded.files) or 'none'})")
