@@ -1,0 +1,130 @@
+"""python -m engine.serve: classify images sent over ZeroMQ, with dynamic batching.
+
+    python -m engine.serve --onnx vgg11_224.onnx --bind tcp://127.0.0.1:5555 \\
+        --max-batch 8 --max-queue-delay-us 2000 --instances 1 --workers 2
+
+The wire protocol is described in :mod:`engine.serving.protocol`. The server binds
+loopback by default; any other address needs CURVE keys (or ``--insecure``). It prints
+``engine.serve: listening on ENDPOINT`` once it is ready (with the real port when bound
+to ``tcp://127.0.0.1:*``), and drains the requests in flight on SIGTERM or Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import zmq
+
+from engine.serving.model import ServedModel
+from engine.serving.security import enable_curve_server, is_local_endpoint
+from engine.serving.server import Limits, Server
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m engine.serve", description=__doc__.split("\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--onnx", type=Path, help="ONNX model (its model-info JSON beside it gives preprocessing and class names)")
+    src.add_argument("--model", help="zoo model name (e.g. vgg11), exported to ONNX at start-up")
+    p.add_argument("--model-library", default="timm", help="zoo library for --model (default timm)")
+    p.add_argument("--weights", help="checkpoint for --model (default: seeded random weights)")
+    p.add_argument("--seed", type=int, default=0, help="seed for random weights (default 0)")
+    p.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ROUTER endpoint (default tcp://127.0.0.1:5555)")
+    p.add_argument("--max-batch", type=int, default=8, help="largest batch (default 8)")
+    p.add_argument("--max-queue-delay-us", type=int, default=0,
+                   help="longest a request waits for its batch to fill, in microseconds (default 0)")
+    p.add_argument("--instances", type=int, default=1, help="model instances (sessions) (default 1)")
+    p.add_argument("--workers", type=int, default=2, help="preprocessing threads (default 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads per instance (default: cores / instances)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--max-bytes", type=int, default=64 * 2**20, help="largest payload in bytes (default 64 MiB)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000,
+                   help="largest image in pixels; bigger ones are refused before decoding (default 40M)")
+    p.add_argument("--max-inflight", type=int, default=None,
+                   help="requests admitted at once; more get a 'busy' reply (default max(64, 4 x batch x instances))")
+    p.add_argument("--max-inflight-bytes", type=int, default=1 << 30,
+                   help="payload bytes admitted at once (default 1 GiB)")
+    p.add_argument("--drain-timeout-s", type=float, default=30.0, help="longest SIGTERM waits for in-flight requests")
+    p.add_argument("--curve-secret-key", help="server certificate (.key_secret) to require CURVE")
+    p.add_argument("--curve-authorized-keys", help="folder of authorized client public keys (*.key)")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without CURVE")
+    args = p.parse_args(argv)
+    for name in ("max_batch", "instances", "workers", "max_bytes", "max_pixels"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.max_queue_delay_us < 0:
+        p.error("--max-queue-delay-us must be >= 0")
+    if bool(args.curve_secret_key) != bool(args.curve_authorized_keys):
+        p.error("--curve-secret-key and --curve-authorized-keys go together")
+    if not is_local_endpoint(args.bind) and not args.curve_secret_key and not args.insecure:
+        p.error(f"--bind {args.bind} is not a loopback address: give --curve-secret-key and "
+                "--curve-authorized-keys, or --insecure to serve it unauthenticated")
+    if args.threads is None:
+        args.threads = max(1, (os.cpu_count() or 1) // args.instances)
+    if args.max_inflight is None:
+        args.max_inflight = max(64, 4 * args.max_batch * args.instances)
+    return args
+
+
+def export_zoo_model(name: str, library: str, weights, seed: int, save_dir: Path) -> Path:
+    """Build a zoo model and export it (with its model info) for serving."""
+    from engine import zoo
+    from engine.export import export_onnx
+
+    model = zoo.create(name, library, weights=weights, seed=seed)
+    return export_onnx(model, save_dir)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    log = lambda msg: print(f"engine.serve: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    with tempfile.TemporaryDirectory(prefix="engine-serve-") as tmp:
+        onnx_path = args.onnx
+        if onnx_path is None:
+            log(f"exporting {args.model_library}/{args.model} "
+                f"({'weights ' + args.weights if args.weights else f'seeded random weights, seed {args.seed}'})")
+            onnx_path = export_zoo_model(args.model, args.model_library, args.weights, args.seed, Path(tmp))
+        try:
+            model = ServedModel(onnx_path, instances=args.instances, threads=args.threads, device=args.device)
+        except (FileNotFoundError, ValueError, RuntimeError) as e:
+            print(f"engine.serve: error: {e}", file=sys.stderr)
+            return 2
+        model.warmup(args.max_batch)
+        context = zmq.Context()
+        router = context.socket(zmq.ROUTER)
+        auth = None
+        try:
+            if args.curve_secret_key:
+                auth = enable_curve_server(router, args.curve_secret_key, args.curve_authorized_keys)
+            router.setsockopt(zmq.MAXMSGSIZE, 2 * args.max_bytes + 2**20)
+            router.bind(args.bind)
+            limits = Limits(args.max_bytes, args.max_pixels, args.max_inflight, args.max_inflight_bytes)
+            server = Server(model, router, max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
+                            workers=args.workers, limits=limits, drain_timeout_s=args.drain_timeout_s, log=log)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: server.stop())
+            endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+            log(f"model {model.name} ({model.num_classes} classes), {args.instances} instance(s) x "
+                f"{args.threads} thread(s), max batch {args.max_batch}, delay {args.max_queue_delay_us} us, "
+                f"{args.workers} workers{', CURVE' if auth else ''}")
+            print(f"engine.serve: listening on {endpoint}", flush=True)
+            server.serve()
+            log(f"stopped: {server.stats()}")
+        except (FileNotFoundError, ValueError, zmq.ZMQError) as e:
+            print(f"engine.serve: error: {e}", file=sys.stderr)
+            return 2
+        finally:
+            router.close()
+            if auth is not None:
+                auth.stop()
+            context.term()
+            model.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The served model: its data config, class names, and one backend session per instance."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engine.dataconfig import DataConfig, ModelInfo
+
+
+def class_names_for(info: ModelInfo | None, num_classes: int) -> list[str]:
+    """Names from the model-info JSON, ImageNet's for a 1000-class model, else ``class_<i>``."""
+    if info is not None and info.class_names:
+        if len(info.class_names) != num_classes:
+            raise ValueError(
+                f"model info lists {len(info.class_names)} class names for {num_classes} classes"
+            )
+        return list(info.class_names)
+    if num_classes == 1000:
+        from engine.labels import imagenet_class_names
+
+        return list(imagenet_class_names())
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+class ServedModel:
+    """An ONNX model and its preprocessing, opened ``instances`` times on ``device``.
+
+    ``preprocess`` is called from several worker threads at once; the numba kernel
+    releases the GIL, so they run in parallel.
+    """
+
+    def __init__(self, onnx_path, *, instances: int = 1, threads: int = 1, device: str = "cpu",
+                 spinning: bool = False):
+        from engine.backends import open_backend
+
+        if instances < 1:
+            raise ValueError(f"instances {instances}: must be >= 1")
+        self.path = Path(onnx_path)
+        info_path = ModelInfo.path_for(self.path)
+        self.info = ModelInfo.load(info_path) if info_path.is_file() else None
+        self.config: DataConfig = self.info.data_config if self.info else DataConfig()
+        self.name = self.info.name if self.info else self.path.stem
+        self.backends = [
+            open_backend("ort", self.path, device=device, threads=threads, spinning=spinning)
+            for _ in range(instances)
+        ]
+        expected = (3, self.config.crop, self.config.crop)
+        self.input_shape = tuple(self.backends[0].input_shape)
+        if self.input_shape != expected:
+            self.close()
+            raise ValueError(
+                f"model {self.path}: input {self.input_shape} does not match its data config "
+                f"(crop {self.config.crop} -> {expected})"
+            )
+        probe = self.backends[0].run(np.zeros((1, *self.input_shape), np.float32))[0]
+        if probe.ndim != 2:
+            self.close()
+            raise ValueError(f"model {self.path}: first output has shape {probe.shape}, expected (N, classes)")
+        self.num_classes = int(probe.shape[1])
+        self.class_names = class_names_for(self.info, self.num_classes)
+
+    def preprocess(self, image_hwc: np.ndarray, out: np.ndarray) -> np.ndarray:
+        from kernels import resize_crop_normalize
+
+        cfg = self.config
+        return resize_crop_normalize(image_hwc, out, resize=cfg.resize, crop=cfg.crop,
+                                     mean=cfg.mean, std=cfg.std)
+
+    def warmup(self, max_batch: int) -> None:
+        """Compile the kernels and let every session allocate for the largest batch."""
+        image = np.zeros((self.config.resize, self.config.resize, 3), np.uint8)
+        self.preprocess(image, np.empty(self.input_shape, np.float32))
+        for backend in self.backends:
+            backend.warmup(max_batch)
+            if max_batch > 1:
+                backend.warmup(1)
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape),
+            "instances": len(self.backends),
+            "backend": self.backends[0].describe(),
+        }
+
+    def close(self) -> None:
+        for backend in self.backends:
+            backend.close()

@@ -1,0 +1,304 @@
+"""The classification server: one ROUTER socket, a preprocessing pool, a dynamic batcher.
+
+Threads and who owns what:
+
+- the socket thread (the caller of :meth:`Server.serve`) owns the ROUTER socket: it
+  parses and validates requests, answers bad ones and pings at once, admits the rest
+  (or answers "busy"), and forwards every reply that comes back over an inproc PULL
+  socket. It never decodes or runs the model, so it stays responsive.
+- ``workers`` preprocessing threads decode the payload and run the fused resize/crop/
+  normalize kernel (both release the GIL), then hand the tensor to the batcher.
+- one thread per model instance takes batches from the :class:`DynamicBatcher`, runs
+  the backend and softmax/top-k, and pushes the packed replies.
+
+ZeroMQ sockets are not thread safe, so every worker and instance thread has its own
+PUSH socket into the socket thread. Every admitted request produces exactly one reply
+on that path, which is how the socket thread counts requests in flight.
+"""
+from __future__ import annotations
+
+import collections
+import queue
+import struct
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import zmq
+
+from engine.decode import DecodeError
+from engine.serving import protocol
+from engine.serving.batcher import DynamicBatcher
+from engine.serving.model import ServedModel
+from engine.serving.payload import decode_payload
+
+REPLIES_ENDPOINT = "inproc://engine.serve.replies"
+_STATUS = struct.Struct("<Q?")  # request sequence number, ok
+POLL_MS = 50
+ROUTER_BURST = 256  # requests read per loop turn before replies are forwarded
+
+
+@dataclass
+class Limits:
+    max_bytes: int = 64 * 2**20
+    max_pixels: int = 40_000_000
+    max_inflight: int = 64
+    max_inflight_bytes: int = 1 << 30
+
+
+@dataclass
+class _Job:
+    seq: int
+    envelope: list
+    request: protocol.Request
+    t_recv: float
+
+
+@dataclass
+class _Ready:
+    job: _Job
+    tensor: np.ndarray
+    t_pre_start: float
+    t_pre_end: float
+
+
+class Server:
+    """Serve ``model`` on an already bound ROUTER ``socket`` until :meth:`stop`."""
+
+    def __init__(self, model: ServedModel, socket: zmq.Socket, *, max_batch: int = 8,
+                 max_queue_delay_us: int = 0, workers: int = 2, limits: Limits | None = None,
+                 drain_timeout_s: float = 30.0, log=None):
+        if workers < 1:
+            raise ValueError(f"workers {workers}: must be >= 1")
+        self.model = model
+        self.router = socket
+        self.limits = limits or Limits()
+        self.drain_timeout_s = drain_timeout_s
+        self.log = log or (lambda msg: print(f"engine.serve: {msg}", file=sys.stderr, flush=True))
+        self.context = socket.context
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)  # replies to vanished peers are dropped
+        self.router.setsockopt(zmq.LINGER, 2000)
+        self.pull = self.context.socket(zmq.PULL)
+        self.pull.bind(REPLIES_ENDPOINT)
+        self.batcher = DynamicBatcher(max_batch, max_queue_delay_us / 1e6)
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._seq = 0
+        self._inflight: dict[int, int] = {}  # seq -> payload bytes
+        self._inflight_bytes = 0
+        self._stats = collections.Counter()
+        self._batch_sizes = collections.Counter()
+        self._batch_lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._worker_loop, name=f"preprocess-{i}", daemon=True)
+            for i in range(workers)
+        ] + [
+            threading.Thread(target=self._instance_loop, args=(backend,), name=f"instance-{i}", daemon=True)
+            for i, backend in enumerate(model.backends)
+        ]
+
+    # ---- socket thread -------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask :meth:`serve` to drain in-flight requests and return (safe from signal handlers)."""
+        self._stop.set()
+
+    def serve(self) -> None:
+        for thread in self._threads:
+            thread.start()
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.pull, zmq.POLLIN)
+        drain_deadline = None
+        try:
+            while True:
+                if self._stop.is_set() and drain_deadline is None:
+                    drain_deadline = time.monotonic() + self.drain_timeout_s
+                    self.batcher.drain()
+                    self.log(f"stopping: draining {len(self._inflight)} requests in flight")
+                if drain_deadline is not None:
+                    if not self._inflight:
+                        break
+                    if time.monotonic() > drain_deadline:
+                        self.log(f"drain timed out with {len(self._inflight)} requests unanswered")
+                        break
+                events = dict(poller.poll(POLL_MS))
+                if self.pull in events:
+                    self._forward_replies()
+                if self.router in events:
+                    self._read_requests()
+        finally:
+            self._shutdown()
+
+    def _forward_replies(self) -> None:
+        while True:
+            try:
+                frames = self.pull.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            seq, ok = _STATUS.unpack(frames[0])
+            self._inflight_bytes -= self._inflight.pop(seq)
+            self._stats["served" if ok else "errors"] += 1
+            self.router.send_multipart(frames[1:])
+
+    def _read_requests(self) -> None:
+        for _ in range(ROUTER_BURST):
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            t_recv = time.perf_counter()
+            envelope, body = protocol.split_envelope(frames)
+            envelope = [frame.bytes for frame in envelope]
+            self._stats["requests"] += 1
+            try:
+                if len(body) == 1:
+                    self._reply(envelope, self._control(body[0]))
+                else:
+                    self._admit(envelope, body, t_recv)
+            except protocol.ProtocolError as e:
+                self._stats["errors"] += 1
+                self._reply(envelope, protocol.error_reply(e.request_id, str(e)))
+            except Exception as e:  # a bug must cost one request, not the server
+                self._stats["errors"] += 1
+                self.log(f"internal error on a request: {type(e).__name__}: {e}")
+                self._reply(envelope, protocol.error_reply(None, f"internal server error ({type(e).__name__})"))
+
+    def _reply(self, envelope: list, reply: bytes) -> None:
+        self.router.send_multipart([*envelope, reply])
+
+    def _control(self, frame) -> bytes:
+        message = protocol.unpack_map(frame.buffer, "control message")
+        op = message.get("op")
+        if op != "ping":
+            raise protocol.ProtocolError(
+                f"single-frame message: op {op!r} is not a known control op ('ping'); "
+                "a classification request has 2 frames [header, payload]",
+                message.get("id") if isinstance(message.get("id"), protocol.SCALAR_TYPES) else None,
+            )
+        return protocol.pong_reply(self.model.name, self.stats())
+
+    def _admit(self, envelope: list, body: list, t_recv: float) -> None:
+        limits = self.limits
+        request = protocol.parse_request(
+            [body[0].buffer, body[1].buffer] if len(body) == 2 else body,
+            num_classes=self.model.num_classes, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels,
+        )
+        if self._stop.is_set():
+            raise protocol.ProtocolError("server is shutting down", request.id)
+        size = len(request.payload)
+        if len(self._inflight) >= limits.max_inflight or (
+            self._inflight and self._inflight_bytes + size > limits.max_inflight_bytes
+        ):
+            self._stats["busy"] += 1
+            raise protocol.ProtocolError(
+                f"busy: {len(self._inflight)} requests ({self._inflight_bytes} bytes) in flight, "
+                f"limits {limits.max_inflight} requests / {limits.max_inflight_bytes} bytes; retry later",
+                request.id,
+            )
+        self._seq += 1
+        self._inflight[self._seq] = size
+        self._inflight_bytes += size
+        self.jobs.put(_Job(self._seq, envelope, request, t_recv))
+
+    def stats(self) -> dict:
+        with self._batch_lock:
+            histogram = {str(size): count for size, count in sorted(self._batch_sizes.items())}
+        return {
+            "requests": self._stats["requests"],
+            "served": self._stats["served"],
+            "errors": self._stats["errors"],
+            "busy": self._stats["busy"],
+            "in_flight": len(self._inflight),
+            "queue_depth": self.jobs.qsize() + self.batcher.depth(),
+            "batch_sizes": histogram,
+        }
+
+    def _shutdown(self) -> None:
+        self.batcher.close()
+        for _ in range(sum(t.name.startswith("preprocess") for t in self._threads)):
+            self.jobs.put(None)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._forward_replies()
+        self.pull.close(linger=0)
+
+    # ---- worker threads ------------------------------------------------------------
+    def _push_socket(self) -> zmq.Socket:
+        push = self.context.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.connect(REPLIES_ENDPOINT)
+        return push
+
+    def _worker_loop(self) -> None:
+        push = self._push_socket()
+        try:
+            while (job := self.jobs.get()) is not None:
+                t_start = time.perf_counter()
+                try:
+                    image = decode_payload(job.request, max_pixels=self.limits.max_pixels)
+                    tensor = np.empty(self.model.input_shape, np.float32)
+                    self.model.preprocess(image, tensor)
+                except DecodeError as e:
+                    push.send_multipart(_error(job, str(e)))
+                    continue
+                except Exception as e:  # a kernel failure must not kill the worker
+                    push.send_multipart(_error(job, f"preprocessing failed ({type(e).__name__}: {e})"))
+                    continue
+                t_end = time.perf_counter()
+                self.batcher.put(_Ready(job, tensor, t_start, t_end), ready_time=t_end)
+        finally:
+            push.close()
+
+    def _instance_loop(self, backend) -> None:
+        from kernels import softmax_topk
+
+        push = self._push_socket()
+        batch = np.empty((self.batcher.max_batch, *self.model.input_shape), np.float32)
+        names = self.model.class_names
+        try:
+            while items := self.batcher.next_batch():
+                t_start = time.perf_counter()
+                n = len(items)
+                with self._batch_lock:
+                    self._batch_sizes[n] += 1
+                for i, item in enumerate(items):
+                    batch[i] = item.tensor
+                try:
+                    logits = backend.run(batch[:n])[0]
+                    k = max(item.job.request.topk for item in items)
+                    indices, probs = softmax_topk(np.ascontiguousarray(logits, np.float32), k)
+                except Exception as e:  # answer the whole batch, keep serving
+                    for item in items:
+                        push.send_multipart(_error(item.job, f"inference failed ({type(e).__name__}: {e})"))
+                    continue
+                t_end = time.perf_counter()
+                infer_us = (t_end - t_start) * 1e6
+                for i, item in enumerate(items):
+                    push.send_multipart(_result(item, indices[i], probs[i], names, infer_us, t_start))
+        finally:
+            push.close()
+
+
+def _error(job: _Job, message: str) -> list:
+    return [_STATUS.pack(job.seq, False), *job.envelope, protocol.error_reply(job.request.id, message)]
+
+
+def _result(item: _Ready, indices, probs, names, infer_us: float, t_batch: float) -> list:
+    job = item.job
+    k = job.request.topk
+    if indices[0] < 0:
+        return _error(job, "the model produced non-finite scores (NaN or inf) for this input")
+    topk = [
+        {"class": int(c), "prob": float(p), "name": names[c]}
+        for c, p in zip(indices[:k].tolist(), probs[:k].tolist())
+    ]
+    now = time.perf_counter()
+    timing = {
+        "queue": round(((item.t_pre_start - job.t_recv) + (t_batch - item.t_pre_end)) * 1e6, 1),
+        "preprocess": round((item.t_pre_end - item.t_pre_start) * 1e6, 1),
+        "infer": round(infer_us, 1),
+        "total": round((now - job.t_recv) * 1e6, 1),
+    }
+    return [_STATUS.pack(job.seq, True), *job.envelope, protocol.ok_reply(job.request.id, topk, timing)]
