@@ -1,0 +1,92 @@
+"""The top-k text results format of the seed's sample script, read and written.
+
+For each item, ``k`` lines, best first::
+
+    {item path}: Relay top-{i} id: {class id}, prob: {score:.8f}, class name: {name}
+
+Class names hold ``,`` (``crane, bird``) and may hold ``:``, so a line is parsed from
+its fixed structure (the first `` Relay top-N id: ...`` group after the path) rather
+than by splitting on separators; the name is everything after ``class name: ``.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+_LINE = re.compile(
+    r"^(?P<path>.*?): Relay top-(?P<rank>\d+) id: (?P<cls>-?\d+), "
+    r"prob: (?P<prob>[^,]+), class name: (?P<name>.*)$"
+)
+
+
+class TopkEntry(NamedTuple):
+    class_id: int
+    prob: float
+    name: str
+
+
+def format_topk_lines(path: str, indices: Sequence[int], probs: Sequence[float],
+                      names: Sequence[str] | None) -> list[str]:
+    """The ``k`` result lines (no newline) of one item, ranks from 0.
+
+    ``names`` is indexed by class id; an id it does not cover gets an empty name.
+    """
+    if len(indices) != len(probs):
+        raise ValueError(f"{path}: {len(indices)} class ids but {len(probs)} scores")
+    lines = []
+    for rank, (cls, prob) in enumerate(zip(indices, probs)):
+        cls = int(cls)
+        name = names[cls] if names is not None and 0 <= cls < len(names) else ""
+        lines.append(f"{path}: Relay top-{rank} id: {cls}, prob: {float(prob):.8f}, class name: {name}")
+    return lines
+
+
+def parse_topk_line(line: str) -> tuple[str, int, TopkEntry] | None:
+    """``(item path, rank, entry)`` of one line, None when it is not a result line."""
+    m = _LINE.match(line.rstrip("\r\n"))
+    if m is None:
+        return None
+    try:
+        prob = float(m["prob"])
+    except ValueError:
+        return None
+    return m["path"], int(m["rank"]), TopkEntry(int(m["cls"]), prob, m["name"].strip())
+
+
+def read_topk_file(path: str | Path) -> dict[str, list[TopkEntry]]:
+    """``{item path: [entry of rank 0, rank 1, ...]}`` in file order.
+
+    Blank lines are skipped. A line that is not a result line, or ranks of an item
+    that do not run 0, 1, 2, ... in order, is an error naming the file and line.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise OSError(f"top-k results {path}: {e.strerror or e}") from None
+    results: dict[str, list[TopkEntry]] = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+        parsed = parse_topk_line(raw)
+        if parsed is None:
+            raise ValueError(f"top-k results {path}:{lineno}: not a result line "
+                             f"('<path>: Relay top-<i> id: <id>, prob: <p>, class name: <name>'): {raw!r}")
+        item, rank, entry = parsed
+        ranks = results.setdefault(item, [])
+        if rank != len(ranks):
+            raise ValueError(f"top-k results {path}:{lineno}: {item} has rank top-{rank} "
+                             f"where top-{len(ranks)} was expected (ranks must run 0, 1, ... once per item)")
+        ranks.append(entry)
+    return results
+
+
+def write_topk_file(path: str | Path, items, names: Sequence[str] | None) -> int:
+    """Write ``(item path, indices, probs)`` triples in order; returns the item count."""
+    count = 0
+    with open(path, "w") as f:
+        for item, indices, probs in items:
+            f.writelines(line + "\n" for line in format_topk_lines(item, indices, probs, names))
+            count += 1
+    return count
