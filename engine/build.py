@@ -1,0 +1,382 @@
+"""Build a deploy folder (fp32, fp16 or int8) from a YAML config.
+
+    python -m engine.build CONFIG.yaml [--output DIR] [--no-progress]
+
+The folder is named like the seed compiler's, ``<model>-<dtype>-<method>-3_224_224-ort``,
+and holds ``<model>.onnx``, its model-info JSON (so ``engine.run --onnx`` needs nothing
+else) and ``build.json``: method, images used, classes covered, time taken and an
+accuracy check of the built model against the fp32 one on held-out images (never the
+calibration images).
+
+int8 goes through onnxruntime's static quantization in QDQ format with per-channel
+weights; see :func:`int8_types` for the data types and ``reduce_range`` chosen for the
+CPU. fp16 converts weights and activations to float16 and keeps float32 inputs and
+outputs, so the engine feeds every model the same way.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from engine.backends.ort import PRECISION_METADATA_KEY
+from engine.buildconfig import BuildConfig, ConfigError, check_preprocess_ops, load_config
+from engine.calibration import (
+    ImageCalibrationReader,
+    class_key_function,
+    folder_labels_apply,
+    iter_batches,
+    list_items,
+    spread_over_classes,
+    strided_chunk,
+)
+from engine.dataconfig import DataConfig, ModelInfo
+from engine.labels import LabelSource
+
+BACKEND_SUFFIX = "ort"
+# Images whose intermediate tensors the calibrator holds at once (VGG: ~60 MB each).
+CALIBRATION_CHUNK_IMAGES = 16
+
+
+class BuildError(RuntimeError):
+    """A build step failed; the message says which and why."""
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def int8_types(flags: set[str] | None = None) -> dict:
+    """Activation/weight types and ``reduce_range`` for onnxruntime int8 on this CPU.
+
+    onnxruntime's x86 int8 kernels multiply uint8 activations by int8 weights (U8S8).
+    Without VNNI (AVX2-only CPUs such as this one, and AVX-512 parts without
+    AVX512_VNNI) the inner step is ``VPMADDUBSW``, which multiplies pairs of u8 x s8
+    and adds each pair into a *saturating int16*: 255*127 + 255*127 = 64770 overflows
+    the int16 limit of 32767, so large activations meeting large weights are clipped and
+    accuracy drops. ``reduce_range=True`` quantizes weights to 7 bits (-64..63), which
+    bounds a pair at 255*64*2 = 32640 and removes the saturation; per-channel weight
+    scales win back most of the lost weight resolution. S8S8 does not help here: on x86
+    it is run as U8S8 after shifting the activations, with the same instruction.
+    With VNNI (``VPDPBUSD`` accumulates straight into int32) or on ARM (``SDOT``/``UDOT``),
+    there is no int16 intermediate and the full 8-bit range is used.
+    """
+    from onnxruntime.quantization import QuantType
+
+    flags = cpu_flags() if flags is None else flags
+    vnni = bool(flags & {"avx512_vnni", "avx_vnni", "avx512vnni", "amx_int8"})
+    x86 = bool(flags & {"sse2", "avx", "avx2"})
+    reduce_range = x86 and not vnni
+    return {
+        "activation_type": QuantType.QUInt8,
+        "weight_type": QuantType.QInt8,
+        "reduce_range": reduce_range,
+        "reason": ("x86 without VNNI: U8S8 with 7-bit weights (reduce_range) to avoid "
+                   "VPMADDUBSW int16 saturation" if reduce_range else
+                   "VNNI/ARM dot products accumulate in int32: U8S8, full 8-bit weights"),
+    }
+
+
+# -- model source ----------------------------------------------------------------------
+def _info_for_onnx(path: Path, cfg: BuildConfig) -> ModelInfo:
+    """The model-info beside an ONNX file, or one made from the file itself."""
+    info_path = ModelInfo.path_for(path)
+    if info_path.is_file():
+        return ModelInfo.load(info_path)
+    model = onnx.load(str(path), load_external_data=False)
+    graph_input = model.graph.input[0]
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "batch")
+            for d in graph_input.type.tensor_type.shape.dim]
+    if len(dims) != 4:
+        raise BuildError(f"{path}: input {graph_input.name} has shape {dims}, expected (N, C, H, W)")
+    size = dims[2]
+    config = DataConfig(input_size=tuple(dims[1:]), crop=size, resize=round(size / 0.875))
+    return ModelInfo(name=cfg.model_name or path.stem.removesuffix(f"_{size}"), library="onnx",
+                     model_file=path.name, input_name=graph_input.name,
+                     output_names=[o.name for o in model.graph.output], input_shape=dims,
+                     data_config=config, weights={"file": str(path)})
+
+
+def source_model(cfg: BuildConfig, work: Path) -> tuple[Path, ModelInfo]:
+    """The fp32 ONNX to build from (exported from the zoo when needed) and its model info."""
+    if cfg.onnx is not None:
+        if not cfg.onnx.is_file():
+            raise ConfigError(f"{cfg.sources.get('model.onnx', 'model.onnx')}: {cfg.onnx}: no such file")
+        return cfg.onnx, _info_for_onnx(cfg.onnx, cfg)
+    from engine.export import export_onnx
+    from engine.zoo import create
+
+    size = cfg.input_shape[2] if cfg.input_shape else None
+    zoo_model = create(cfg.model_name, library=cfg.library or "timm",
+                       weights=None if cfg.weights is None else str(cfg.weights), seed=cfg.seed)
+    size = size or zoo_model.data_config.crop
+    # The built model keeps a dynamic batch axis; the engine batches on its own.
+    path = export_onnx(zoo_model, work / "export", size=size, softmax=cfg.softmax)
+    return path, ModelInfo.load(ModelInfo.path_for(path))
+
+
+def check_inputs_match(cfg: BuildConfig, info: ModelInfo) -> None:
+    if cfg.input_name is not None and cfg.input_name != info.input_name:
+        raise ConfigError(f"{cfg.sources.get('model.input_name')}: input name {cfg.input_name!r}, "
+                          f"but the model's input is {info.input_name!r}")
+    if cfg.input_shape is not None and list(cfg.input_shape[1:]) != list(info.data_config.input_size):
+        raise ConfigError(f"{cfg.sources.get('model.input_shape')}: shape {cfg.input_shape}, but the model "
+                          f"takes (N, {', '.join(map(str, info.data_config.input_size))})")
+
+
+def append_softmax(src: Path, dst: Path) -> None:
+    """Add a Softmax over the class axis after the model's first output."""
+    model = onnx.load(str(src))
+    out = model.graph.output[0]
+    logits = out.name + "_logits"
+    for node in model.graph.node:
+        node.output[:] = [logits if o == out.name else o for o in node.output]
+    model.graph.node.append(helper.make_node("Softmax", [logits], [out.name], axis=-1, name="engine_softmax"))
+    onnx.save(model, str(dst))
+
+
+# -- conversions -----------------------------------------------------------------------
+def set_precision(path: Path, precision: str) -> None:
+    model = onnx.load(str(path))
+    entries = [p for p in model.metadata_props if p.key != PRECISION_METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(entries)
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in entries}, PRECISION_METADATA_KEY: precision})
+    onnx.save(model, str(path))
+
+
+def convert_fp16(src: Path, dst: Path) -> None:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))
+
+
+def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: BuildConfig,
+                  work: Path, progress: bool) -> dict:
+    """Static QDQ quantization calibrated on ``items``; returns what was chosen."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quant_pre_process, quantize_static
+
+    prepared = work / "prepared.onnx"
+    quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+    types = int8_types()
+    method = {"max": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[cfg.method]
+    fixed = info.input_shape[0] if isinstance(info.input_shape[0], int) else None
+    batch_size = fixed or cfg.calibration_batch_size
+    reader = ImageCalibrationReader(items, info.data_config, info.input_name, batch_size, progress=progress)
+    chunk = strided_chunk(len(reader), max(1, CALIBRATION_CHUNK_IMAGES // batch_size))
+    extra = {"CalibStridedMinMax": chunk, "ActivationSymmetric": False, "WeightSymmetric": True}
+    if cfg.method == "percentile":
+        extra["CalibPercentile"] = cfg.percentile
+    try:
+        quantize_static(
+            str(prepared), str(dst), reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=cfg.per_channel,
+            activation_type=types["activation_type"],
+            weight_type=types["weight_type"],
+            reduce_range=types["reduce_range"],
+            calibrate_method=method,
+            extra_options=extra,
+        )
+    finally:
+        reader.close()
+    return {
+        "format": "QDQ",
+        "activation_type": "uint8",
+        "weight_type": "int8",
+        "reduce_range": types["reduce_range"],
+        "why": types["reason"],
+        "per_channel": cfg.per_channel,
+        "calibration_method": cfg.method,
+        "percentile": cfg.percentile if cfg.method == "percentile" else None,
+        "batch_size": batch_size,
+    }
+
+
+# -- accuracy check --------------------------------------------------------------------
+def accuracy_check(reference: Path, built: Path, items: list[str], config: DataConfig,
+                   labels: LabelSource | None, progress: bool) -> dict:
+    """Top-1 agreement and top-5 overlap of ``built`` vs ``reference`` on ``items``."""
+    from tqdm import tqdm
+
+    from engine.backends import open_backend
+
+    threads = max(1, os.cpu_count() or 1)
+    ref = open_backend("ort", reference, threads=threads)
+    new = open_backend("ort", built, threads=threads)
+    ref_top5, new_top5, truth = [], [], []
+    with tqdm(total=len(items), desc="checking", unit="img", disable=not progress) as bar:
+        for chunk, batch in iter_batches(items, config, 8):
+            for outs, store in ((ref.run(batch), ref_top5), (new.run(batch), new_top5)):
+                store.append(np.argsort(-outs[0], axis=1, kind="stable")[:, :5])
+            truth.extend(labels(i) if labels is not None else None for i in chunk)
+            bar.update(len(chunk))
+    ref.close()
+    new.close()
+    a, b = np.concatenate(ref_top5), np.concatenate(new_top5)
+    overlap = [len(set(x) & set(y)) / 5 for x, y in zip(a, b)]
+    result = {
+        "images": len(items),
+        "top1_agreement": float(np.mean(a[:, 0] == b[:, 0])),
+        "top5_overlap": float(np.mean(overlap)),
+    }
+    known = [i for i, t in enumerate(truth) if t is not None]
+    if known:
+        t = np.asarray([truth[i] for i in known])
+        for tag, top in (("fp32", a[known]), ("built", b[known])):
+            result[f"{tag}_top1"] = float(np.mean(top[:, 0] == t))
+            result[f"{tag}_top5"] = float(np.mean((top == t[:, None]).any(axis=1)))
+        result["labelled_images"] = len(known)
+    return result
+
+
+def _labels_for(label_file: Path | None, items: list[str]) -> LabelSource | None:
+    if label_file is not None:
+        return LabelSource(label_file)
+    if folder_labels_apply(items):
+        return LabelSource(from_folders=True)
+    return None
+
+
+# -- the build -------------------------------------------------------------------------
+def deploy_folder_name(model: str, cfg: BuildConfig, input_size) -> str:
+    shape = "_".join(str(d) for d in input_size)
+    return f"{model}-{cfg.dtype}-{cfg.method_label}-{shape}-{BACKEND_SUFFIX}"
+
+
+def build(cfg: BuildConfig, *, progress: bool = True) -> Path:
+    """Run the build described by ``cfg``; returns the deploy folder."""
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="engine-build-") as tmp:
+        work = Path(tmp)
+        t = time.perf_counter()
+        src, info = source_model(cfg, work)
+        timings["source_s"] = time.perf_counter() - t
+        check_inputs_match(cfg, info)
+        check_preprocess_ops(cfg.preprocess_ops, info.data_config,
+                             cfg.sources.get("preprocess_ops", "preprocess_ops"))
+        softmax_done = bool(info.extra.get("softmax"))
+        if cfg.softmax and not softmax_done:
+            with_softmax = work / "with_softmax.onnx"
+            append_softmax(src, with_softmax)
+            src = with_softmax
+
+        pool = list_items(cfg.calibration_path, cfg.calibration_suffix) if cfg.calibration_path else []
+        calib_labels = _labels_for(cfg.calibration_labels, pool)
+        calib_items = (spread_over_classes(pool, cfg.calibration_count, class_key_function(calib_labels))
+                       if cfg.dtype == "int8" else [])
+        chosen = set(calib_items)
+        check_pool = [i for i in (list_items(cfg.check_path) if cfg.check_path else pool) if i not in chosen]
+        check_labels = _labels_for(cfg.check_labels or cfg.calibration_labels, check_pool)
+        check_items = spread_over_classes(check_pool, cfg.check_count, class_key_function(check_labels))
+
+        name = info.name
+        folder = cfg.output / deploy_folder_name(name, cfg, info.data_config.input_size)
+        folder.mkdir(parents=True, exist_ok=True)
+        built = folder / f"{name}.onnx"
+
+        t = time.perf_counter()
+        quantization = None
+        if cfg.dtype == "int8":
+            quantization = quantize_int8(src, built, calib_items, info, cfg, work, progress)
+        elif cfg.dtype == "fp16":
+            convert_fp16(src, built)
+        else:
+            shutil.copyfile(src, built)
+        set_precision(built, cfg.dtype)
+        timings["convert_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        check = None
+        if check_items:
+            check = accuracy_check(src, built, check_items, info.data_config, check_labels, progress)
+        timings["check_s"] = time.perf_counter() - t
+
+    extra = dict(info.extra)
+    extra.update({"precision": cfg.dtype, "softmax": cfg.softmax or softmax_done,
+                  "built_from": str(cfg.onnx or f"{info.library} {info.name}")})
+    deployed = replace(info, model_file=built.name, extra=extra)
+    deployed.save(ModelInfo.path_for(built))
+
+    class_of = class_key_function(calib_labels)
+    report = {
+        "model": name,
+        "library": info.library,
+        "weights": info.weights,
+        "dtype": cfg.dtype,
+        "method": cfg.method_label,
+        "calibration_method": cfg.method,
+        "quantization": quantization,
+        "softmax": cfg.softmax,
+        "model_file": built.name,
+        "model_bytes": built.stat().st_size,
+        "calibration": {
+            "path": None if cfg.calibration_path is None else str(cfg.calibration_path),
+            "images_used": len(calib_items),
+            "classes_covered": len({class_of(i) for i in calib_items}),
+            "classes_present": len({class_of(i) for i in pool}),
+            "items": calib_items,
+        },
+        "check": check if check is not None else {"images": 0, "skipped": "no held-out images"},
+        "check_items": check_items,
+        "ignored_config_keys": cfg.ignored,
+        "time_s": round(time.perf_counter() - started, 3),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+    (folder / "build.json").write_text(json.dumps(report, indent=2) + "\n")
+    return folder
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine.build", description=__doc__.split("\n\n")[0])
+    p.add_argument("config", help="build config (YAML); see engine/buildconfig.py for the keys")
+    p.add_argument("--output", help="folder to create the deploy folder in (overrides the config's output)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        if args.output:
+            cfg = replace(cfg, output=Path(args.output))
+        folder = build(cfg, progress=not args.no_progress)
+    except (ConfigError, BuildError, FileNotFoundError, NotADirectoryError, ValueError) as e:
+        print(f"engine.build: {e}", file=sys.stderr)
+        return 2
+    report = json.loads((folder / "build.json").read_text())
+    check = report["check"]
+    print(f"built {folder}  ({report['dtype']}, {report['method']}, {report['time_s']:.1f} s)")
+    if check.get("images"):
+        line = (f"check on {check['images']} held-out images: top-1 agreement {100 * check['top1_agreement']:.2f}%"
+                f", top-5 overlap {100 * check['top5_overlap']:.2f}%")
+        if "fp32_top1" in check:
+            line += (f"; top-1 fp32 {100 * check['fp32_top1']:.2f}% built {100 * check['built_top1']:.2f}%"
+                     f", top-5 fp32 {100 * check['fp32_top5']:.2f}% built {100 * check['built_top5']:.2f}%")
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
