@@ -1,0 +1,288 @@
+"""``python -m engine.valprep``: lay a flat ILSVRC2012 ``val/`` folder out as ``val/<wnid>/``.
+
+The ground truth is either Kaggle's ``LOC_val_solution.csv`` (``ImageId,PredictionString``,
+the prediction string starting with the wnid), or the devkit's
+``ILSVRC2012_validation_ground_truth.txt`` (line n holds the ILSVRC2012_ID of
+``ILSVRC2012_val_{n:08d}``, ids in the devkit's meta.mat order) together with a file
+mapping those ids to wnids (``<id> <wnid>`` lines): the mapping is never guessed.
+
+Writes ``val_label.txt`` (``<file> <class index>``, the index being the wnid's position
+in the sorted list of the 1000 wnids) and ``label.txt`` (one class name per index).
+
+Every file is checked before any is moved: a ground-truth line naming a missing image,
+an image already in another class's folder, or a clash stops the run with the full list
+and nothing moved. Re-running on an arranged folder finds everything in place.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from engine.datalist import IMAGE_SUFFIXES
+from engine.labels import imagenet_class_names, imagenet_wnid_index
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_REFUSED = 2
+LISTED = 50
+"""How many problems are printed before the rest are counted."""
+
+
+@dataclass(frozen=True)
+class Truth:
+    stem: str
+    wnid: str
+    where: str
+    """File and line the entry came from, for error messages."""
+
+
+def _check_wnid(wnid: str, where: str) -> str:
+    if wnid not in imagenet_wnid_index():
+        raise ValueError(f"{where}: {wnid!r} is not one of the 1000 ILSVRC2012 wnids")
+    return wnid
+
+
+def _collect(entries, source: Path) -> list[Truth]:
+    """Entries in file order; a stem given two classes is an error."""
+    seen: dict[str, Truth] = {}
+    for t in entries:
+        earlier = seen.get(t.stem)
+        if earlier is not None and earlier.wnid != t.wnid:
+            raise ValueError(f"{t.where}: {t.stem} is {t.wnid} but {earlier.where} says {earlier.wnid}")
+        seen.setdefault(t.stem, t)
+    if not seen:
+        raise ValueError(f"ground truth {source}: no entries")
+    return list(seen.values())
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except OSError as e:
+        raise OSError(f"{what} {path}: {e.strerror or e}") from None
+
+
+def read_solution_csv(path: str | Path) -> list[Truth]:
+    """Kaggle's ``LOC_val_solution.csv``: ``ILSVRC2012_val_00008726,n02119789 255 142 ...``."""
+    path = Path(path)
+    rows = csv.reader(_read_text(path, "ground truth").splitlines())
+
+    def entries():
+        for lineno, row in enumerate(rows, 1):
+            if not row or not "".join(row).strip() or (lineno == 1 and row[0].strip() == "ImageId"):
+                continue
+            where = f"{path}:{lineno}"
+            if len(row) < 2 or not row[1].split():
+                raise ValueError(f"{where}: expected 'ImageId,PredictionString', got {','.join(row)!r}")
+            yield Truth(Path(row[0].strip()).stem, _check_wnid(row[1].split()[0], where), where)
+
+    return _collect(entries(), path)
+
+
+def read_id_map(path: str | Path) -> dict[int, str]:
+    """``<ILSVRC2012_ID> <wnid>`` lines (blank and ``#`` lines skipped)."""
+    path = Path(path)
+    mapping: dict[int, str] = {}
+    for lineno, raw in enumerate(_read_text(path, "id map").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        where = f"{path}:{lineno}"
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise ValueError(f"{where}: expected '<id> <wnid>', got {raw!r}")
+        ident = int(parts[0])
+        if mapping.get(ident, parts[1]) != parts[1]:
+            raise ValueError(f"{where}: id {ident} mapped to {mapping[ident]} and {parts[1]}")
+        mapping[ident] = _check_wnid(parts[1], where)
+    return mapping
+
+
+def read_devkit_ground_truth(path: str | Path, id_map: dict[int, str]) -> list[Truth]:
+    """``ILSVRC2012_validation_ground_truth.txt``: line n is the id of ``ILSVRC2012_val_{n:08d}``."""
+    path = Path(path)
+
+    def entries():
+        for lineno, raw in enumerate(_read_text(path, "ground truth").splitlines(), 1):
+            line = raw.strip()
+            where = f"{path}:{lineno}"
+            if not line.isdigit():
+                raise ValueError(f"{where}: expected one ILSVRC2012_ID per line, got {raw!r}")
+            if int(line) not in id_map:
+                raise ValueError(f"{where}: id {line} is not in the id map")
+            yield Truth(f"ILSVRC2012_val_{lineno:08d}", id_map[int(line)], where)
+
+    return _collect(entries(), path)
+
+
+@dataclass
+class Plan:
+    moves: list[tuple[Path, Path]] = field(default_factory=list)
+    in_place: list[Path] = field(default_factory=list)
+    labels: list[tuple[str, int]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    unlisted: list[Path] = field(default_factory=list)
+
+
+def _images_by_stem(folders) -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    for folder in folders:
+        for entry in os.scandir(folder):
+            path = Path(entry.path)
+            if path.suffix.lower() in IMAGE_SUFFIXES and (entry.is_file() or entry.is_symlink()):
+                found.setdefault(path.stem, []).append(path)
+    return found
+
+
+def _subfolders(root: Path) -> list[Path]:
+    return sorted(Path(e.path) for e in os.scandir(root) if e.is_dir()) if root.is_dir() else []
+
+
+def make_plan(val_dir: Path, truth: list[Truth], dest_root: Path) -> Plan:
+    """What to move where, what is already in place, and every reason to refuse."""
+    plan = Plan()
+    index = imagenet_wnid_index()
+    flat = _images_by_stem([val_dir])
+    sources = dict(flat)
+    if dest_root != val_dir:  # an arranged val/ can be the source of a linked tree too
+        for stem, paths in _images_by_stem(_subfolders(val_dir)).items():
+            sources.setdefault(stem, []).extend(paths)
+    arranged = _images_by_stem(_subfolders(dest_root))
+    for t in truth:
+        placed = arranged.get(t.stem, [])
+        if len(placed) > 1:
+            plan.problems.append(f"{t.stem}: several files in class folders: {', '.join(map(str, placed))}")
+        elif placed:
+            path = placed[0]
+            if path.parent.name != t.wnid:
+                plan.problems.append(f"{path} is in folder {path.parent.name} but {t.where} says {t.wnid}")
+            elif not path.exists():
+                plan.problems.append(f"{path} is a broken link")
+            else:
+                plan.in_place.append(path)
+                plan.labels.append((path.name, index[t.wnid]))
+            continue
+        candidates = sources.get(t.stem, [])
+        if not candidates:
+            plan.problems.append(f"{t.where} names {t.stem}, which is not in {val_dir}")
+        elif len(candidates) > 1:
+            plan.problems.append(f"{t.stem}: several source files: {', '.join(map(str, candidates))}")
+        else:
+            src = candidates[0]
+            plan.moves.append((src, dest_root / t.wnid / src.name))
+            plan.labels.append((src.name, index[t.wnid]))
+    named = {t.stem for t in truth}
+    plan.unlisted = sorted(p for stem, paths in flat.items() if stem not in named for p in paths)
+    plan.labels.sort()
+    return plan
+
+
+def carry_out(plan: Plan, link: bool) -> int:
+    """Move or symlink every planned file; returns how many were placed."""
+    done = 0
+    for src, dest in tqdm(plan.moves, desc="linking" if link else "moving", unit="img", disable=None):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if link:
+            os.symlink(src.resolve(), dest)
+        else:
+            shutil.move(src, dest)
+        done += 1
+    return done
+
+
+def write_label_files(plan: Plan, out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    label_file, names_file = out_dir / "val_label.txt", out_dir / "label.txt"
+    label_file.write_text("".join(f"{name} {index}\n" for name, index in plan.labels))
+    names_file.write_text("".join(f"{name}\n" for name in imagenet_class_names()))
+    return label_file, names_file
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine.valprep", description=__doc__.split("\n\n")[0],
+                                     epilog="Exit status: 0 done, 2 refused (nothing moved), 1 failed midway.")
+    parser.add_argument("val_dir", metavar="VAL_DIR", help="folder holding the validation images")
+    truth = parser.add_mutually_exclusive_group(required=True)
+    truth.add_argument("--solution", metavar="CSV", help="Kaggle's LOC_val_solution.csv")
+    truth.add_argument("--ground-truth", metavar="TXT", help="the devkit's ILSVRC2012_validation_ground_truth.txt")
+    parser.add_argument("--id-map", metavar="FILE",
+                        help="'<ILSVRC2012_ID> <wnid>' lines; required with --ground-truth")
+    parser.add_argument("--link", action="store_true",
+                        help="symlink the images into --target instead of moving them")
+    parser.add_argument("--target", metavar="DIR",
+                        help="build the class folders here (default: inside VAL_DIR, moving the images)")
+    parser.add_argument("--out-dir", metavar="DIR",
+                        help="where val_label.txt and label.txt go (default: the folder above the class folders)")
+    parser.add_argument("--dry-run", action="store_true", help="check and report, change nothing")
+    return parser
+
+
+def _print_list(title: str, lines: list[str]) -> None:
+    print(title, file=sys.stderr)
+    for line in lines[:LISTED]:
+        print(f"  {line}", file=sys.stderr)
+    if len(lines) > LISTED:
+        print(f"  ... and {len(lines) - LISTED} more", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.ground_truth and not args.id_map:
+        parser.error("--ground-truth needs --id-map (its ids are in meta.mat order, not the wnid sort order)")
+    if args.solution and args.id_map:
+        parser.error("--id-map goes with --ground-truth, not --solution")
+    if args.link and not args.target:
+        parser.error("--link needs --target: the links go into a folder of their own")
+    val_dir = Path(args.val_dir).resolve()
+    dest_root = Path(args.target).resolve() if args.target else val_dir
+    if args.link and dest_root == val_dir:
+        parser.error("--target must differ from VAL_DIR with --link")
+    if not val_dir.is_dir():
+        print(f"engine.valprep: {val_dir}: not a directory", file=sys.stderr)
+        return EXIT_REFUSED
+    try:
+        if args.solution:
+            truth = read_solution_csv(args.solution)
+        else:
+            truth = read_devkit_ground_truth(args.ground_truth, read_id_map(args.id_map))
+    except (OSError, ValueError) as e:
+        print(f"engine.valprep: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    plan = make_plan(val_dir, truth, dest_root)
+    if plan.problems:
+        _print_list(f"engine.valprep: refusing, nothing was moved; {len(plan.problems)} problems:", plan.problems)
+        return EXIT_REFUSED
+    out_dir = Path(args.out_dir).resolve() if args.out_dir else dest_root.parent
+    verb = "link" if args.link else "move"
+    classes = len({dest.parent.name for _, dest in plan.moves})
+    print(f"{len(truth)} images in the ground truth: {len(plan.in_place)} already in place, "
+          f"{len(plan.moves)} to {verb} into {classes} class folders under {dest_root}")
+    if plan.unlisted:
+        _print_list(f"{len(plan.unlisted)} images in {val_dir} have no ground-truth line; left where they are:",
+                    [str(p) for p in plan.unlisted])
+    if args.dry_run:
+        for src, dest in plan.moves[:10]:
+            print(f"  would {verb} {src} -> {dest}")
+        print(f"dry run: would write {out_dir / 'val_label.txt'} and {out_dir / 'label.txt'}; nothing changed")
+        return EXIT_OK
+    try:
+        carry_out(plan, args.link)
+    except OSError as e:
+        print(f"engine.valprep: failed midway: {e}. Files already placed are recognised: "
+              f"fix the cause and run again to finish.", file=sys.stderr)
+        return EXIT_FAILED
+    label_file, names_file = write_label_files(plan, out_dir)
+    print(f"wrote {label_file} ({len(plan.labels)} labels) and {names_file}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
