@@ -1,0 +1,71 @@
+"""Everything a run needs to know, gathered once by ``engine.run`` and handed to stages."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+from engine.dataconfig import DataConfig
+
+
+def default_workers(cores: int) -> int:
+    """Preprocess processes: the fused kernel costs well under 1 ms per image, so one
+    worker keeps a CPU-bound model fed on small machines; bigger ones get a quarter."""
+    return max(1, cores // 4)
+
+
+@dataclass
+class RunConfig:
+    model_path: str
+    data_config: DataConfig
+    class_names: list[str] | None = None
+    model_label: str = ""
+    backend: str = "ort"
+    device: str = "cpu"
+    instances: int = 1
+    processes: int = 1
+    batch: int = 8
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=lambda: default_workers(os.cpu_count() or 1))
+    topk: int = 5
+    iterations: int = 1
+    warmup: int = 0
+    slots: int = 0
+    batch_delay_ms: float = 2.0
+    transport: str = "ipc"
+    tcp_host: str = "127.0.0.1"
+    tcp_port: int = 0
+    max_pixels: int | None = None
+    output_dtype: str = "float32"
+    quiet: bool = False
+    worker_start_timeout_s: float = 180.0
+
+    def __post_init__(self):
+        for name in ("instances", "processes", "batch", "threads", "workers", "topk", "iterations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ValueError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.transport not in ("ipc", "tcp"):
+            raise ValueError(f"transport {self.transport!r}: use 'ipc' or 'tcp'")
+        if self.output_dtype not in ("float32", "float16"):
+            raise ValueError(f"output dtype {self.output_dtype!r}: use float32 or float16")
+        if self.topk > self.data_config.num_classes:
+            raise ValueError(f"--topk {self.topk} exceeds the model's {self.data_config.num_classes} classes")
+        if not self.slots:
+            self.slots = self.default_slots()
+
+    @property
+    def chunk(self) -> int:
+        """Items per preprocess task message: fewer broker round trips at large batches."""
+        return max(1, min(4, self.batch // 2))
+
+    def default_slots(self) -> int:
+        preprocess_inflight = self.workers * 2 * self.chunk
+        device_side = 3 * self.batch * self.instances * self.processes
+        return preprocess_inflight + device_side + self.batch
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["data_config"] = self.data_config.to_dict()
+        d.pop("class_names")
+        return d

@@ -1,0 +1,104 @@
+"""The end-of-run report: a JSON-able dict and the text summary in the layout of the
+seed's benchmark tool (shapes, then instances/devices/batch/samples, forward time,
+throughput, latencies in microseconds with percentiles), plus the accuracy line."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+
+import numpy as np
+import psutil
+
+from engine.eval import accuracy_line
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+def latency_stats(values) -> dict | None:
+    if not len(values):
+        return None
+    a = np.asarray(values, dtype=np.float64)
+    stats = {"avg": float(a.mean()), "min": float(a.min()), "max": float(a.max())}
+    stats.update({f"p{p}": float(np.percentile(a, p)) for p in PERCENTILES})
+    return stats
+
+
+def _mean(values) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def build_report(broker, cfg, sink, *, model_info: dict, items_total: int) -> dict:
+    tm = broker.timings
+    seconds = broker.measured_seconds
+    not_run = broker.total - broker.finished
+    acc = sink.accuracy()
+    return {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "model": model_info,
+        "config": cfg.to_dict(),
+        "backends": broker.backends,
+        "input": {"name": "input", "shape": [cfg.batch, 3, cfg.data_config.crop, cfg.data_config.crop],
+                  "dtype": "float32"},
+        "counts": {"items": items_total, "submitted": broker.total, "done": broker.finished - broker.failed,
+                   "failed": broker.failed, "not_run": not_run, "restarts": broker.restarts},
+        "stopped": broker.stop_reason,
+        "forward_time_s": seconds,
+        "measured_items": broker.measured_items,
+        "throughput_qps": broker.measured_items / seconds,
+        "latency_us": {
+            "end_to_end": latency_stats(tm.e2e),
+            "model_batch": latency_stats(tm.infer_batch),
+        },
+        "stages_us_per_item": {
+            "decode": _mean(tm.load),
+            "preprocess": _mean(tm.preprocess),
+            "queue_wait": _mean(tm.queue),
+            "inference": _mean(tm.infer_item),
+            "postprocess": _mean(tm.postprocess),
+        },
+        "batch_sizes": {str(k): v for k, v in sorted(tm.batch_sizes.items())},
+        "accuracy": acc,
+        "peak_rss_mb": broker.peak_rss_bytes / 2**20,
+        "host_memory_used_mb": psutil.virtual_memory().used / 2**20,
+    }
+
+
+def _lat_line(name: str, stats: dict | None) -> str:
+    if stats is None:
+        return f"  {name} latency (us): n/a"
+    pct = " ".join(f"p{p}: {stats[f'p{p}']:.0f}" for p in PERCENTILES)
+    return f"  {name} latency (us): avg: {stats['avg']:.0f} min: {stats['min']:.0f} max: {stats['max']:.0f} {pct}"
+
+
+def format_summary(report: dict) -> str:
+    cfg = report["config"]
+    counts = report["counts"]
+    shape = report["input"]["shape"]
+    backend = report["backends"][0] if report["backends"] else {}
+    lines = [
+        f"model: {report['model'].get('name')} ({report['model'].get('weights_label', '')})",
+        f"input: {report['input']['name']} {shape} {report['input']['dtype']}",
+        f"backend: {cfg['backend']} on {cfg['device']} {backend.get('device', '')}".rstrip(),
+        f"- number of instances in each device: {cfg['instances']}",
+        f"  processes: {cfg['processes']}  preprocess workers: {cfg['workers']}  threads per instance: {cfg['threads']}",
+        f"  batch size: {cfg['batch']}",
+        f"  samples: {report['measured_items']} (done {counts['done']}, failed {counts['failed']}, "
+        f"not run {counts['not_run']})",
+        f"  forward time (s): {report['forward_time_s']:.3f}",
+        f"  throughput (qps): {report['throughput_qps']:.2f}",
+        _lat_line("end-to-end", report["latency_us"]["end_to_end"]),
+        _lat_line("model (per batch)", report["latency_us"]["model_batch"]),
+        "  stages (us per item): " + "  ".join(
+            f"{k}: {v:.0f}" if v is not None else f"{k}: n/a" for k, v in report["stages_us_per_item"].items()),
+        f"  peak RSS (MB, broker + workers, sampled): {report['peak_rss_mb']:.0f}",
+    ]
+    acc = report["accuracy"]
+    if acc["labelled"]:
+        lines.append(accuracy_line(acc["top1"], acc["top5"]) + f"  (over {acc['labelled']} labelled items)")
+    if report["stopped"]:
+        lines.append(f"run stopped: {report['stopped']}")
+    return "\n".join(lines)
