@@ -2,6 +2,7 @@
 import io
 import struct
 import warnings
+import zipfile
 import zlib
 
 import numpy as np
@@ -182,6 +183,12 @@ def test_npz_chw_is_returned_as_a_transposed_view(tmp_path):
     assert loaded.strides == (451, 1, 300 * 451)
 
 
+def test_npz_stored_in_fortran_order(tmp_path):
+    chw = np.asfortranarray(photo_array("coffee").transpose(2, 0, 1))
+    np.testing.assert_array_equal(load_npz(save_npz(tmp_path / "f.npz", input_0=chw)),
+                                  photo_array("coffee"))
+
+
 def test_npz_hwc_is_accepted(tmp_path):
     hwc = photo_array("coffee")
     loaded = load_npz(save_npz(tmp_path / "coffee.npz", input_0=hwc))
@@ -214,10 +221,14 @@ def bad_npz_cases(tmp_path):
     truncated.write_bytes(whole.getvalue()[:5000])
     empty = tmp_path / "empty_file.npz"
     empty.write_bytes(b"")
-    flipped = tmp_path / "flipped.npz"
-    data = bytearray(whole.getvalue())
-    data[len(data) // 2] ^= 0xFF  # inside the stored array: the member's CRC no longer matches
-    flipped.write_bytes(bytes(data))
+    bad_magic = tmp_path / "bad_magic.npz"
+    bad_magic.write_bytes(whole.getvalue().replace(b"\x93NUMPY", b"\x93NUMPX", 1))
+    short = tmp_path / "short.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": (3, 64, 64)})
+    with zipfile.ZipFile(short, "w") as archive:
+        archive.writestr("input_0.npy", header.getvalue() + bytes(100))
     pickled = tmp_path / "pickled.npz"
     np.savez(pickled, input_0=np.array([{"a": 1}], dtype=object))
     return [
@@ -227,7 +238,8 @@ def bad_npz_cases(tmp_path):
         (text, "not an npz archive (no zip signature)"),
         (bare, "not an npz archive (a bare .npy array)"),
         (truncated, "not a readable npz archive"),
-        (flipped, "cannot read 'input_0' (Bad CRC-32"),
+        (bad_magic, "cannot read 'input_0' (the magic string is not correct"),
+        (short, "cannot read 'input_0' (member holds 100 data bytes, its header declares shape (3, 64, 64) (12288 bytes))"),
         (pickled, "cannot read 'input_0'"),
         (save_npz(tmp_path / "key.npz", image=np.zeros((3, 4, 4), np.uint8)), "no key 'input_0' (keys: image)"),
         (save_npz(tmp_path / "dtype.npz", input_0=np.zeros((3, 4, 4), np.float32)), "dtype float32, expected uint8"),
