@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.dataconfig import DataConfig, ModelInfo
+from kernels import resize_crop_normalize, softmax_topk
 
 
 def class_names_for(info: ModelInfo | None, num_classes: int) -> list[str]:
@@ -61,11 +62,15 @@ class ServedModel:
         self.class_names = class_names_for(self.info, self.num_classes)
 
     def preprocess(self, image_hwc: np.ndarray, out: np.ndarray) -> np.ndarray:
-        from kernels import resize_crop_normalize
-
+        """Resize (short side), center-crop and normalize into ``out`` (3, crop, crop) float32."""
         cfg = self.config
         return resize_crop_normalize(image_hwc, out, resize=cfg.resize, crop=cfg.crop,
                                      mean=cfg.mean, std=cfg.std)
+
+    @staticmethod
+    def topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``k`` classes and their softmax probabilities per row (-1 for non-finite rows)."""
+        return softmax_topk(np.ascontiguousarray(logits, np.float32), k)
 
     def warmup(self, max_batch: int) -> None:
         """Compile the kernels and let every session allocate for the largest batch."""

@@ -252,8 +252,6 @@ class Server:
             push.close()
 
     def _instance_loop(self, backend) -> None:
-        from kernels import softmax_topk
-
         push = self._push_socket()
         batch = np.empty((self.batcher.max_batch, *self.model.input_shape), np.float32)
         names = self.model.class_names
@@ -268,7 +266,7 @@ class Server:
                 try:
                     logits = backend.run(batch[:n])[0]
                     k = max(item.job.request.topk for item in items)
-                    indices, probs = softmax_topk(np.ascontiguousarray(logits, np.float32), k)
+                    indices, probs = self.model.topk(logits, k)
                 except Exception as e:  # answer the whole batch, keep serving
                     for item in items:
                         push.send_multipart(_error(item.job, f"inference failed ({type(e).__name__}: {e})"))
