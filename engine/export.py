@@ -1,0 +1,201 @@
+"""Export a zoo model to ONNX, with the model-info JSON that travels beside it.
+
+    python -m engine.export --model-library timm --model-name vgg11 --size 224 --save-dir onnx/
+        [--weights FILE] [--static-batch N] [--softmax] [--seed N]
+
+The seed's spellings (``--model_library``, ``--model_name``, ``--save_dir``,
+``--pretrained_weights``) work too. Writes ``<save_dir>/<name>_<size>.onnx`` (input
+``input``, output ``output``, dynamic batch axis unless ``--static-batch``) and
+``<save_dir>/<name>_<size>.json`` (:class:`engine.dataconfig.ModelInfo`). The ONNX model
+is then run under onnxruntime against the torch model on random input; a maximum
+relative error above 1e-4 fails the export.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.checkpoints import CheckpointError
+from engine.dataconfig import ModelInfo
+from engine.zoo import EFFICIENTNET_LIBRARY, LIBRARIES, ZooModel, create
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+OPSET = 18
+MAX_REL_ERROR = 1e-4
+CHECK_BATCH = 2
+
+
+class ExportError(RuntimeError):
+    """The model could not be written as ONNX."""
+
+
+class ExportCheckError(ExportError):
+    """The exported ONNX model disagrees with the torch model."""
+
+
+class _WithSoftmax(nn.Module):
+    """The network followed by a softmax over classes, as the seed's compiler appended."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(x), dim=1)
+
+
+def onnx_path(save_dir: str | Path, name: str, size: int) -> Path:
+    return Path(save_dir) / f"{name}_{size}.onnx"
+
+
+def _versions() -> dict:
+    import onnx
+    import timm
+
+    return {"torch": torch.__version__, "timm": timm.__version__, "onnx": onnx.__version__}
+
+
+def _write_onnx(module: nn.Module, path: Path, size: int, static_batch: int | None) -> None:
+    """torch.export-based exporter into one self-contained file.
+
+    The TorchScript exporter cannot write the adaptive average pooling torchvision's VGG
+    uses at inputs other than 224 (a 2x2 map pooled to 7x7); torch.export handles every
+    size and names the dynamic batch axis ``batch``.
+    """
+    example = torch.zeros(static_batch or 1, 3, size, size)
+    dynamic_shapes = None if static_batch else ({0: torch.export.Dim("batch", min=1)},)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, (example,), str(path), dynamo=True, input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], dynamic_shapes=dynamic_shapes, opset_version=OPSET,
+                external_data=False, verbose=False,
+            )
+    except Exception as e:  # the exporter raises many types; say which model and why
+        raise ExportError(f"{path}: torch.onnx.export failed ({type(e).__name__}: {e})") from e
+
+
+def max_relative_error(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """max |a - b| / max |a|: the error relative to the output's scale."""
+    scale = float(np.abs(reference).max()) or 1.0
+    return float(np.abs(reference - candidate).max()) / scale
+
+
+def check_onnx(module: nn.Module, path: Path, size: int, batch: int, seed: int = 0) -> float:
+    """Maximum relative error of ``path`` under onnxruntime against ``module``."""
+    import onnxruntime as ort
+
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, size, size, generator=generator)
+    with torch.no_grad():
+        expected = module(x).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
+    if got.shape != expected.shape:
+        raise ExportCheckError(f"{path}: onnxruntime output shape {got.shape}, torch {expected.shape}")
+    return max_relative_error(expected, got)
+
+
+def export_onnx(zoo_model: ZooModel, save_dir: str | Path, *, size: int = 224,
+                static_batch: int | None = None, softmax: bool = False, check: bool = True) -> Path:
+    """Writes ``<save_dir>/<name>_<size>.onnx`` and its model-info JSON; returns the ONNX path.
+
+    With ``check``, runs the file under onnxruntime against the torch model and raises
+    :class:`ExportCheckError` (files left in place, for inspection) when the maximum
+    relative error exceeds 1e-4.
+    """
+    if static_batch is not None and static_batch < 1:
+        raise ValueError(f"static batch {static_batch}: must be at least 1")
+    save_dir = Path(save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    path = onnx_path(save_dir, zoo_model.name, size)
+    module = _WithSoftmax(zoo_model.module) if softmax else zoo_model.module
+    module.eval()
+    _write_onnx(module, path, size, static_batch)
+
+    complexity = zoo_model.complexity(size)
+    num_classes = zoo_model.data_config.num_classes
+    batch_dim = static_batch if static_batch else "batch"
+    data_config = zoo_model.data_config
+    if size != data_config.crop:
+        data_config = replace(data_config, input_size=(3, size, size), crop=size,
+                              resize=round(size * data_config.resize / data_config.crop))
+    info = ModelInfo(
+        name=zoo_model.name, library=zoo_model.library, model_file=path.name,
+        input_name=INPUT_NAME, output_names=[OUTPUT_NAME],
+        input_shape=[batch_dim, 3, size, size], output_shapes=[[batch_dim, num_classes]],
+        data_config=data_config, class_names=list(zoo_model.class_names), weights=dict(zoo_model.weights),
+        extra={
+            "weights_label": zoo_model.weights_label,
+            "num_classes": num_classes,
+            "softmax": softmax,
+            "params": complexity.params,
+            "params_m": complexity.params_m,
+            "gmacs": complexity.gmacs,
+            "opset": OPSET,
+            "versions": _versions(),
+        },
+    )
+    info.save(ModelInfo.path_for(path))
+
+    if check:
+        error = check_onnx(module, path, size, static_batch or CHECK_BATCH)
+        print(f"onnxruntime vs torch: max relative error {error:.3g} ({path.name})")
+        if not error <= MAX_REL_ERROR:
+            raise ExportCheckError(
+                f"{path}: onnxruntime output differs from torch by a relative {error:.3g} "
+                f"(limit {MAX_REL_ERROR:g}); the files are left in place for inspection")
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine.export", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model-library", "--model_library", dest="library", default=None,
+                   choices=LIBRARIES + (EFFICIENTNET_LIBRARY,),
+                   help="library that builds the model (default: timm; efficientnet_lite0 has its own)")
+    p.add_argument("--model-name", "--model_name", dest="name", required=True,
+                   help="zoo model, e.g. vgg11, vgg16_bn, efficientnet_lite0")
+    p.add_argument("--weights", "--pretrained_weights", "--pretrained-weights", dest="weights",
+                   default=None, help="checkpoint file (.pth/.pt/.safetensors); default: seeded random weights")
+    p.add_argument("--size", type=int, default=224, help="input height and width (default 224)")
+    p.add_argument("--save-dir", "--save_dir", dest="save_dir", default="onnx", help="output folder")
+    p.add_argument("--static-batch", "--static_batch", dest="static_batch", type=int, default=None,
+                   help="fix the batch axis to N (default: dynamic)")
+    p.add_argument("--softmax", action="store_true", help="append a softmax over classes")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (without --weights)")
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="skip the onnxruntime comparison")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        model = create(args.name, args.library, weights=args.weights, seed=args.seed)
+        complexity = model.complexity(args.size)
+        print(f"{model.library} {model.name} ({model.weights_label})")
+        print(f"flops: {complexity.gmacs:.3f} G (conv+linear MACs at {args.size}x{args.size}), "
+              f"params: {complexity.params_m:.3f} M")
+        path = export_onnx(model, args.save_dir, size=args.size, static_batch=args.static_batch,
+                           softmax=args.softmax, check=args.check)
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+    except (CheckpointError, ExportError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {path} and {ModelInfo.path_for(path)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
