@@ -38,14 +38,11 @@ from engine.calibration import (
     iter_batches,
     list_items,
     spread_over_classes,
-    strided_chunk,
 )
 from engine.dataconfig import DataConfig, ModelInfo
 from engine.labels import LabelSource
 
 BACKEND_SUFFIX = "ort"
-# Images whose intermediate tensors the calibrator holds at once (VGG: ~60 MB each).
-CALIBRATION_CHUNK_IMAGES = 16
 
 
 class BuildError(RuntimeError):
@@ -169,6 +166,61 @@ def convert_fp16(src: Path, dst: Path) -> None:
     onnx.save(model, str(dst))
 
 
+def _producers_and_consumers(graph):
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    return producer, consumers
+
+
+def _final_qdq_pair(graph, outputs: set[str]):
+    """A QuantizeLinear -> DequantizeLinear pair whose result is a graph output or feeds Softmax."""
+    producer, consumers = _producers_and_consumers(graph)
+    for dq in graph.node:
+        if dq.op_type != "DequantizeLinear":
+            continue
+        q = producer.get(dq.input[0])
+        users = consumers.get(dq.output[0], [])
+        final = dq.output[0] in outputs or (users and all(u.op_type == "Softmax" for u in users))
+        if final and q is not None and q.op_type == "QuantizeLinear" and len(consumers[q.output[0]]) == 1:
+            return q, dq
+    return None
+
+
+def keep_float_outputs(path: Path) -> int:
+    """Drop the Quantize/Dequantize pairs on the model's outputs (and before a final Softmax).
+
+    The quantizer puts a QDQ pair after every op, the classifier's logits and softmax
+    included. 8-bit logits create ties among the top classes and 8-bit probabilities
+    (steps of 1/255) make the top-5 order arbitrary. Without the trailing pair the last
+    Gemm/MatMul still runs in int8 (onnxruntime fuses DQ -> Gemm into a QGemm with float
+    output), so nothing is lost in speed. Returns the number of pairs removed.
+    """
+    model = onnx.load(str(path))
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    removed = 0
+    while (found := _final_qdq_pair(graph, outputs)) is not None:
+        q, dq = found
+        source, result = q.input[0], dq.output[0]
+        if result in outputs:
+            # The float tensor takes the output's name, so the graph output stays as it is.
+            old, new = source, result
+        else:
+            old, new = result, source
+        for node in graph.node:
+            node.output[:] = [new if o == old else o for o in node.output]
+            if node is not q:
+                node.input[:] = [new if i == old else i for i in node.input]
+        graph.node.remove(q)
+        graph.node.remove(dq)
+        removed += 1
+    onnx.save(model, str(path))
+    return removed
+
+
 def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: BuildConfig,
                   work: Path, progress: bool) -> dict:
     """Static QDQ quantization calibrated on ``items``; returns what was chosen."""
@@ -182,8 +234,9 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
     fixed = info.input_shape[0] if isinstance(info.input_shape[0], int) else None
     batch_size = fixed or cfg.calibration_batch_size
     reader = ImageCalibrationReader(items, info.data_config, info.input_name, batch_size, progress=progress)
-    chunk = strided_chunk(len(reader), max(1, CALIBRATION_CHUNK_IMAGES // batch_size))
-    extra = {"CalibStridedMinMax": chunk, "ActivationSymmetric": False, "WeightSymmetric": True}
+    # Statistics are collected one batch at a time (batches may differ in size, and the
+    # calibrators would otherwise hold every intermediate tensor of every image at once).
+    extra = {"CalibStridedMinMax": 1, "ActivationSymmetric": False, "WeightSymmetric": True}
     if cfg.method == "percentile":
         extra["CalibPercentile"] = cfg.percentile
     try:
@@ -199,6 +252,7 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
         )
     finally:
         reader.close()
+    keep_float_outputs(dst)
     return {
         "format": "QDQ",
         "activation_type": "uint8",

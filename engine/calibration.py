@@ -109,9 +109,9 @@ class ImageCalibrationReader(CalibrationDataReader):
     """An onnxruntime ``CalibrationDataReader`` over preprocessed image batches.
 
     It supports ``set_range`` and ``len`` (counted in batches) so the quantizer can
-    collect statistics a chunk at a time (``CalibStridedMinMax``): the histogram
-    calibrators otherwise keep every intermediate tensor of every image in memory, which
-    for VGG is tens of MB per image.
+    collect statistics a batch at a time (``CalibStridedMinMax``): the calibrators
+    otherwise keep every intermediate tensor of every image in memory, which for VGG is
+    tens of MB per image.
     """
 
     def __init__(self, items: list[str], config: DataConfig, input_name: str, batch_size: int,
@@ -149,10 +149,3 @@ class ImageCalibrationReader(CalibrationDataReader):
     def close(self) -> None:
         self.progress.close()
 
-
-def strided_chunk(n_batches: int, max_chunk: int) -> int:
-    """The largest chunk size <= ``max_chunk`` that divides ``n_batches`` (onnxruntime needs that)."""
-    for size in range(min(max_chunk, n_batches), 0, -1):
-        if n_batches % size == 0:
-            return size
-    return 1

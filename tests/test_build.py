@@ -1,0 +1,169 @@
+"""engine.build: real photos, real onnxruntime quantization, real deploy folders."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from engine.backends import open_backend
+from engine.build import build, int8_types, main
+from engine.buildconfig import ConfigError, load_config, parse_config
+from engine.calibration import spread_over_classes
+from engine.dataconfig import ModelInfo
+from engine.labels import imagenet_wnids
+from photos import PHOTOS, write_photo
+from tinynet import write_tiny_onnx
+
+SIZE = 32
+# Folders named after ImageNet wnids, so the build finds labels in the folder names.
+CLASS_INDICES = (281, 967, 500)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("build")
+    for index, photo in zip(CLASS_INDICES, PHOTOS):
+        for j in range(6):
+            write_photo(root / "images" / imagenet_wnids()[index] / f"{photo}_{j}.jpg", photo,
+                        size=(48 + 9 * j, 40 + 6 * j))
+    write_tiny_onnx(root / "tinynet.onnx", size=SIZE, classes=10)
+    return root
+
+
+def write_config(root, name, config: dict):
+    path = root / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_int8_build_writes_a_complete_deploy_folder(workspace, tmp_path):
+    cfg_path = write_config(workspace, "int8.yaml", {
+        "model": {"onnx": "tinynet.onnx", "input_shape": [1, 3, SIZE, SIZE]},
+        "dtype": "int8",
+        "quantization": {"method": "kl_divergence", "per_channel": True},
+        "calibration": {"path": "images", "count": 7, "batch_size": 2},
+        "check": {"count": 9},
+        "softmax": True,
+    })
+    assert main([str(cfg_path), "--output", str(tmp_path), "--no-progress"]) == 0
+    folder = tmp_path / f"tinynet-int8-kl_divergence-3_{SIZE}_{SIZE}-ort"
+    assert sorted(p.name for p in folder.iterdir()) == ["build.json", "tinynet.json", "tinynet.onnx"]
+
+    report = json.loads((folder / "build.json").read_text())
+    assert report["dtype"] == "int8" and report["calibration_method"] == "entropy"
+    assert report["quantization"]["format"] == "QDQ" and report["quantization"]["per_channel"]
+    calib = report["calibration"]
+    assert calib["images_used"] == 7 and calib["classes_covered"] == calib["classes_present"] == 3
+    assert not set(calib["items"]) & set(report["check_items"]), "check images must be held out"
+    check = report["check"]
+    assert check["images"] == 9 and check["labelled_images"] == 9
+    assert check["top1_agreement"] >= 0.8 and check["top5_overlap"] >= 0.8
+    for key in ("fp32_top1", "fp32_top5", "built_top1", "built_top5"):
+        assert 0.0 <= check[key] <= 1.0
+    assert report["time_s"] > 0
+
+    info = ModelInfo.load(folder / "tinynet.json")
+    assert info.model_file == "tinynet.onnx" and info.extra["precision"] == "int8" and info.extra["softmax"]
+    backend = open_backend("ort", folder / "tinynet.onnx")
+    assert backend.describe()["precision"] == "int8"
+    x = np.random.default_rng(0).standard_normal((3, 3, SIZE, SIZE)).astype(np.float32)
+    (probs,) = backend.run(x)
+    # The softmax output is float, not 8-bit: rows sum to 1 and the top classes differ.
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    top = np.sort(probs, axis=1)[:, -5:]
+    assert (np.diff(top, axis=1) > 0).all()
+
+
+def test_fp16_build_keeps_float32_io_and_matches(workspace, tmp_path):
+    cfg = parse_config({"model": {"onnx": str(workspace / "tinynet.onnx")}, "dtype": "fp16",
+                        "check": {"path": str(workspace / "images"), "count": 6}, "output": str(tmp_path)})
+    folder = build(cfg, progress=False)
+    assert folder.name == f"tinynet-fp16-none-3_{SIZE}_{SIZE}-ort"
+    report = json.loads((folder / "build.json").read_text())
+    assert report["calibration"]["images_used"] == 0 and report["check"]["images"] == 6
+    assert report["check"]["top1_agreement"] >= 0.8
+    x = np.random.default_rng(1).standard_normal((2, 3, SIZE, SIZE)).astype(np.float32)
+    built = open_backend("ort", folder / "tinynet.onnx")
+    assert built.precision == "fp16"
+    np.testing.assert_allclose(built.run(x)[0], open_backend("ort", workspace / "tinynet.onnx").run(x)[0],
+                               rtol=2e-2, atol=2e-2)
+
+
+def test_seed_compiler_keys_map_onto_native_ones(workspace):
+    seed = {
+        "model": {"name": "tinynet", "inputs": {"input": [1, 3, SIZE, SIZE]}, "checkpoint": "tinynet.onnx"},
+        "engine": {"type": "vacc", "common": {"do_quantization": True},
+                   "add_extra_ops_to_graph": {"type": "softmax"},
+                   "calibration": {"quant_mode": "percentile", "per_channel": True}},
+        "dataset": {"path": "images", "sampler": {"suffix": "JPG", "get_data_num": 12},
+                    "transform_ops": [{"type": "DecodeImage"}, {"type": "Resize", "size": [256, 256]},
+                                      {"type": "CenterCrop", "crop_size": [224, 224]},
+                                      {"type": "Normalize", "mean": [123.675, 116.28, 103.53],
+                                       "std": [58.395, 57.12, 57.375]}, {"type": "ToTensor"}]},
+        "workspace": {"work_dir": "deploy", "enable_ir": False, "save_log": True},
+    }
+    cfg = parse_config(seed, workspace)
+    assert cfg.onnx == workspace / "tinynet.onnx" and cfg.input_name == "input"
+    assert cfg.dtype == "int8" and cfg.method == "percentile" and cfg.per_channel
+    assert cfg.calibration_path == workspace / "images" and cfg.calibration_count == 12
+    assert cfg.calibration_suffix == "JPG" and cfg.softmax and cfg.output == workspace / "deploy"
+    assert set(cfg.ignored) == {"engine.type", "workspace.enable_ir", "workspace.save_log"}
+    (workspace / "seed.yaml").write_text(yaml.safe_dump(seed))
+    assert load_config(workspace / "seed.yaml").calibration_count == 12
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"model": {"onnx": "m.onnx"}, "colour": 1}, "colour: unknown key"),
+    ({"model": {"onnx": "m.onnx", "shape": [1]}}, "model.shape: unknown key"),
+    ({"model": {"onnx": "m.onnx"}, "quantization": {"method": "max"},
+      "engine": {"calibration": {"quant_mode": "percentile"}}, "calibration": {"path": "x"}},
+     "engine.calibration.quant_mode: sets quantization.method to 'percentile', but quantization.method"),
+    ({"model": {"onnx": "m.onnx"}, "dtype": "fp16", "quantization": {"method": "max"}},
+     "quantization.method: quantization settings given but dtype is fp16"),
+    ({"model": {"onnx": "m.onnx"}, "dtype": "int8"}, "int8 needs calibration images"),
+    ({"model": {"onnx": "m.onnx"}, "dtype": "int4"}, "dtype: 'int4' is not one of"),
+    ({"model": {"onnx": "m.onnx"}, "calibration": {"path": "x"}, "quantization": {"method": "mse"}},
+     "quantization.method: 'mse' is not one of"),
+    ({"model": {"onnx": "m.onnx"}, "calibration": {"path": "x"},
+      "quantization": {"method": "max", "percentile": 99.9}}, "needs method percentile"),
+    ({"model": {"onnx": "m.onnx", "weights": "w.pth"}}, "model.weights: weights are for a zoo model"),
+    ({"model": {"checkpoint": "m.onnx", "onnx": "n.onnx"}}, "model.onnx: sets model.onnx to 'n.onnx'"),
+    ({"dtype": "fp32"}, "give model.name"),
+    ({"model": {"onnx": "m.onnx"}, "calibration": {"path": "x", "count": 0}}, "calibration.count: 0"),
+    ({"model": {"onnx": "m.onnx"}, "engine": {"common": {"do_quantization": "yes"}}},
+     "engine.common.do_quantization: expected true or false"),
+])
+def test_config_errors_name_the_key(config, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        parse_config(config)
+
+
+def test_preprocess_ops_that_contradict_the_model_are_refused(workspace, tmp_path):
+    cfg = parse_config({"model": {"onnx": str(workspace / "tinynet.onnx")}, "dtype": "fp32",
+                        "dataset": {"transform_ops": [{"type": "CenterCrop", "crop_size": [20, 20]}]},
+                        "output": str(tmp_path)})
+    with pytest.raises(ConfigError, match=r"dataset.transform_ops\[0\] \(CenterCrop\): crop \[20, 20\]"):
+        build(cfg, progress=False)
+
+
+def test_cli_reports_config_errors(tmp_path, capsys):
+    path = write_config(tmp_path, "bad.yaml", {"model": {"onnx": "m.onnx"}, "calibraton": {"path": "x"}})
+    assert main([str(path)]) == 2
+    assert "calibraton.path: unknown key" in capsys.readouterr().err
+
+
+def test_calibration_spreads_round_robin_over_classes():
+    items = [f"/d/{c}/{i}.jpg" for c in "abc" for i in range(4)] + ["/d/d/0.jpg"]
+    by_folder = lambda p: p.split("/")[2]  # noqa: E731
+    chosen = spread_over_classes(items[::-1], 6, by_folder)
+    assert chosen == ["/d/a/0.jpg", "/d/b/0.jpg", "/d/c/0.jpg", "/d/d/0.jpg", "/d/a/1.jpg", "/d/b/1.jpg"]
+    assert spread_over_classes(items, 100, by_folder) == spread_over_classes(list(reversed(items)), 100, by_folder)
+    assert len(spread_over_classes(items, 100, by_folder)) == len(items)
+
+
+def test_int8_types_follow_the_cpu():
+    assert int8_types({"sse2", "avx2", "fma"})["reduce_range"] is True
+    assert int8_types({"sse2", "avx2", "avx512f", "avx512_vnni"})["reduce_range"] is False
+    assert int8_types({"asimd", "asimddp"})["reduce_range"] is False
