@@ -117,25 +117,29 @@ def decode_image(source: str | os.PathLike | bytes, *, name: str | None = None,
         return _decode_stream(fp, name, max_pixels)
 
 
-def load_npz(path: str | os.PathLike) -> np.ndarray:
-    """The image stored under ``input_0`` in a seed-style ``.npz``, as a uint8 HWC view.
+def load_npz(source: str | os.PathLike | bytes, *, name: str | None = None,
+             max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The image under ``input_0`` of a seed-style ``.npz`` (a path, or its bytes), uint8 HWC.
 
     The array is CHW (what image2npz writes; returned as a transposed view, no copy), or
-    HWC when its last axis is 3 and its first is not. Uncompressed members (``np.savez``)
-    are read straight into the array, skipping ``zipfile``'s CRC pass, which costs more
-    than the read itself; their sizes and ``.npy`` header are still checked. Other
-    members go through numpy's reader.
+    HWC when its last axis is 3 and its first is not. Its declared shape is checked
+    (including against ``max_pixels``; ``None`` disables) before any data is read, so a
+    small compressed archive cannot expand into gigabytes. Uncompressed members (what
+    ``np.savez`` writes) are read straight into the array, skipping ``zipfile``'s CRC
+    pass, which costs more than the read itself; their sizes are still checked.
     """
-    name = os.fspath(path)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name = name or "<bytes>"
+        return _to_hwc(_read_npz_input(io.BytesIO(source), name, max_pixels))
+    name = name or os.fspath(source)
     try:
-        with open(path, "rb") as f:
-            array = _read_npz_input(f, name)
+        with open(source, "rb") as f:
+            return _to_hwc(_read_npz_input(f, name, max_pixels))
     except OSError as e:
         raise DecodeError(name, _os_reason(e)) from None
-    return _npz_array_to_hwc(array, name)
 
 
-def _read_npz_input(f, name: str) -> np.ndarray:
+def _read_npz_input(f, name: str, max_pixels: int | None) -> np.ndarray:
     magic = f.read(len(_NPY_MAGIC))
     if magic == _NPY_MAGIC:
         raise DecodeError(name, "not an npz archive (a bare .npy array)")
@@ -153,20 +157,20 @@ def _read_npz_input(f, name: str) -> np.ndarray:
             keys = ", ".join(n.removesuffix(".npy") for n in archive.namelist()) or "none"
             raise DecodeError(name, f"no key {NPZ_KEY!r} (keys: {keys})") from None
         try:
-            array = _read_stored_uint8(f, info)
-            if array is None:
-                with archive.open(info) as member:
-                    array = np.lib.format.read_array(member, allow_pickle=False)
+            if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
+                return _read_stored_member(f, info, name, max_pixels)
+            with archive.open(info) as member:
+                _check_npy_header(*_read_npy_header(member), name, max_pixels)
+                member.seek(0)
+                return np.lib.format.read_array(member, allow_pickle=False)
+        except DecodeError:
+            raise
         except (ValueError, OSError, EOFError, struct.error, zipfile.BadZipFile) as e:
             raise DecodeError(name, f"cannot read {NPZ_KEY!r} ({e})") from None
-    return array
 
 
-def _read_stored_uint8(f, info: zipfile.ZipInfo) -> np.ndarray | None:
-    """A stored (uncompressed) uint8 ``.npy`` member read in one ``readinto``; None when
-    the member is anything else (compressed, encrypted, another dtype or npy version)."""
-    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
-        return None
+def _read_stored_member(f, info: zipfile.ZipInfo, name: str, max_pixels: int | None) -> np.ndarray:
+    """An uncompressed ``.npy`` member, read with one ``readinto`` into a fresh array."""
     f.seek(info.header_offset)
     local = f.read(30)
     if len(local) != 30 or not local.startswith(b"PK\x03\x04"):
@@ -174,15 +178,8 @@ def _read_stored_uint8(f, info: zipfile.ZipInfo) -> np.ndarray | None:
     name_length, extra_length = struct.unpack("<HH", local[26:30])
     data_start = info.header_offset + 30 + name_length + extra_length
     f.seek(data_start)
-    version = np.lib.format.read_magic(f)
-    if version == (1, 0):
-        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f)
-    elif version == (2, 0):
-        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(f)
-    else:
-        return None
-    if dtype != np.uint8:
-        return None
+    shape, fortran_order, dtype = _read_npy_header(f)
+    _check_npy_header(shape, fortran_order, dtype, name, max_pixels)
     count = math.prod(shape)
     data_bytes = data_start + info.compress_size - f.tell()
     if data_bytes != count:
@@ -194,20 +191,33 @@ def _read_stored_uint8(f, info: zipfile.ZipInfo) -> np.ndarray | None:
     return array.T if fortran_order else array
 
 
-def _npz_array_to_hwc(array: np.ndarray, name: str) -> np.ndarray:
-    if array.dtype != np.uint8:
-        raise DecodeError(name, f"{NPZ_KEY!r} has dtype {array.dtype}, expected uint8")
-    if array.ndim != 3:
-        raise DecodeError(name, f"{NPZ_KEY!r} has shape {array.shape}, expected 3 axes "
-                                "(CHW or HWC)")
-    if array.size == 0:
-        raise DecodeError(name, f"{NPZ_KEY!r} has shape {array.shape}, which holds no pixels")
-    if array.shape[0] == 3:
-        return array.transpose(1, 2, 0)
-    if array.shape[-1] == 3:
-        return array
-    raise DecodeError(name, f"{NPZ_KEY!r} has shape {array.shape}: neither CHW nor HWC "
-                            "with 3 channels")
+def _read_npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(f)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(f)
+    raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+
+
+def _check_npy_header(shape, fortran_order, dtype, name: str, max_pixels: int | None) -> None:
+    if dtype != np.uint8:
+        raise DecodeError(name, f"{NPZ_KEY!r} has dtype {dtype}, expected uint8")
+    if len(shape) != 3:
+        raise DecodeError(name, f"{NPZ_KEY!r} has shape {shape}, expected 3 axes (CHW or HWC)")
+    if 0 in shape:
+        raise DecodeError(name, f"{NPZ_KEY!r} has shape {shape}, which holds no pixels")
+    if shape[0] != 3 and shape[-1] != 3:
+        raise DecodeError(name, f"{NPZ_KEY!r} has shape {shape}: neither CHW nor HWC with 3 channels")
+    pixels = math.prod(shape) // 3
+    if max_pixels is not None and pixels > max_pixels:
+        raise DecodeError(name, f"{NPZ_KEY!r} has shape {shape} = {pixels} pixels, above the "
+                                f"decompression-bomb limit of {max_pixels}")
+
+
+def _to_hwc(array: np.ndarray) -> np.ndarray:
+    """CHW (first axis 3) as a transposed view; HWC as it is. Shapes are checked already."""
+    return array.transpose(1, 2, 0) if array.shape[0] == 3 else array
 
 
 def load_item(path: str | os.PathLike, *,
@@ -216,7 +226,7 @@ def load_item(path: str | os.PathLike, *,
     name = os.fspath(path)
     suffix = Path(name).suffix.lower()
     if suffix == ".npz":
-        return load_npz(name)
+        return load_npz(name, max_pixels=max_pixels)
     if suffix in IMAGE_SUFFIXES:
         return decode_image(name, max_pixels=max_pixels)
     accepted = " ".join(sorted(IMAGE_SUFFIXES | {".npz"}))

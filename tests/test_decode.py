@@ -209,6 +209,28 @@ def test_npz_written_compressed_or_with_extra_keys_loads(tmp_path):
     np.testing.assert_array_equal(load_npz(path), photo_array())
 
 
+def test_npz_from_bytes(tmp_path):
+    chw = np.ascontiguousarray(photo_array().transpose(2, 0, 1))
+    payload = save_npz(tmp_path / "cat.npz", input_0=chw).read_bytes()
+    np.testing.assert_array_equal(load_npz(payload), photo_array())
+    with pytest.raises(DecodeError, match=r"^request 7: not an npz archive"):
+        load_npz(b"GIF89a", name="request 7")
+
+
+def test_npz_pixel_limit_is_checked_before_decompressing(tmp_path):
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, input_0=np.zeros((3, 2000, 2000), np.uint8))  # 12 MB in ~12 kB
+    assert path.stat().st_size < 100_000
+    with pytest.raises(DecodeError, match=r"4000000 pixels, above the decompression-bomb limit of 1000000"):
+        load_npz(path, max_pixels=1_000_000)
+    with pytest.raises(DecodeError, match="above the decompression-bomb limit of 1000000"):
+        load_npz(path.read_bytes(), max_pixels=1_000_000)
+    stored = save_npz(tmp_path / "stored.npz", input_0=np.zeros((1000, 1001, 3), np.uint8))
+    with pytest.raises(DecodeError, match="1001000 pixels, above"):
+        load_item(stored, max_pixels=1_000_000)
+    assert load_item(stored, max_pixels=None).shape == (1000, 1001, 3)
+
+
 def bad_npz_cases(tmp_path):
     text = tmp_path / "text.npz"
     text.write_text("not an archive\n")
@@ -229,6 +251,8 @@ def bad_npz_cases(tmp_path):
                                                   "shape": (3, 64, 64)})
     with zipfile.ZipFile(short, "w") as archive:
         archive.writestr("input_0.npy", header.getvalue() + bytes(100))
+    compressed = tmp_path / "compressed_int16.npz"
+    np.savez_compressed(compressed, input_0=np.zeros((3, 4, 4), np.int16))
     pickled = tmp_path / "pickled.npz"
     np.savez(pickled, input_0=np.array([{"a": 1}], dtype=object))
     return [
@@ -240,9 +264,10 @@ def bad_npz_cases(tmp_path):
         (truncated, "not a readable npz archive"),
         (bad_magic, "cannot read 'input_0' (the magic string is not correct"),
         (short, "cannot read 'input_0' (member holds 100 data bytes, its header declares shape (3, 64, 64) (12288 bytes))"),
-        (pickled, "cannot read 'input_0'"),
+        (pickled, "'input_0' has dtype object, expected uint8"),
         (save_npz(tmp_path / "key.npz", image=np.zeros((3, 4, 4), np.uint8)), "no key 'input_0' (keys: image)"),
         (save_npz(tmp_path / "dtype.npz", input_0=np.zeros((3, 4, 4), np.float32)), "dtype float32, expected uint8"),
+        (compressed, "dtype int16, expected uint8"),
         (save_npz(tmp_path / "rank2.npz", input_0=np.zeros((4, 4), np.uint8)), "expected 3 axes"),
         (save_npz(tmp_path / "rank4.npz", input_0=np.zeros((1, 3, 4, 4), np.uint8)), "expected 3 axes"),
         (save_npz(tmp_path / "empty.npz", input_0=np.zeros((3, 0, 4), np.uint8)), "holds no pixels"),
