@@ -1,1 +1,16 @@
 """Numba kernels: pure functions on arrays, no I/O, no processes."""
+from kernels.resize_crop import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    resize_crop_normalize,
+    resize_crop_normalize_batch,
+    resize_crop_uint8,
+)
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "resize_crop_normalize",
+    "resize_crop_normalize_batch",
+    "resize_crop_uint8",
+]
