@@ -1,0 +1,184 @@
+"""Pipeline suite: the engine end to end against what a user would otherwise run.
+
+1. VGG11 fp32 on onnxruntime CPU: the engine's end-to-end images/s over ImageNet-sized
+   npz files against a plain onnxruntime loop on pre-made tensors at its best batch
+   size (inference only). Goal: ratio >= 0.95, i.e. preprocessing and transport hidden.
+2. Pipeline capacity with a model so cheap that the pipeline is the bottleneck: the
+   engine against a torch DataLoader(num_workers=2) running the torchvision transforms
+   over the same npz files and feeding the same model. Goal: >= 4x.
+3. Peak RSS of the whole run (broker + workers) for 1k and 10k items.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from engine.dataconfig import ModelInfo
+from engine.datalist import write_datalist
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGENET_SIZE = (500, 375)  # (width, height) of a typical ILSVRC2012 val photo
+
+
+def make_npz_set(folder: Path, count: int) -> list[str]:
+    """``count`` ImageNet-sized npz files (CHW uint8) cut from scikit-image's photos."""
+    import skimage.data
+
+    photos = [skimage.data.chelsea(), skimage.data.coffee(), skimage.data.astronaut(), skimage.data.rocket()]
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        im = Image.fromarray(photos[i % len(photos)])
+        w, h = im.size
+        x0, y0 = int(rng.integers(0, w // 8)), int(rng.integers(0, h // 8))
+        im = im.crop((x0, y0, w - x0 // 2, h - y0 // 2)).resize(IMAGENET_SIZE, Image.BICUBIC)
+        if i % 2:
+            im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        path = folder / "n00000000" / f"img_{i:05d}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, input_0=np.asarray(im).transpose(2, 0, 1).copy())
+        paths.append(str(path))
+    return paths
+
+
+def run_engine(datalist: Path, model: Path, report: Path, *extra) -> dict:
+    cmd = [sys.executable, "-m", "engine.run", "--datalist", str(datalist), "--onnx", str(model), "--quiet",
+           "--report", str(report), *map(str, extra)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"engine.run failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(report.read_text())
+
+
+def ort_loop_throughput(model: Path, batch: int, threads: int, seconds: float, size: int = 224) -> float:
+    """Images/s of a bare onnxruntime session on one pre-made batch, run back to back."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+    session.run(None, {"input": x})
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or n < 2:
+        session.run(None, {"input": x})
+        n += 1
+    return n * batch / (time.perf_counter() - t0)
+
+
+def dataloader_throughput(items: list[str], model: Path, batch: int, threads: int, workers: int = 2) -> float:
+    """Images/s of torch DataLoader + torchvision transforms feeding an onnxruntime session."""
+    import onnxruntime as ort
+    import torch
+    import torchvision.transforms as T
+
+    cfg = ModelInfo.load(ModelInfo.path_for(model)).data_config
+    transform = T.Compose([T.Resize(cfg.resize), T.CenterCrop(cfg.crop), T.ToTensor(), T.Normalize(cfg.mean, cfg.std)])
+
+    class NpzDataset(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(items)
+
+        def __getitem__(self, i):
+            chw = np.load(items[i])["input_0"]
+            return transform(Image.fromarray(chw.transpose(1, 2, 0)))
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    loader = torch.utils.data.DataLoader(NpzDataset(), batch_size=batch, num_workers=workers)
+    it = iter(loader)
+    session.run(None, {"input": next(it).numpy()})  # workers started and warm before the clock
+    n, t0 = 0, time.perf_counter()
+    for x in it:
+        session.run(None, {"input": x.numpy()})
+        n += len(x)
+    return n / (time.perf_counter() - t0)
+
+
+def vgg11_model(folder: Path) -> Path:
+    from engine.export import export_onnx
+    from engine.zoo import create
+
+    return Path(export_onnx(create("vgg11", library="timm", seed=0), folder, check=False))
+
+
+def cheap_model(folder: Path) -> Path:
+    sys.path.insert(0, str(ROOT))
+    from tests.tinynet import write_tiny_onnx
+
+    return write_tiny_onnx(folder / "cheap.onnx", size=224, classes=1000)
+
+
+def run(quick: bool = True) -> dict:
+    rows, ratios, notes = [], [], []
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        tmp = Path(tmp)
+        items = make_npz_set(tmp / "npz", 64)
+        datalist = tmp / "list.txt"
+        write_datalist(datalist, items)
+
+        # 1. VGG11: engine end to end vs bare onnxruntime on pre-made tensors
+        vgg = vgg11_model(tmp / "vgg")
+        threads = 2
+        batches = (1, 8) if quick else (1, 2, 4, 8, 16)
+        loop = {b: ort_loop_throughput(vgg, b, threads, seconds=8 if quick else 20) for b in batches}
+        best_b = max(loop, key=loop.get)
+        for b, v in loop.items():
+            rows.append({"name": f"vgg11 fp32 onnxruntime loop, batch {b} (inference only)", "value": v,
+                         "unit": "img/s"})
+        report = run_engine(datalist, vgg, tmp / "vgg_report.json", "-b", best_b, "--threads", threads,
+                            "--workers", 1, "--warmup", best_b, "--iterations", 1 if quick else 2)
+        engine_vgg = report["throughput_qps"]
+        rows.append({"name": f"vgg11 fp32 engine end to end from npz, batch {best_b}", "value": engine_vgg,
+                     "unit": "img/s", "stages_us": report["stages_us_per_item"]})
+        ratios.append({"name": "vgg11 engine end-to-end / bare onnxruntime loop (best batch)",
+                       "value": engine_vgg / loop[best_b], "goal": ">= 0.95",
+                       "met": engine_vgg / loop[best_b] >= 0.95})
+
+        # 2. pipeline capacity: cheap model, engine vs DataLoader(num_workers=2) + torchvision
+        cheap = cheap_model(tmp / "cheap")
+        n_items = 512 if quick else 2048
+        many = [items[i % len(items)] for i in range(n_items)]
+        many_list = tmp / "many.txt"
+        write_datalist(many_list, many)
+        baseline = dataloader_throughput(many, cheap, batch=16, threads=1)
+        report = run_engine(many_list, cheap, tmp / "cheap_report.json", "-b", 16, "--threads", 1,
+                            "--workers", 2, "--warmup", 32)
+        engine_cheap = report["throughput_qps"]
+        rows += [
+            {"name": "cheap model, torch DataLoader(num_workers=2) + torchvision transforms", "value": baseline,
+             "unit": "img/s"},
+            {"name": "cheap model, engine (2 preprocess workers)", "value": engine_cheap, "unit": "img/s",
+             "stages_us": report["stages_us_per_item"]},
+        ]
+        ratios.append({"name": "pipeline capacity: engine / DataLoader+torchvision", "value": engine_cheap / baseline,
+                       "goal": ">= 4", "met": engine_cheap / baseline >= 4})
+
+        # 3. memory against datalist length
+        peaks = {}
+        for n in (1000, 10000):
+            lst = tmp / f"rss{n}.txt"
+            write_datalist(lst, [items[i % len(items)] for i in range(n)])
+            peaks[n] = run_engine(lst, cheap, tmp / f"rss{n}.json", "-b", 16, "--threads", 1,
+                                  "--workers", 2, "--save-topk", tmp / f"topk{n}.txt")["peak_rss_mb"]
+            rows.append({"name": f"peak RSS, {n} items (broker + workers)", "value": peaks[n], "unit": "MB"})
+        ratios.append({"name": "peak RSS 10k items / 1k items", "value": peaks[10000] / peaks[1000],
+                       "goal": "<= 1.10", "met": peaks[10000] / peaks[1000] <= 1.10})
+    notes.append("VGG11 has random weights (seed 0): speed only. Both sides use 2 onnxruntime threads; "
+                 "the engine's figure includes npz loading, preprocessing, transport, softmax/top-k.")
+    return {"suite": "pipeline", "title": "engine end to end vs bare onnxruntime and vs DataLoader+torchvision",
+            "rows": rows, "ratios": ratios, "notes": notes,
+            "series": {"vgg11_ort_loop_by_batch": {str(k): v for k, v in loop.items()}}}
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(quick="--full" not in sys.argv), indent=2))
