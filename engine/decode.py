@@ -7,7 +7,8 @@ images are expanded, alpha is dropped (not composited), CMYK JPEGs go through PI
 CMYK->RGB formula, 16-bit grayscale PNGs (mode ``I;16``) are clipped to 0..255 rather
 than scaled, and EXIF orientation is ignored. Decoding uses stock Pillow; pillow-simd is
 only a resize baseline for the benchmarks, in its own environment, and its decoders are
-the same libjpeg/libpng/libwebp anyway.
+the same libjpeg/libpng/libwebp anyway. Truncated files are errors as long as PIL's
+process-wide ``ImageFile.LOAD_TRUNCATED_IMAGES`` keeps its default, False.
 """
 from __future__ import annotations
 
@@ -50,12 +51,14 @@ class DecodeError(ValueError):
         self.reason = reason
 
 
-def _open_image(fp, name: str) -> Image.Image:
+def _open_image(fp, name: str, filename: str) -> Image.Image:
     """Open (header only) with the accepted formats' plugins.
 
     ``Image.open`` would do the same, plus a decompression-bomb check against PIL's
     process-wide ``Image.MAX_IMAGE_PIXELS``; calling the registered plugin factories
     directly lets each caller apply its own limit without touching that global.
+    ``filename`` must be the file ``fp`` reads, or empty: PIL memory-maps it to load
+    uncompressed images.
     """
     prefix = fp.read(16)
     for fmt in IMAGE_FORMATS:
@@ -65,7 +68,7 @@ def _open_image(fp, name: str) -> Image.Image:
             continue
         fp.seek(0)
         try:
-            return factory(fp, name)
+            return factory(fp, filename)
         except _PIL_DATA_ERRORS as e:
             raise DecodeError(name, f"corrupt {fmt} header ({e})") from None
     if not prefix:
@@ -83,8 +86,8 @@ def _check_pixels(im: Image.Image, name: str, max_pixels: int | None) -> None:
                   f"decompression-bomb limit of {max_pixels} (raise max_pixels to allow it)")
 
 
-def _decode_stream(fp, name: str, max_pixels: int | None) -> np.ndarray:
-    im = _open_image(fp, name)
+def _decode_stream(fp, name: str, filename: str, max_pixels: int | None) -> np.ndarray:
+    im = _open_image(fp, name, filename)
     try:
         _check_pixels(im, name, max_pixels)
         try:
@@ -107,14 +110,15 @@ def decode_image(source: str | os.PathLike | bytes, *, name: str | None = None,
     returned array is read-only. Raises ``DecodeError`` for anything unreadable.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _decode_stream(io.BytesIO(source), name or "<bytes>", max_pixels)
-    name = name or os.fspath(source)
+        return _decode_stream(io.BytesIO(source), name or "<bytes>", "", max_pixels)
+    filename = os.fspath(source)
+    name = name or filename
     try:
-        fp = open(source, "rb")
+        fp = open(filename, "rb")
     except OSError as e:
         raise DecodeError(name, _os_reason(e)) from None
     with fp:
-        return _decode_stream(fp, name, max_pixels)
+        return _decode_stream(fp, name, filename, max_pixels)
 
 
 def load_npz(source: str | os.PathLike | bytes, *, name: str | None = None,

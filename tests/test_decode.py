@@ -33,6 +33,15 @@ def test_every_format_and_mode_decodes_like_pil_loader(tmp_path, suffix, mode):
     np.testing.assert_array_equal(decode_image(path.read_bytes()), decoded)
 
 
+def test_bytes_name_only_labels_errors(tmp_path):
+    """PIL memory-maps an uncompressed image's filename: a label must never be one."""
+    small = write_photo(tmp_path / "small.bmp", "chelsea", mode="L")
+    other = write_photo(tmp_path / "other.bmp", "astronaut", mode="L")
+    np.testing.assert_array_equal(decode_image(small.read_bytes(), name=str(other)),
+                                  pil_loader(small))
+    np.testing.assert_array_equal(decode_image(small, name="label"), pil_loader(small))
+
+
 def test_alpha_is_dropped_not_composited(tmp_path):
     path = write_photo(tmp_path / "cat.png", mode="RGBA")
     np.testing.assert_array_equal(decode_image(path), photo_array())
