@@ -107,8 +107,8 @@ def convert_folder(dataset_path: str | Path, target_path: str | Path,
     images = scan_images(dataset_path)
     if not images:
         raise ValueError(f"no images ({' '.join(sorted(IMAGE_SUFFIXES))}) under {dataset_path}")
-    target = Path(target_path).absolute()
-    summary = Summary(target_path=target, text_path=Path(text_path).absolute())
+    target = Path(os.path.abspath(target_path))  # normalized, symlinks kept as named
+    summary = Summary(target_path=target, text_path=Path(os.path.abspath(text_path)))
     jobs, summary.skipped = plan(images, target)
     convert = partial(convert_one, max_pixels=max_pixels)
     workers = max(1, min(workers, len(jobs)))

@@ -121,19 +121,20 @@ def test_cli_seed_spelling_succeeds_with_progress_bar(tmp_path):
     images = [write_photo(data / "cls" / f"img{i}.jpg", "coffee", size=(60 + i, 40))
               for i in range(3)]
     result = run_cli("--dataset_path", data, "--target_path", tmp_path / "npz",
-                     "--text_path", tmp_path / "npz_datalist.txt", "--workers", "1", cwd=tmp_path)
+                     "--workers", "1", cwd=tmp_path)  # the datalist's default name
     assert result.returncode == 0, result.stderr
     assert "3 images converted" in result.stdout and "0 skipped" in result.stdout
     assert "3/3" in result.stderr  # tqdm's bar
     check_outputs(images, tmp_path / "npz", tmp_path / "npz_datalist.txt")
 
 
-def test_cli_default_datalist_name_and_bomb_limit(tmp_path):
+def test_cli_relative_paths_and_bomb_limit(tmp_path):
     data = tmp_path / "data"
     write_photo(data / "cls" / "big.png", "astronaut")  # 512 x 512
     small = write_photo(data / "cls" / "small.png", "astronaut", size=(100, 100))
-    result = run_cli("--dataset_path", data, "--target_path", "npz", "--max_pixels", "20000",
-                     "--quiet", cwd=tmp_path)
+    (tmp_path / "work").mkdir()
+    result = run_cli("--dataset_path", "../data", "--target_path", "../npz", "--max_pixels", "20000",
+                     "--quiet", "--text_path", "../npz_datalist.txt", cwd=tmp_path / "work")
     assert result.returncode == 1
     assert "decompression-bomb limit of 20000" in result.stderr
     check_outputs([small], tmp_path / "npz", tmp_path / "npz_datalist.txt")
