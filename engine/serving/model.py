@@ -60,6 +60,7 @@ class ServedModel:
             raise ValueError(f"model {self.path}: first output has shape {probe.shape}, expected (N, classes)")
         self.num_classes = int(probe.shape[1])
         self.class_names = class_names_for(self.info, self.num_classes)
+        self.outputs_probabilities = bool(self.info and self.info.extra.get("softmax"))
 
     def preprocess(self, image_hwc: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Resize (short side), center-crop and normalize into ``out`` (3, crop, crop) float32."""
@@ -67,10 +68,18 @@ class ServedModel:
         return resize_crop_normalize(image_hwc, out, resize=cfg.resize, crop=cfg.crop,
                                      mean=cfg.mean, std=cfg.std)
 
-    @staticmethod
-    def topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Best ``k`` classes and their softmax probabilities per row (-1 for non-finite rows)."""
-        return softmax_topk(np.ascontiguousarray(logits, np.float32), k)
+    def topk(self, outputs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``k`` classes and their probabilities per row (class -1 for non-finite rows).
+
+        Softmax is applied unless the model was exported with its own softmax layer.
+        """
+        outputs = np.ascontiguousarray(outputs, np.float32)
+        if not self.outputs_probabilities:
+            return softmax_topk(outputs, k)
+        indices = np.argsort(-outputs, axis=1, kind="stable")[:, :k]
+        probs = np.take_along_axis(outputs, indices, axis=1)
+        indices[~np.isfinite(outputs).all(axis=1)] = -1
+        return indices, probs
 
     def warmup(self, max_batch: int) -> None:
         """Compile the kernels and let every session allocate for the largest batch."""
