@@ -60,7 +60,10 @@ def _versions() -> dict:
     import onnx
     import timm
 
-    return {"torch": torch.__version__, "timm": timm.__version__, "onnx": onnx.__version__}
+    import onnxruntime
+
+    return {"torch": torch.__version__, "timm": timm.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__}
 
 
 def _write_onnx(module: nn.Module, path: Path, size: int, static_batch: int | None) -> None:

@@ -83,15 +83,16 @@ class MmclsVGG(nn.Module):
     def __init__(self, depth: int, with_norm: bool, num_classes: int = 1000):
         super().__init__()
         self.backbone = VGGBackbone(depth, with_norm, num_classes)
-        self._init_weights()
+        self.init_weights()
 
-    def _init_weights(self) -> None:
+    def init_weights(self) -> None:
         """mmcls VGG's init_cfg: Kaiming for convs, 1 for BN, Normal(std=0.01) for linears."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
+                m.reset_running_stats()
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
@@ -105,8 +106,18 @@ class MmclsVGG(nn.Module):
 
 
 def build(name: str, num_classes: int = 1000) -> MmclsVGG:
-    """``vgg11`` ... ``vgg19_bn`` as mmcls builds it."""
+    """``vgg11`` ... ``vgg19_bn`` as mmcls builds it, initialised as mmcls does.
+
+    The layers are created on the ``meta`` device and initialised once, by mmcls's rule,
+    instead of first by torch's default rule (half the time for 130M parameters).
+    """
     base, _, suffix = name.partition("_")
     if not base.startswith("vgg") or not base[3:].isdigit() or suffix not in ("", "bn"):
         raise ValueError(f"mmcls model {name!r}: expected vgg11, vgg11_bn, ..., vgg19_bn")
-    return MmclsVGG(int(base[3:]), with_norm=suffix == "bn", num_classes=num_classes)
+    device = torch.get_default_device()
+    with torch.device("meta"):
+        net = MmclsVGG(int(base[3:]), with_norm=suffix == "bn", num_classes=num_classes)
+    if device.type != "meta":
+        net.to_empty(device=device)
+        net.init_weights()
+    return net
