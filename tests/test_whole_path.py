@@ -1,0 +1,80 @@
+"""Real photos through the whole path, checked against a plain torchvision + torch reference.
+
+scikit-image's coffee and chelsea photos (plus flipped / cropped / rescaled variants,
+labelled by their source photo's class) go image files -> engine.image2npz ->
+engine.run (trained EfficientNet-Lite0) -> top-k text -> engine.eval, and the printed
+top-1 must equal what torchvision's transforms and the torch model give on the same files.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision.transforms as T
+from PIL import Image, ImageOps
+
+from engine.labels import imagenet_wnids
+from engine.topk_text import read_topk_file
+from engine.zoo import create
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = {"coffee": 967, "chelsea": 281}  # espresso; tabby cat
+
+
+def _write_photo_folder(root: Path) -> dict[str, int]:
+    import skimage.data
+
+    labels = {}
+    for name, label in SOURCES.items():
+        im = Image.fromarray(getattr(skimage.data, name)())
+        w, h = im.size
+        variants = {"orig.jpg": im, "flip.png": ImageOps.mirror(im),
+                    "crop.webp": im.crop((w // 8, h // 8, w - w // 8, h - h // 8)),
+                    "half.bmp": im.resize((w // 2, h // 2), Image.BICUBIC)}
+        folder = root / imagenet_wnids()[label]
+        folder.mkdir(parents=True)
+        for suffix, variant in variants.items():
+            path = folder / f"{name}_{suffix}"
+            variant.save(path)
+            labels[str(path)] = label
+    return labels
+
+
+def _cli(*args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def test_photos_through_image2npz_run_eval_match_torchvision(tmp_path):
+    labels = _write_photo_folder(tmp_path / "val")
+    datalist = tmp_path / "npz_datalist.txt"
+    conv = _cli("engine.image2npz", "--dataset_path", tmp_path / "val", "--target_path", tmp_path / "npz",
+                "--text_path", datalist, "--quiet")
+    assert conv.returncode == 0, conv.stderr
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    run = _cli("engine.run", "--datalist", datalist, "--model", "efficientnet_lite0", "--labels-from-folders",
+               "--save-topk", tmp_path / "topk.txt", "-b", "4", "--quiet", env=env)
+    assert run.returncode == 0, run.stderr
+    ev = _cli("engine.eval", "topk", tmp_path / "topk.txt", "--labels-from-folders")
+    assert ev.returncode == 0, ev.stderr
+    top1 = float(re.search(r"top1_rate: ([\d.]+)", ev.stdout).group(1))
+
+    model = create("efficientnet_lite0")
+    cfg = model.data_config
+    transform = T.Compose([T.Resize(cfg.resize), T.CenterCrop(cfg.crop), T.ToTensor(), T.Normalize(cfg.mean, cfg.std)])
+    reference = {}
+    with torch.no_grad():
+        for path in labels:
+            x = transform(Image.open(path).convert("RGB"))[None]
+            reference[Path(path).stem] = int(model.module(x).argmax())
+    expected_top1 = 100.0 * sum(reference[Path(p).stem] == y for p, y in labels.items()) / len(labels)
+    assert top1 == pytest.approx(expected_top1, abs=1e-3)
+
+    engine_top1 = {Path(item).stem: entries[0].class_id for item, entries in read_topk_file(tmp_path / "topk.txt").items()}
+    assert engine_top1 == reference
+    assert engine_top1["coffee_orig"] == 967
