@@ -38,7 +38,8 @@ def scan_images(root: str | Path, suffixes=IMAGE_SUFFIXES) -> list[str]:
     for dirpath, _, files in os.walk(root):
         for name in files:
             if Path(name).suffix.lower() in suffixes:
-                found.append(str(Path(dirpath, name).resolve()))
+                # abspath, not resolve: a symlinked image keeps its folder (val/<wnid>/ made by valprep --link)
+                found.append(os.path.join(os.path.abspath(dirpath), name))
     return sorted(found)
 
 

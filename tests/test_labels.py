@@ -53,3 +53,11 @@ def test_scan_images_sorted_any_case(tmp_path):
         p.write_bytes(b"")
     found = [Path(p).relative_to(tmp_path).as_posix() for p in scan_images(tmp_path)]
     assert found == ["a/1.png", "a/3.Jpg", "b/2.JPEG"]
+
+
+def test_scan_images_keeps_the_folder_of_a_symlinked_image(tmp_path):
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "a.jpg").write_bytes(b"")
+    (tmp_path / "val" / "n01440764").mkdir(parents=True)
+    (tmp_path / "val" / "n01440764" / "a.jpg").symlink_to(tmp_path / "flat" / "a.jpg")
+    assert scan_images(tmp_path / "val") == [str(tmp_path / "val" / "n01440764" / "a.jpg")]

@@ -22,8 +22,8 @@ import pytest
 import kernels
 from engine.dataconfig import ModelInfo
 from engine.decode import load_item
-from tests.photos import write_photo
-from tests.tinynet import write_tiny_onnx
+from photos import write_photo
+from tinynet import write_tiny_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 SHM = Path("/dev/shm")
