@@ -30,16 +30,15 @@ def format_topk_lines(path: str, indices: Sequence[int], probs: Sequence[float],
                       names: Sequence[str] | None) -> list[str]:
     """The ``k`` result lines (no newline) of one item, ranks from 0.
 
-    ``names`` is indexed by class id; an id it does not cover gets an empty name.
+    ``names[i]`` is the class name of ``indices[i]`` (None: empty names).
     """
-    if len(indices) != len(probs):
-        raise ValueError(f"{path}: {len(indices)} class ids but {len(probs)} scores")
-    lines = []
-    for rank, (cls, prob) in enumerate(zip(indices, probs)):
-        cls = int(cls)
-        name = names[cls] if names is not None and 0 <= cls < len(names) else ""
-        lines.append(f"{path}: Relay top-{rank} id: {cls}, prob: {float(prob):.8f}, class name: {name}")
-    return lines
+    if len(indices) != len(probs) or (names is not None and len(names) != len(indices)):
+        raise ValueError(f"{path}: {len(indices)} class ids, {len(probs)} scores and "
+                         f"{'no' if names is None else len(names)} names do not pair up")
+    if names is None:
+        names = [""] * len(indices)
+    return [f"{path}: Relay top-{rank} id: {int(cls)}, prob: {float(prob):.8f}, class name: {name}"
+            for rank, (cls, prob, name) in enumerate(zip(indices, probs, names))]
 
 
 def parse_topk_line(line: str) -> tuple[str, int, TopkEntry] | None:
@@ -82,11 +81,16 @@ def read_topk_file(path: str | Path) -> dict[str, list[TopkEntry]]:
     return results
 
 
-def write_topk_file(path: str | Path, items, names: Sequence[str] | None) -> int:
-    """Write ``(item path, indices, probs)`` triples in order; returns the item count."""
+def write_topk_file(path: str | Path, items, class_names: Sequence[str] | None) -> int:
+    """Write ``(item path, indices, probs)`` triples in order; returns the item count.
+
+    ``class_names`` is indexed by class id; an id it does not cover gets an empty name.
+    """
     count = 0
     with open(path, "w") as f:
         for item, indices, probs in items:
+            names = [class_names[int(c)] if class_names is not None and 0 <= int(c) < len(class_names) else ""
+                     for c in indices]
             f.writelines(line + "\n" for line in format_topk_lines(item, indices, probs, names))
             count += 1
     return count

@@ -36,9 +36,13 @@ def test_accuracy_line_keeps_the_seed_layout():
 
 def test_topk_lines_round_trip_names_with_commas_and_colons(tmp_path):
     names = ["tench, Tinca tinca", "crane, bird", "odd: name, with: colons", "plain"]
-    lines = format_topk_lines("/data/a: b/img.JPEG", [2, 1, 0], [0.5, 0.25, 0.125], names)
+    lines = format_topk_lines("/data/a: b/img.JPEG", [2, 1, 0], [0.5, 0.25, 0.125], [names[2], names[1], names[0]])
     assert lines[0] == ("/data/a: b/img.JPEG: Relay top-0 id: 2, prob: 0.50000000, "
                         "class name: odd: name, with: colons")
+    assert lines[2].endswith("top-2 id: 0, prob: 0.12500000, class name: tench, Tinca tinca")
+    assert format_topk_lines("x.png", [7], [1.0], None) == ["x.png: Relay top-0 id: 7, prob: 1.00000000, class name: "]
+    with pytest.raises(ValueError, match="do not pair up"):
+        format_topk_lines("x.png", [7, 8], [1.0, 0.0], ["seven"])
     out = tmp_path / "r.txt"
     write_topk_file(out, [("/data/a: b/img.JPEG", [2, 1, 0], [0.5, 0.25, 0.125]),
                           ("/x/y.npz", [3], [1.0])], names)
