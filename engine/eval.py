@@ -126,10 +126,17 @@ def score_topk_file(result_file: str | Path, labels: LabelSource) -> tuple[Accur
 
 
 def _ranking(logits: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` largest logits, best first (softmax keeps this order)."""
-    k = min(k, logits.shape[-1])
-    top = np.argpartition(-logits, k - 1)[:k]
-    return top[np.argsort(-logits[top], kind="stable")]
+    """The ``k`` most probable classes of one ``(1, C)`` result, best first.
+
+    The same kernel as the engine's sink, so both rank ties alike. Imported here: numba
+    takes a second to load, which the top-k text mode never needs.
+    """
+    import kernels
+
+    if logits.dtype.kind != "f":
+        logits = logits.astype(np.float32)
+    indices, _ = kernels.softmax_topk(logits, min(k, logits.shape[1]))
+    return indices[0]
 
 
 def _load_output(path: Path) -> tuple[np.ndarray | None, str | None]:
@@ -184,7 +191,7 @@ def score_npz_outputs(result_dir: str | Path, items: list[str], labels: LabelSou
             continue
         classes = logits.shape[1]
         class_counts[classes] += 1
-        loaded.append((f"{item} ({result_name})", label, classes, _ranking(logits[0].astype(np.float64), acc.topk)))
+        loaded.append((f"{item} ({result_name})", label, classes, _ranking(logits, acc.topk)))
     if num_classes is None and class_counts:
         num_classes = max(class_counts.items(), key=lambda kv: (kv[1], kv[0]))[0]
     for item, label, classes, ranked in loaded:
