@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--onnx", help="ONNX model; its model-info JSON beside it gives the preprocessing")
     model.add_argument("--model", help="zoo model name (exported on the fly into a cache folder)")
-    p.add_argument("--model-library", default="timm", choices=("timm", "torchvision", "mmcls"))
+    p.add_argument("--model-library", default=None,
+                   help="timm (default for VGG), torchvision or mmcls; models with one source ignore it")
     p.add_argument("--weights", help="checkpoint for --model (.pth/.pt/.safetensors); random weights without it")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights when no --weights")
     p.add_argument("--preprocess", help="JSON/YAML data config (resize, crop, mean, std, ...) overriding the model's")
@@ -86,10 +87,10 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def export_cached(name: str, library: str, weights: str | None, seed: int) -> Path:
+def export_cached(name: str, library: str | None, weights: str | None, seed: int) -> Path:
     """Export a zoo model once per (library, name, weights) into the cache folder."""
     key = f"sha256-{file_sha256(weights)[:16]}" if weights else f"seed{seed}"
-    folder = CACHE_DIR / f"{library}-{name}-{key}"
+    folder = CACHE_DIR / f"{library or 'default'}-{name}-{key}"
     onnx_path = folder / f"{name}_224.onnx"
     if onnx_path.exists() and ModelInfo.path_for(onnx_path).exists():
         return onnx_path

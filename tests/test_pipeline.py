@@ -140,9 +140,11 @@ def test_tcp_transport(tmp_path, model, good_items):
     datalist = tmp_path / "list.txt"
     datalist.write_text("\n".join(good_items))
     proc = run_engine(["--datalist", datalist, "--onnx", model, "--transport", "tcp", "--report",
-                       tmp_path / "r.json"])
+                       tmp_path / "r.json", "-b", "1", "--warmup", "3"])
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((tmp_path / "r.json").read_text())["counts"]["done"] == len(good_items)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["counts"]["done"] == len(good_items)
+    assert report["measured_items"] == len(good_items) - 3, "warm-up items are not timed"
 
 
 def test_missing_model_is_a_clear_fatal_error(tmp_path, good_items):

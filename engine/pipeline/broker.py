@@ -115,6 +115,7 @@ class Broker:
         self.backends: list[dict] = []
         self.t_start = self.t_measure = self.t_end = 0.0
         self.measured_from = 0
+        self.measuring = not cfg.warmup  # per-item timings are kept only once the clock runs
         self.peak_rss_bytes = 0
 
     # ---- sockets and processes -------------------------------------------------
@@ -268,7 +269,7 @@ class Broker:
                 self.failed += 1
             load_us, pre_us, queue_us = self.item_timing.pop(seq, (0, 0, 0))
             t_dispatch = self.dispatched_at.pop(seq, None)
-            if good and self.finished > self.measured_from:
+            if good and self.measuring:
                 tm.load.append(load_us)
                 tm.preprocess.append(pre_us)
                 tm.queue.append(queue_us)
@@ -289,7 +290,9 @@ class Broker:
         self._maybe_start_measuring()
 
     def _maybe_start_measuring(self) -> None:
-        if self.cfg.warmup and self.finished == self.cfg.warmup and self.measured_from == 0:
+        """Start the clock once ``--warmup`` items are through (batches may overshoot it)."""
+        if not self.measuring and self.finished >= self.cfg.warmup:
+            self.measuring = True
             self.measured_from = self.finished
             self.t_measure = time.perf_counter()
 

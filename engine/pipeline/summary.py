@@ -36,7 +36,6 @@ def build_report(broker, cfg, sink, *, model_info: dict, items_total: int) -> di
     return {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "host": platform.node(),
-        "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "model": model_info,
         "config": cfg.to_dict(),
@@ -82,7 +81,9 @@ def format_summary(report: dict) -> str:
     lines = [
         f"model: {report['model'].get('name')} ({report['model'].get('weights_label', '')})",
         f"input: {report['input']['name']} {shape} {report['input']['dtype']}",
-        f"backend: {cfg['backend']} on {cfg['device']} {backend.get('device', '')}".rstrip(),
+        f"backend: {backend.get('backend', cfg['backend'])} on {backend.get('device_name', cfg['device'])} "
+        f"({backend.get('precision', '')}, providers {backend.get('providers', [])}, "
+        f"device memory used (MB): {backend.get('memory_mb')})",
         f"- number of instances in each device: {cfg['instances']}",
         f"  processes: {cfg['processes']}  preprocess workers: {cfg['workers']}  threads per instance: {cfg['threads']}",
         f"  batch size: {cfg['batch']}",

@@ -8,8 +8,10 @@ Threads and who owns what:
   socket. It never decodes or runs the model, so it stays responsive.
 - ``workers`` preprocessing threads decode the payload and run the fused resize/crop/
   normalize kernel (both release the GIL), then hand the tensor to the batcher.
-- one thread per model instance takes batches from the :class:`DynamicBatcher`, runs
-  the backend and softmax/top-k, and pushes the packed replies.
+- one thread per model instance takes due batches from the :class:`DynamicBatcher`,
+  runs the backend and softmax/top-k, and pushes the packed replies. When a worker's
+  item makes a batch due while an instance is idle, the worker runs that batch itself
+  (one thread hand-off fewer at low load).
 
 ZeroMQ sockets are not thread safe, so every worker and instance thread has its own
 PUSH socket into the socket thread. Every admitted request produces exactly one reply
@@ -57,6 +59,14 @@ class _Job:
 
 
 @dataclass
+class _Instance:
+    """A backend session and the batch buffer it runs from."""
+
+    backend: object
+    batch: np.ndarray
+
+
+@dataclass
 class _Ready:
     job: _Job
     tensor: np.ndarray
@@ -82,7 +92,11 @@ class Server:
         self.router.setsockopt(zmq.LINGER, 2000)
         self.pull = self.context.socket(zmq.PULL)
         self.pull.bind(REPLIES_ENDPOINT)
-        self.batcher = DynamicBatcher(max_batch, max_queue_delay_us / 1e6)
+        instances = [
+            _Instance(backend, np.empty((max_batch, *model.input_shape), np.float32))
+            for backend in model.backends
+        ]
+        self.batcher = DynamicBatcher(max_batch, max_queue_delay_us / 1e6, instances)
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._seq = 0
@@ -95,8 +109,8 @@ class Server:
             threading.Thread(target=self._worker_loop, name=f"preprocess-{i}", daemon=True)
             for i in range(workers)
         ] + [
-            threading.Thread(target=self._instance_loop, args=(backend,), name=f"instance-{i}", daemon=True)
-            for i, backend in enumerate(model.backends)
+            threading.Thread(target=self._instance_loop, name=f"instance-{i}", daemon=True)
+            for i in range(len(instances))
         ]
 
     # ---- socket thread -------------------------------------------------------------
@@ -216,11 +230,14 @@ class Server:
         }
 
     def _shutdown(self) -> None:
-        self.batcher.close()
-        for _ in range(sum(t.name.startswith("preprocess") for t in self._threads)):
+        workers = [t for t in self._threads if t.name.startswith("preprocess")]
+        for _ in workers:
             self.jobs.put(None)
+        for thread in workers:
+            thread.join(timeout=10)
+        self.batcher.close()
         for thread in self._threads:
-            thread.join(timeout=5)
+            thread.join(timeout=10)
         self._forward_replies()
         self.pull.close(linger=0)
 
@@ -247,36 +264,46 @@ class Server:
                     push.send_multipart(_error(job, f"preprocessing failed ({type(e).__name__}: {e})"))
                     continue
                 t_end = time.perf_counter()
-                self.batcher.put(_Ready(job, tensor, t_start, t_end), ready_time=t_end)
+                claimed = self.batcher.put(_Ready(job, tensor, t_start, t_end), ready_time=t_end)
+                if claimed is not None:
+                    self._run_batch(*claimed, push)
         finally:
             push.close()
 
-    def _instance_loop(self, backend) -> None:
+    def _instance_loop(self) -> None:
         push = self._push_socket()
-        batch = np.empty((self.batcher.max_batch, *self.model.input_shape), np.float32)
-        names = self.model.class_names
         try:
-            while items := self.batcher.next_batch():
-                t_start = time.perf_counter()
-                n = len(items)
-                with self._batch_lock:
-                    self._batch_sizes[n] += 1
-                for i, item in enumerate(items):
-                    batch[i] = item.tensor
-                try:
-                    logits = backend.run(batch[:n])[0]
-                    k = max(item.job.request.topk for item in items)
-                    indices, probs = self.model.topk(logits, k)
-                except Exception as e:  # answer the whole batch, keep serving
-                    for item in items:
-                        push.send_multipart(_error(item.job, f"inference failed ({type(e).__name__}: {e})"))
-                    continue
-                t_end = time.perf_counter()
-                infer_us = (t_end - t_start) * 1e6
-                for i, item in enumerate(items):
-                    push.send_multipart(_result(item, indices[i], probs[i], names, infer_us, t_start))
+            while (claimed := self.batcher.next_batch()) is not None:
+                self._run_batch(*claimed, push)
         finally:
             push.close()
+
+    def _run_batch(self, items: list, instance: _Instance, push: zmq.Socket) -> None:
+        """Run one batch on ``instance``, push a reply per item, hand the instance back."""
+        try:
+            t_start = time.perf_counter()
+            n = len(items)
+            with self._batch_lock:
+                self._batch_sizes[n] += 1
+            if n == 1:
+                batch = items[0].tensor[None]
+            else:
+                batch = instance.batch[:n]
+                for i, item in enumerate(items):
+                    batch[i] = item.tensor
+            try:
+                logits = instance.backend.run(batch)[0]
+                indices, probs = self.model.topk(logits, max(item.job.request.topk for item in items))
+            except Exception as e:  # answer the whole batch, keep serving
+                for item in items:
+                    push.send_multipart(_error(item.job, f"inference failed ({type(e).__name__}: {e})"))
+                return
+            infer_us = (time.perf_counter() - t_start) * 1e6
+            names = self.model.class_names
+            for i, item in enumerate(items):
+                push.send_multipart(_result(item, indices[i], probs[i], names, infer_us, t_start))
+        finally:
+            self.batcher.release(instance)
 
 
 def _error(job: _Job, message: str) -> list:
