@@ -10,7 +10,8 @@ suite provides is skipped with a note):
 
 - ``"throughput"``: a list of points ``{"backend": "ort", "precision": "fp32",
   "batch": 8, "value": 123.4, "unit": "images/s"}`` (``device`` optional; ``qps`` or
-  ``images_per_s`` accepted for ``value``). One line per backend/precision/device.
+  ``images_per_s`` accepted for ``value``), one line per backend/precision/device; or
+  ``{line label: {batch: value}}`` with the unit in ``series["throughput_unit"]``.
 - ``"latency_ms"`` (or ``"latency_us"``): ``{label: [latency of each request, ...]}``,
   one CDF curve per label (e.g. ``"concurrency 1"``).
 
@@ -63,18 +64,34 @@ def ok_suites(results: dict) -> dict[str, dict]:
 
 # -- plots -----------------------------------------------------------------------------
 
+def _throughput_points(series: dict, suite_name: str):
+    """``(label, batch, value, unit)`` from either form of ``series['throughput']``."""
+    data = series.get("throughput") or []
+    if isinstance(data, dict):  # {label: {batch: value}}
+        for label, by_batch in data.items():
+            for batch, value in (by_batch or {}).items():
+                yield str(label), batch, value, series.get("throughput_unit", "images/s")
+        return
+    for point in data:
+        if not isinstance(point, dict):
+            continue
+        value = next((point[k] for k in VALUE_KEYS if isinstance(point.get(k), (int, float))), None)
+        label = " ".join(str(point[k]) for k in ("backend", "precision", "device") if point.get(k))
+        yield label or suite_name, point.get("batch", point.get("batch_size")), value, point.get("unit", "images/s")
+
+
 def _throughput_lines(results: dict) -> tuple[dict[str, list[tuple[float, float]]], str]:
     lines: dict[str, list[tuple[float, float]]] = {}
     units = set()
     for name, suite in ok_suites(results).items():
-        for point in (suite.get("series") or {}).get("throughput") or []:
-            value = next((point[k] for k in VALUE_KEYS if isinstance(point.get(k), (int, float))), None)
-            batch = point.get("batch", point.get("batch_size"))
-            if value is None or not isinstance(batch, (int, float)):
+        for label, batch, value, unit in _throughput_points(suite.get("series") or {}, name):
+            try:
+                batch, value = float(batch), float(value)
+            except (TypeError, ValueError):
                 continue
-            label = " ".join(str(point[k]) for k in ("backend", "precision", "device") if point.get(k))
-            lines.setdefault(label or name, []).append((float(batch), float(value)))
-            units.add(point.get("unit", "images/s"))
+            if math.isfinite(batch) and math.isfinite(value) and batch > 0:
+                lines.setdefault(label, []).append((batch, value))
+                units.add(unit)
     if not lines:
         raise SkipPlot("no suite gave series['throughput'] points (batch, value)")
     return lines, " or ".join(sorted(units))

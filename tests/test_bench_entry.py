@@ -195,3 +195,26 @@ def test_update_readme_fails_clearly(tmp_path, capsys):
     assert update_main(["--readme", str(readme), str(smoke)]) == 2
     assert "smoke run" in capsys.readouterr().err
     assert update_main(["--readme", str(readme), "--results-dir", str(tmp_path / "empty")]) == 2
+
+
+def test_plot_data_forms_and_skips(tmp_path):
+    from bench.report import _throughput_lines, make_plots
+
+    results = {"suites": {
+        "build": {"status": "ok", "series": {"throughput": [
+            {"backend": "ort", "precision": "int8", "batch": 4, "qps": 40.0},
+            {"backend": "ort", "precision": "int8", "batch": 1, "qps": 12.0},
+            {"backend": "ort", "precision": "int8", "batch": "x", "qps": 1.0}]}},
+        "pipeline": {"status": "ok", "series": {"throughput": {"ort loop": {"8": 30.0, "1": 9.0}},
+                                                "throughput_unit": "img/s"}},
+        "serve": {"status": "failed", "series": {"latency_us": {"c1": [1000.0, 2000.0]}}},
+    }}
+    lines, unit = _throughput_lines(results)
+    assert lines == {"ort int8": [(4.0, 40.0), (1.0, 12.0)], "ort loop": [(8.0, 30.0), (1.0, 9.0)]}
+    assert unit == "images/s or img/s"
+    drawn, skipped = make_plots(results, tmp_path, "run")
+    assert [p["name"] for p in drawn] == ["throughput"] and (tmp_path / "run-throughput.png").is_file()
+    assert any("Serving latency CDF: skipped" in s for s in skipped)  # only a failed suite had latencies
+    results["suites"]["serve"]["status"] = "ok"
+    drawn, _ = make_plots(results, tmp_path, "run2")
+    assert [p["name"] for p in drawn] == ["throughput", "latency_cdf"]
