@@ -6,6 +6,7 @@ from kernels.resize_crop import (
     resize_crop_normalize_batch,
     resize_crop_uint8,
 )
+from kernels.softmax_topk import softmax_topk
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -13,4 +14,5 @@ __all__ = [
     "resize_crop_normalize",
     "resize_crop_normalize_batch",
     "resize_crop_uint8",
+    "softmax_topk",
 ]

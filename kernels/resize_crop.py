@@ -154,6 +154,8 @@ def _run(img: np.ndarray, out: np.ndarray, plan: ResizeCropPlan, lut: np.ndarray
         inter = _intermediate(plan.crop, cols.span)
     else:
         inter = _intermediate(rows.span, plan.crop)
+    if out.dtype == np.float16:  # numba has no float16: move the bits as uint16
+        out, lut = out.view(np.uint16), lut.view(np.uint16)
     _resize_crop_kernel(img.transpose(2, 0, 1), out, lut, _IDENTITY, inter, plan.vertical_first,
                         rows.span_start, rows.span, rows.first, rows.taps, rows.coeffs,
                         cols.span_start, cols.span, cols.first, cols.taps, cols.coeffs)
