@@ -40,7 +40,8 @@ class SkipPlot(Exception):
 
 
 def fmt(value) -> str:
-    """A table cell: 4 significant digits for floats, yes/no for booleans, '-' for none."""
+    """A table cell: 4 significant digits for floats, yes/no for booleans, '-' for none,
+    ``key value, ...`` for a dict."""
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -49,6 +50,10 @@ def fmt(value) -> str:
         if math.isnan(value):
             return "nan"
         return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.0f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{fmt(k)} {fmt(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(fmt(v) for v in value)
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
@@ -222,7 +227,7 @@ def _suite_section(name: str, suite: dict) -> list[str]:
     if rows:
         extra = []
         for row in rows:
-            extra += [k for k in row if k not in STANDARD_ROW_KEYS and k not in extra]
+            extra += [k for k in row if k not in STANDARD_ROW_KEYS and k != "key" and k not in extra]
         header = list(STANDARD_ROW_KEYS) + extra
         lines += _table(header, [[row.get(k) for k in header] for row in rows]) + [""]
     ratios = suite.get("ratios") or []

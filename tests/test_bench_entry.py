@@ -23,7 +23,8 @@ FAKE_SUITES = {
             return {
                 "suite": "speed", "title": "engine against baseline",
                 "rows": [{"name": "engine", "value": np.float32(120.0), "unit": "images/s", "key": True},
-                         {"name": "baseline", "value": 60.0, "unit": "images/s"}],
+                         {"name": "baseline", "value": 60.0, "unit": "images/s",
+                          "stages_us": {"decode": 10.5, "infer": 200.0}}],
                 "ratios": [{"name": "engine / baseline", "value": 2.0, "goal": ">= 1.5", "met": True},
                            {"name": "int8 / fp32", "value": 1.2, "goal": ">= 2.0", "met": False}],
                 "notes": [f"smoke={os.environ.get('BENCH_SMOKE')} quick={quick}"],
@@ -127,6 +128,8 @@ def test_bench_runs_every_suite_and_reports_failures(fake_package, tmp_path):
     summary = json_path.with_suffix(".md").read_text()
     assert "| speed | int8 / fp32 | 1.2 | >= 2.0 | no |" in summary
     assert "Reason: RuntimeError: baseline exploded" in summary
+    assert "| name | value | unit | stages_us |" in summary
+    assert "| baseline | 60 | images/s | decode 10.5, infer 200 |" in summary
     assert f"](plots/{plots['throughput'].name})" in summary
 
 
