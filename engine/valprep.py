@@ -197,12 +197,33 @@ def carry_out(plan: Plan, link: bool) -> int:
     return done
 
 
-def write_label_files(plan: Plan, out_dir: Path) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    label_file, names_file = out_dir / "val_label.txt", out_dir / "label.txt"
-    label_file.write_text("".join(f"{name} {index}\n" for name, index in plan.labels))
-    names_file.write_text("".join(f"{name}\n" for name in imagenet_class_names()))
-    return label_file, names_file
+def label_file_texts(plan: Plan, out_dir: Path) -> dict[Path, str]:
+    """``val_label.txt`` and ``label.txt`` as they will be written."""
+    return {out_dir / "val_label.txt": "".join(f"{name} {index}\n" for name, index in plan.labels),
+            out_dir / "label.txt": "".join(f"{name}\n" for name in imagenet_class_names())}
+
+
+def overwrite_problems(texts: dict[Path, str]) -> list[str]:
+    """Existing label files that would change: someone else's file is never silently replaced."""
+    problems = []
+    for path, text in texts.items():
+        if not path.exists():
+            continue
+        try:
+            same = path.read_text() == text
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append(f"{path} exists and cannot be read: {e}")
+            continue
+        if not same:
+            problems.append(f"{path} exists with other content (pass --overwrite to replace it, "
+                            f"or --out-dir to write elsewhere)")
+    return problems
+
+
+def write_label_files(texts: dict[Path, str]) -> None:
+    for path, text in texts.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="build the class folders here (default: inside VAL_DIR, moving the images)")
     parser.add_argument("--out-dir", metavar="DIR",
                         help="where val_label.txt and label.txt go (default: the folder above the class folders)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace val_label.txt / label.txt in --out-dir even when their content differs")
     parser.add_argument("--dry-run", action="store_true", help="check and report, change nothing")
     return parser
 
@@ -257,10 +280,13 @@ def main(argv=None) -> int:
         print(f"engine.valprep: {e}", file=sys.stderr)
         return EXIT_REFUSED
     plan = make_plan(val_dir, truth, dest_root)
+    out_dir = Path(args.out_dir).resolve() if args.out_dir else dest_root.parent
+    texts = label_file_texts(plan, out_dir)
+    if not args.overwrite:
+        plan.problems += overwrite_problems(texts)
     if plan.problems:
         _print_list(f"engine.valprep: refusing, nothing was moved; {len(plan.problems)} problems:", plan.problems)
         return EXIT_REFUSED
-    out_dir = Path(args.out_dir).resolve() if args.out_dir else dest_root.parent
     verb = "link" if args.link else "move"
     classes = len({dest.parent.name for _, dest in plan.moves})
     print(f"{len(truth)} images in the ground truth: {len(plan.in_place)} already in place, "
@@ -271,7 +297,7 @@ def main(argv=None) -> int:
     if args.dry_run:
         for src, dest in plan.moves[:10]:
             print(f"  would {verb} {src} -> {dest}")
-        print(f"dry run: would write {out_dir / 'val_label.txt'} and {out_dir / 'label.txt'}; nothing changed")
+        print(f"dry run: would write {' and '.join(map(str, texts))}; nothing changed")
         return EXIT_OK
     try:
         carry_out(plan, args.link)
@@ -279,8 +305,8 @@ def main(argv=None) -> int:
         print(f"engine.valprep: failed midway: {e}. Files already placed are recognised: "
               f"fix the cause and run again to finish.", file=sys.stderr)
         return EXIT_FAILED
-    label_file, names_file = write_label_files(plan, out_dir)
-    print(f"wrote {label_file} ({len(plan.labels)} labels) and {names_file}")
+    write_label_files(texts)
+    print(f"wrote {' and '.join(map(str, texts))} ({len(plan.labels)} labels)")
     return EXIT_OK
 
 

@@ -88,6 +88,18 @@ def test_image_in_the_wrong_class_folder_is_refused(tmp_path):
     assert tree(tmp_path) == before
 
 
+def test_existing_label_file_with_other_content_is_not_replaced(tmp_path):
+    val = make_val(tmp_path)
+    solution = write_solution(tmp_path / "s.csv")
+    (tmp_path / "val_label.txt").write_text("someone's own labels\n")
+    before = tree(tmp_path)
+    proc = valprep(val, "--solution", solution)
+    assert proc.returncode == 2 and "val_label.txt exists with other content" in proc.stderr
+    assert tree(tmp_path) == before
+    assert valprep(val, "--solution", solution, "--overwrite").returncode == 0
+    assert (tmp_path / "val_label.txt").read_text() == expected_labels()
+
+
 def test_dry_run_changes_nothing(tmp_path):
     val = make_val(tmp_path)
     solution = write_solution(tmp_path / "s.csv")
