@@ -184,6 +184,21 @@ def make_plan(val_dir: Path, truth: list[Truth], dest_root: Path) -> Plan:
     return plan
 
 
+def permission_problems(plan: Plan, dest_root: Path, link: bool) -> list[str]:
+    """Folders the planned moves need to write to but cannot."""
+    if not plan.moves:
+        return []
+    folders = {dest_root} | ({src.parent for src, _ in plan.moves} if not link else set())
+    problems = []
+    for folder in sorted(folders):
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not os.access(existing, os.W_OK | os.X_OK):
+            problems.append(f"{existing}: no permission to write")
+    return problems
+
+
 def carry_out(plan: Plan, link: bool) -> int:
     """Move or symlink every planned file; returns how many were placed."""
     done = 0
@@ -282,6 +297,7 @@ def main(argv=None) -> int:
     plan = make_plan(val_dir, truth, dest_root)
     out_dir = Path(args.out_dir).resolve() if args.out_dir else dest_root.parent
     texts = label_file_texts(plan, out_dir)
+    plan.problems += permission_problems(plan, dest_root, args.link)
     if not args.overwrite:
         plan.problems += overwrite_problems(texts)
     if plan.problems:
@@ -297,6 +313,8 @@ def main(argv=None) -> int:
     if args.dry_run:
         for src, dest in plan.moves[:10]:
             print(f"  would {verb} {src} -> {dest}")
+        if len(plan.moves) > 10:
+            print(f"  ... and {len(plan.moves) - 10} more")
         print(f"dry run: would write {' and '.join(map(str, texts))}; nothing changed")
         return EXIT_OK
     try:
