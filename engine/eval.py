@@ -27,7 +27,7 @@ import numpy as np
 
 from engine.datalist import read_datalist
 from engine.labels import LabelSource, imagenet_class_names, read_class_names
-from engine.topk_text import read_topk_file
+from engine.topk_text import iter_topk_blocks
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -110,11 +110,11 @@ class Accuracy:
 
 
 def score_topk_file(result_file: str | Path, labels: LabelSource) -> tuple[Accuracy, dict[int, str]]:
-    """Score a top-k text results file; also returns the class names it carries by id."""
-    results = read_topk_file(result_file)
+    """Score a top-k text results file, one item per block of lines (as the datalist
+    listed them); also returns the class names the file carries by id."""
     acc = Accuracy()
     names: dict[int, str] = {}
-    for item, entries in results.items():
+    for item, entries in iter_topk_blocks(result_file):
         for entry in entries:
             names.setdefault(entry.class_id, entry.name)
         label = labels(item)

@@ -53,31 +53,49 @@ def parse_topk_line(line: str) -> tuple[str, int, TopkEntry] | None:
     return m["path"], int(m["rank"]), TopkEntry(int(m["cls"]), prob, m["name"].strip())
 
 
-def read_topk_file(path: str | Path) -> dict[str, list[TopkEntry]]:
-    """``{item path: [entry of rank 0, rank 1, ...]}`` in file order.
+def iter_topk_blocks(path: str | Path):
+    """``(item path, [entry of rank 0, rank 1, ...])`` per block of lines, in file order.
 
-    Blank lines are skipped. A line that is not a result line, or ranks of an item
-    that do not run 0, 1, 2, ... in order, is an error naming the file and line.
+    A block starts at ``top-0`` and its ranks run 1, 2, ... on the following lines; an
+    item listed twice in the datalist appears as two blocks. Blank lines are skipped. A
+    line that is not a result line, or a rank out of sequence, is an error naming the
+    file and line.
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        f = open(path)
     except OSError as e:
         raise OSError(f"top-k results {path}: {e.strerror or e}") from None
+    item, ranks = None, []
+    with f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            parsed = parse_topk_line(raw)
+            if parsed is None:
+                raise ValueError(f"top-k results {path}:{lineno}: not a result line ('<path>: Relay top-<i> id: "
+                                 f"<id>, prob: <p>, class name: <name>'): {raw.rstrip()!r}")
+            line_item, rank, entry = parsed
+            if rank == 0:
+                if item is not None:
+                    yield item, ranks
+                item, ranks = line_item, [entry]
+            elif line_item == item and rank == len(ranks):
+                ranks.append(entry)
+            else:
+                expected = f"top-{len(ranks)} of {item} or top-0" if item is not None else "top-0"
+                raise ValueError(f"top-k results {path}:{lineno}: top-{rank} of {line_item} where {expected} "
+                                 f"was expected")
+    if item is not None:
+        yield item, ranks
+
+
+def read_topk_file(path: str | Path) -> dict[str, list[TopkEntry]]:
+    """``{item path: [entry of rank 0, rank 1, ...]}`` in file order (an item listed
+    twice keeps its first block); errors as :func:`iter_topk_blocks`."""
     results: dict[str, list[TopkEntry]] = {}
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        if not raw.strip():
-            continue
-        parsed = parse_topk_line(raw)
-        if parsed is None:
-            raise ValueError(f"top-k results {path}:{lineno}: not a result line "
-                             f"('<path>: Relay top-<i> id: <id>, prob: <p>, class name: <name>'): {raw!r}")
-        item, rank, entry = parsed
-        ranks = results.setdefault(item, [])
-        if rank != len(ranks):
-            raise ValueError(f"top-k results {path}:{lineno}: {item} has rank top-{rank} "
-                             f"where top-{len(ranks)} was expected (ranks must run 0, 1, ... once per item)")
-        ranks.append(entry)
+    for item, ranks in iter_topk_blocks(path):
+        results.setdefault(item, ranks)
     return results
 
 

@@ -54,7 +54,8 @@ def test_topk_lines_round_trip_names_with_commas_and_colons(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("/a.JPEG: Relay top-0 id: 1, prob: 0.1, class name: x\n/a.JPEG: Relay top-2 id: 1, prob: 0.1, class name: x\n",
-     ":2: /a.JPEG has rank top-2 where top-1"),
+     ":2: top-2 of /a.JPEG where top-1 of /a.JPEG or top-0 was expected"),
+    ("/a.JPEG: Relay top-1 id: 1, prob: 0.1, class name: x\n", ":1: top-1 of /a.JPEG where top-0 was expected"),
     ("/a.JPEG: top-0 id 1\n", ":1: not a result line"),
     ("/a.JPEG: Relay top-0 id: 1, prob: high, class name: x\n", ":1: not a result line"),
 ])
@@ -65,7 +66,19 @@ def test_malformed_topk_file_names_file_and_line(tmp_path, text, message):
         read_topk_file(path)
     proc = run_eval("topk", path, "--labels-from-folders")
     assert proc.returncode == EXIT_USAGE
-    assert "bad.txt" in proc.stderr and message.split(": ", 1)[-1][:10] in proc.stderr
+    assert "bad.txt" + message in proc.stderr
+
+
+def test_an_item_listed_twice_is_scored_twice(tmp_path):
+    wnid = imagenet_wnids()[7]
+    item = str(tmp_path / wnid / "x.JPEG")
+    result = tmp_path / "r.txt"
+    write_topk_file(result, [(item, [7, 1], [0.9, 0.1]), (item, [1, 7], [0.6, 0.4])], imagenet_class_names())
+    assert read_topk_file(result)[item][0].class_id == 7  # the dict keeps the first block
+    proc = run_eval("topk", result, "--labels-from-folders")
+    assert proc.returncode == EXIT_OK and accuracy_of(proc.stdout) == (50.0, 100.0)
+    assert json_after_line(proc.stdout)["ranks_per_item"] == 2
+    assert "only 2 ranked classes" in proc.stderr
 
 
 def write_four_image_results(tmp_path: Path) -> Path:
