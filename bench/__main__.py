@@ -205,7 +205,7 @@ def main(argv=None) -> int:
 
 def write_report(results: dict, out: Path, stem: str) -> int:
     """Write JSON, plots and Markdown; print where; exit status 1 if any suite did not run."""
-    from bench.report import make_plots, render_markdown  # matplotlib: slow to import
+    from bench.report import fmt, make_plots, render_markdown  # matplotlib: slow to import
 
     out.mkdir(parents=True, exist_ok=True)
     plots, skipped = make_plots(results, out / "plots", stem)
@@ -215,6 +215,10 @@ def write_report(results: dict, out: Path, stem: str) -> int:
     json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
     json_path.write_text(json.dumps(results, default=_jsonable, indent=1) + "\n")
     md_path.write_text(render_markdown(results))
+    for name, suite in results["suites"].items():
+        for r in suite.get("ratios") or []:
+            met = {True: "met", False: "NOT met"}.get(r.get("met"), "no verdict")
+            print(f"[bench] {name}: {r['name']} = {fmt(r['value'])} (goal {r.get('goal') or '-'}: {met})")
     for note in skipped:
         print(f"[bench] {note}")
     print(f"[bench] wrote {json_path}, {md_path} and {len(plots)} plots in {out / 'plots'}")
