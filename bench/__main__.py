@@ -115,11 +115,12 @@ def run_suite_isolated(package: str, name: str, mode: str, timeout_s: float, smo
         try:
             rc = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return {"suite": name, "status": "failed", "error": f"timed out after {timeout_s:.0f} s"}
-        finally:
+            rc = None
+        finally:  # also on Ctrl-C: the suite's session is in no terminal's process group
             _kill_leftovers(proc.pid)
+            proc.wait()
+        if rc is None:
+            return {"suite": name, "status": "failed", "error": f"timed out after {timeout_s:.0f} s"}
         if rc != 0 or not result_file.exists():
             how = f"killed by signal {signal.Signals(-rc).name}" if rc < 0 else f"exit status {rc}"
             return {"suite": name, "status": "failed", "error": f"suite process ended with {how} and no result"}
