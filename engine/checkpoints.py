@@ -207,7 +207,8 @@ def fit_state_dict(module: nn.Module, state: dict[str, torch.Tensor], layout: st
         raise CheckpointMismatch(path, target, missing, unexpected, mismatched)
     full = dict(state)
     for k in expected:
-        full.setdefault(k, expected[k])
+        if k not in full:  # an optional counter the checkpoint lacks
+            full[k] = torch.zeros(expected[k].shape, dtype=expected[k].dtype)
     return full
 
 
@@ -218,4 +219,4 @@ def load_checkpoint(module: nn.Module, path: str | Path, layout: str | None = No
     state = read_state_dict(path)
     full = fit_state_dict(module, state, layout, path=path, target=target)
     module.load_state_dict(full, strict=True)
-    return {"file": str(path), "sha256": sha256_file(path)}
+    return {"file": str(path.resolve()), "sha256": sha256_file(path)}

@@ -135,6 +135,11 @@ def get_spec(name: str, library: str | None = None) -> ModelSpec:
                    f"{', '.join(s.library for s in offered)}")
 
 
+def data_config(name: str, library: str | None = None) -> DataConfig:
+    """What ``name``'s input must look like: the preprocessing every path reads from here."""
+    return get_spec(name, library).data_config
+
+
 @functools.cache
 def complexity(name: str, library: str | None = None, size: int | None = None) -> Complexity:
     """Parameters and MACs of the built network for one ``size``x``size`` image."""

@@ -188,3 +188,15 @@ def test_layout_detection():
     assert detect_layout(["features.0.weight", "pre_logits.fc1.weight", "head.fc.weight"]) == "timm"
     assert detect_layout(["backbone.features.0.conv.weight"]) == "mmcls"
     assert detect_layout(["_conv_stem.weight"]) is None
+
+
+def test_checkpoint_without_batchnorm_counters_loads(tmp_path):
+    """Old checkpoints lack BatchNorm's num_batches_tracked (unused in inference)."""
+    packaged = zoo.create("efficientnet_lite0")
+    state = {k: v for k, v in packaged.module.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "old.pth"
+    torch.save(state, path)
+    model = zoo.create("efficientnet_lite0", weights=path)
+    assert int(model.module._bn0.num_batches_tracked) == 0
+    assert torch.equal(model.module._fc.weight, packaged.module._fc.weight)
+    assert model.weights == {"file": str(path.resolve()), "sha256": model.weights["sha256"]}
