@@ -141,7 +141,7 @@ def results_stem(now: datetime.datetime, host: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description='Run every benchmark suite and write one report: JSON, Markdown summary and PNG plots.')
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="full", action="store_false",
                       help=f"the default: short runs, within {QUICK_BUDGET_S // 60} minutes on 2 cores")

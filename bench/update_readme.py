@@ -126,7 +126,7 @@ def update_readme(readme: Path, results_path: Path) -> bool:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.update_readme", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.update_readme", description="Rewrite the README's performance table from a benchmark results file.")
     parser.add_argument("results", nargs="?", type=Path, metavar="RESULTS.json",
                         help="results file (default: the newest non-smoke one in --results-dir)")
     parser.add_argument("--readme", type=Path, default=DEFAULT_README)

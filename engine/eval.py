@@ -276,7 +276,7 @@ def _add_label_options(parser: argparse.ArgumentParser, required: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine.eval", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m engine.eval", description='Top-1/top-5 accuracy from saved results (top-k text files or output_XXXXXX.npz files).')
     sub = parser.add_subparsers(dest="mode", required=True)
     topk = sub.add_parser("topk", help="accuracy from a top-k text results file")
     topk.add_argument("result", metavar="RESULT.txt")
