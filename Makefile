@@ -26,9 +26,11 @@ test-all: install
 
 bench: install simd-env
 	$(BIN)/python -m bench --quick
+	$(BIN)/python -m bench.update_readme
 
 bench-full: install simd-env
 	$(BIN)/python -m bench --full
+	$(BIN)/python -m bench.update_readme
 
 # pillow-simd is a benchmark baseline only: it replaces PIL and its resize is not
 # bit-identical to Pillow's, so it lives in its own venv. A failed build is reported

@@ -47,6 +47,11 @@ setup(
             "engine-export=engine.export:main",
             "engine-image2npz=engine.image2npz:main",
             "engine-eval=engine.eval:main",
+            "engine-valprep=engine.valprep:main",
+            "engine-build=engine.build:main",
+            "engine-serve=engine.serve:main",
+            "engine-client=engine.client:main",
+            "engine-bench=bench.__main__:main",
         ]
     },
 )
