@@ -8,8 +8,7 @@ The seed's spellings (``--model_library``, ``--model_name``, ``--save_dir``,
 ``input``, output ``output``, dynamic batch axis unless ``--static-batch``) and
 ``<save_dir>/<name>_<size>.json`` (:class:`engine.dataconfig.ModelInfo`). The ONNX model
 is then run under onnxruntime against the torch model on random input (batches 1 and 3
-when the batch axis is dynamic); a maximum
-relative error above 1e-4 fails the export.
+when the batch axis is dynamic); a maximum relative error above 1e-4 fails the export.
 """
 from __future__ import annotations
 
