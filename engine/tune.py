@@ -17,9 +17,11 @@ batch size up and down for the two best splits, and stops where it stops improvi
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -244,3 +246,42 @@ def autotune(model_path, device: str = "cpu", grid: dict | None = None, time_bud
     if verbose:
         print(format_table(meter.table, best))
     return {**best.as_dict(), "images_per_s": round(rate, 2)}, meter.table
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m engine.tune",
+                                description="Measure instances x threads x batch settings and print the best.")
+    p.add_argument("model", help="ONNX model (its model-info JSON beside it for --backend torch)")
+    p.add_argument("--backend", default="ort", choices=("ort", "torch"))
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--budget", type=float, default=30.0, help="target seconds for the sweep")
+    p.add_argument("--instances", type=int, nargs="+", help="instances to try (default: divisors of the cores)")
+    p.add_argument("--threads", type=int, nargs="+", help="threads per instance to try")
+    p.add_argument("--batch", type=int, nargs="+", help="batch sizes to try")
+    p.add_argument("--exhaustive", action="store_true", help="measure every setting of the grid")
+    p.add_argument("--json", help="write the best setting and the table here")
+    args = p.parse_args(argv)
+    from engine.backends import resolve_device
+
+    try:
+        device = resolve_device(args.device, args.backend)
+        grid = default_grid(device)
+        for key in ("instances", "threads", "batch"):
+            if getattr(args, key):
+                grid[key] = getattr(args, key)
+        best, table = autotune(args.model, device, grid, args.budget, kind=args.backend, exhaustive=args.exhaustive)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f"engine.tune: {e}", file=sys.stderr)
+        return 2
+    print(f"best: {best['instances']} instance(s) x {best['threads']} thread(s), batch {best['batch']}: "
+          f"{best['images_per_s']:.2f} images/s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"best": best, "table": table}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

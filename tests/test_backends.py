@@ -168,3 +168,22 @@ def test_ort_cuda_matches_cpu(tiny):
     (want,) = open_backend("ort", tiny).run(x)
     (got,) = open_backend("ort", tiny, device="cuda").run(x)
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
+
+
+def test_torch_backend_builds_the_zoo_model_named_by_model_info(tmp_path):
+    """The model-info JSON beside an ONNX path names the zoo model (here the trained
+    EfficientNet-Lite0); the torch backend builds it and classifies a real photo."""
+    from engine.calibration import preprocess_item
+    from engine.dataconfig import ModelInfo
+    from photos import write_photo
+
+    onnx_path = tmp_path / "efficientnet_lite0_224.onnx"
+    ModelInfo(name="efficientnet_lite0", library="efficientnet_lite_pytorch", model_file=onnx_path.name,
+              weights={}).save(ModelInfo.path_for(onnx_path))
+    backend = open_backend("torch", onnx_path, threads=2)
+    assert backend.describe()["model"] == "efficientnet_lite0"
+    config = backend.data_config
+    cat = preprocess_item(str(write_photo(tmp_path / "chelsea.jpg", "chelsea")), config)
+    (logits,) = backend.run(cat[None])
+    assert logits.shape == (1, 1000)
+    assert 281 <= int(logits.argmax()) <= 285  # one of ImageNet's domestic cat classes

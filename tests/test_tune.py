@@ -1,6 +1,7 @@
 """Auto-tuning with real onnxruntime sessions on a tiny seeded network."""
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -55,3 +56,17 @@ def test_short_sweep_measures_less_than_exhaustive(tiny):
     assert picked in settings and everything in settings
     assert picked.instances * picked.threads == 2  # the short sweep only tries splits that use all cores
     assert "<- best" in format_table(full.table, everything)
+
+
+def test_cli_prints_the_table_and_writes_json(tiny, tmp_path, capsys):
+    from engine.tune import main
+
+    out = tmp_path / "tune.json"
+    assert main([str(tiny), "--budget", "0.5", "--instances", "1", "--threads", "1", "--batch", "1", "2",
+                 "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "best: 1 instance(s) x 1 thread(s)" in printed and "images/s" in printed
+    saved = json.loads(out.read_text())
+    assert len(saved["table"]) >= 1 and saved["best"]["images_per_s"] > 0
+    assert main([str(tiny), "--batch", "0"]) == 2
+    assert "batch must be a list" in capsys.readouterr().err
