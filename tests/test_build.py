@@ -167,3 +167,18 @@ def test_int8_types_follow_the_cpu():
     assert int8_types({"sse2", "avx2", "fma"})["reduce_range"] is True
     assert int8_types({"sse2", "avx2", "avx512f", "avx512_vnni"})["reduce_range"] is False
     assert int8_types({"asimd", "asimddp"})["reduce_range"] is False
+
+
+@pytest.mark.slow
+def test_build_from_a_zoo_name_exports_then_converts(workspace, tmp_path):
+    """model.name without an ONNX file: exported from the zoo (trained EfficientNet-Lite0)."""
+    cfg = parse_config({"model": {"name": "efficientnet_lite0", "input_shape": [1, 3, 224, 224]},
+                        "dtype": "fp16", "softmax": True,
+                        "check": {"path": str(workspace / "images"), "count": 6}, "output": str(tmp_path)})
+    folder = build(cfg, progress=False)
+    assert folder.name == "efficientnet_lite0-fp16-none-3_224_224-ort"
+    report = json.loads((folder / "build.json").read_text())
+    assert report["library"] == "efficientnet_lite_pytorch" and report["softmax"]
+    assert report["check"]["images"] == 6 and report["check"]["top1_agreement"] >= 5 / 6
+    info = ModelInfo.load(folder / "efficientnet_lite0.json")
+    assert info.extra["precision"] == "fp16" and info.data_config.crop == 224
