@@ -5,9 +5,9 @@
 ``PIL.Image.fromarray(img)``, bit for bit, in one pass over the pixels that the crop
 needs: no full-size resized image is ever made. See ``resample_plan`` for the arithmetic.
 
-The last step maps each uint8 value through a per-channel lookup table built with
-float32 arithmetic in torchvision's order (``v / 255``, ``- mean``, ``/ std``), so the
-float output is exactly torchvision's; the uint8 and float16 outputs share the kernel.
+The last step does torchvision's float32 arithmetic in its order (``v / 255``,
+``- mean``, ``/ std``, each rounded to float32; no fast-math), so the float output is
+exactly torchvision's; float16 is that float32 result rounded, as ``.half()`` does.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
+import cv2
 import numba
 import numpy as np
 
@@ -29,89 +30,150 @@ _JIT = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 
 
 @numba.njit(**_JIT)
-def _clip8(acc):
-    v = acc >> PRECISION_BITS
-    if v < 0:
-        return 0
-    if v > 255:
-        return 255
-    return v
+def _resample_lanes(src, first, taps, coeffs, dst):
+    """One Pillow pass along axis 1, vectorized over the contiguous axis 2 ("lanes"):
+    dst[c, i, l] = clip8(2**21 + sum_t src[c, first[i] + t, l] * coeffs[i, t]).
 
-
-@numba.njit(**_JIT)
-def _horizontal_pass(src, row0, nrows, col0, first, taps, coeffs, lut, dst):
-    """dst[c, r, j] = lut[c, clip8(sum_t src[c, row0 + r, col0 + first[j] + t] * coeffs[j, t])]."""
-    ncols = first.shape[0]
-    for c in range(3):
-        for r in range(nrows):
-            line = src[c, row0 + r]
-            for j in range(ncols):
-                x0 = col0 + first[j]
-                acc = _HALF
-                for t in range(taps):
-                    acc += np.int32(line[x0 + t]) * coeffs[j, t]
-                dst[c, r, j] = lut[c, _clip8(acc)]
-
-
-@numba.njit(**_JIT)
-def _vertical_pass(src, row0, first, taps, coeffs, col0, ncols, lut, dst):
-    """dst[c, i, j] = lut[c, clip8(sum_t src[c, row0 + first[i] + t, col0 + j] * coeffs[i, t])]."""
-    nrows = first.shape[0]
-    acc = np.empty(ncols, dtype=np.int32)
-    for c in range(3):
-        for i in range(nrows):
-            y0 = row0 + first[i]
-            for j in range(ncols):
-                acc[j] = _HALF
+    Integer sums are exact, so summing tap by tap over whole lanes (SIMD-friendly int32
+    arithmetic) gives Pillow's result bit for bit.
+    """
+    nlanes = dst.shape[2]
+    acc = np.empty(nlanes, dtype=np.int32)
+    for c in range(dst.shape[0]):
+        for i in range(dst.shape[1]):
+            y0 = first[i]
+            for lane in range(nlanes):
+                acc[lane] = _HALF
             for t in range(taps):
                 k = coeffs[i, t]
                 line = src[c, y0 + t]
-                for j in range(ncols):
-                    acc[j] += np.int32(line[col0 + j]) * k
-            for j in range(ncols):
-                dst[c, i, j] = lut[c, _clip8(acc[j])]
+                for lane in range(nlanes):
+                    acc[lane] += line[lane] * k
+            out_line = dst[c, i]
+            for lane in range(nlanes):
+                out_line[lane] = min(max(acc[lane] >> PRECISION_BITS, 0), 255)
 
 
 @numba.njit(**_JIT)
-def _resize_crop_kernel(src, out, lut, identity, inter, vertical_first,
-                        row0, nrows, v_first, v_taps, v_coeffs,
-                        col0, ncols, h_first, h_taps, h_coeffs):
-    """Both passes in Pillow's order; ``src`` is the image as a (3, height, width) view."""
-    crop = out.shape[2]
-    if vertical_first:
-        _vertical_pass(src, row0, v_first, v_taps, v_coeffs, col0, ncols, identity, inter)
-        _horizontal_pass(inter, 0, crop, 0, h_first, h_taps, h_coeffs, lut, out)
-    else:
-        _horizontal_pass(src, row0, nrows, col0, h_first, h_taps, h_coeffs, identity, inter)
-        _vertical_pass(inter, 0, v_first, v_taps, v_coeffs, 0, crop, lut, out)
+def _normalize(src, scale, mean, std, dst):
+    """dst[c] = (src[c] / scale - mean[c]) / std[c], each operation rounded in dst's dtype
+    (float32: torchvision's ToTensor + Normalize). ``scale`` 1 / mean 0 / std 1 keeps
+    uint8 values as they are."""
+    for c in range(src.shape[0]):
+        m = mean[c]
+        s = std[c]
+        for i in range(src.shape[1]):
+            line = src[c, i]
+            out_line = dst[c, i]
+            for j in range(src.shape[2]):
+                out_line[j] = (np.float32(line[j]) / scale - m) / s
+
+
+@numba.njit(**_JIT)
+def _normalize_interleaved(src, scale, mean, std, dst):
+    """Like ``_normalize`` for a C-contiguous interleaved (crop, crop, 3) ``src``, into a
+    C-contiguous planar ``dst``. Flat loops: LLVM vectorizes the stride-3 loads."""
+    n = src.shape[0] * src.shape[1]
+    flat = src.reshape(3 * n)
+    d0, d1, d2 = dst[0].reshape(n), dst[1].reshape(n), dst[2].reshape(n)
+    m0, m1, m2 = mean[0], mean[1], mean[2]
+    s0, s1, s2 = std[0], std[1], std[2]
+    for q in range(n):
+        d0[q] = (np.float32(flat[3 * q]) / scale - m0) / s0
+        d1[q] = (np.float32(flat[3 * q + 1]) / scale - m1) / s1
+        d2[q] = (np.float32(flat[3 * q + 2]) / scale - m2) / s2
+
+
+@numba.njit(**_JIT)
+def _copy_interleaved(src, dst):
+    """dst[c, i, j] = src[i, j, c], both C-contiguous."""
+    n = src.shape[0] * src.shape[1]
+    flat = src.reshape(3 * n)
+    d0, d1, d2 = dst[0].reshape(n), dst[1].reshape(n), dst[2].reshape(n)
+    for q in range(n):
+        d0[q] = flat[3 * q]
+        d1[q] = flat[3 * q + 1]
+        d2[q] = flat[3 * q + 2]
 
 
 @lru_cache(maxsize=64)
-def _lookup_table(dtype: np.dtype, mean: tuple, std: tuple) -> np.ndarray:
-    """(3, 256) table: uint8 value -> output value, float32 ops in torchvision's order."""
-    if dtype == np.uint8:
-        return _IDENTITY
-    values = np.arange(256, dtype=np.float32)
-    m = np.asarray(mean, dtype=np.float32)[:, None]
-    s = np.asarray(std, dtype=np.float32)[:, None]
-    table = (values[None, :] / np.float32(255.0) - m) / s
-    return np.ascontiguousarray(table.astype(dtype))
+def _norm_constants(mean: tuple, std: tuple) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
+
+
+_SCALE = np.float32(255.0)
 
 
 _scratch = threading.local()
 
 
-def _intermediate(nrows: int, ncols: int) -> np.ndarray:
-    """A per-thread uint8 scratch buffer for the intermediate image, reused across calls."""
-    buf = getattr(_scratch, "buf", None)
-    need = 3 * nrows * ncols
-    if buf is None or buf.size < need:
-        buf = np.empty(max(need, 3 * 400 * 256), dtype=np.uint8)
-        _scratch.buf = buf
-    return buf[:need].reshape(3, nrows, ncols)
+def _scratch_buffers(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two per-thread uint8 scratch buffers of at least ``size`` bytes, reused across calls."""
+    bufs = getattr(_scratch, "bufs", None)
+    if bufs is None or bufs[0].size < size:
+        size = max(size, 3 * 400 * 400)
+        bufs = _scratch.bufs = (np.empty(size, dtype=np.uint8), np.empty(size, dtype=np.uint8))
+    return bufs
 
 
-_IDENTITY = np.ascontiguousarray(np.broadcast_to(np.arange(256, dtype=np.uint8), (3, 256)))
+def _take(buf: np.ndarray, *shape: int) -> np.ndarray:
+    return buf[:int(np.prod(shape))].reshape(shape)
+
+
+def _transpose_planes(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """dst[p] = src[p].T for each plane p (OpenCV's SIMD transpose; it releases the GIL).
+    A plane is 2-D, or 3-D with pixels of 3 interleaved channels (then transposed whole)."""
+    for p in range(src.shape[0]):
+        cv2.transpose(src[p], dst[p])
+    return dst
+
+
+def _resize_crop_u8(img: np.ndarray, plan: ResizeCropPlan) -> tuple[np.ndarray, bool]:
+    """``(crop8, interleaved)``: the uint8 crop, bit-exact to Pillow, in scratch memory:
+    planar (3, crop, crop), or interleaved (crop, crop, 3) for interleaved inputs.
+
+    Each resampling pass runs along the contiguous axis of its input, so the data is
+    transposed (OpenCV) before each pass. Planar inputs (a CHW array seen as HWC) are
+    processed channel plane by channel plane; interleaved ones (HWC, contiguous pixels)
+    with the 3 channels of a pixel side by side in the lanes. Only the window of input
+    pixels that the crop reads is touched."""
+    rows, cols, crop = plan.rows, plan.cols, plan.crop
+    window = img[rows.span_start:rows.span_start + rows.span,
+                 cols.span_start:cols.span_start + cols.span]
+    n_rows, n_cols = window.shape[:2]
+    if window.strides[1] == 1 and window.strides[2] != 0:
+        planes, depth, src = 3, (), window.transpose(2, 0, 1)  # (3, rows, cols)
+    else:
+        if not (window.strides[2] == 1 and window.strides[1] == 3):
+            window = np.ascontiguousarray(window)
+        planes, depth, src = 1, (3,), window[None]  # (1, rows, cols, 3)
+    lanes = 3 // planes
+    side = max(n_rows, n_cols, crop)
+    buf_a, buf_b = _scratch_buffers(3 * side * side)
+    if plan.vertical_first:
+        t_rows = _take(buf_a, planes, crop, n_cols * lanes)
+        _resample_lanes(src.reshape(planes, n_rows, n_cols * lanes), rows.first, rows.taps,
+                        rows.coeffs, t_rows)
+        t_cols = _transpose_planes(t_rows.reshape((planes, crop, n_cols) + depth),
+                                   _take(buf_b, planes, n_cols, crop, *depth))
+        t_out = _take(buf_a, planes, crop, crop * lanes)
+        _resample_lanes(t_cols.reshape(planes, n_cols, crop * lanes), cols.first, cols.taps,
+                        cols.coeffs, t_out)
+        crop8 = _transpose_planes(t_out.reshape((planes, crop, crop) + depth),
+                                  _take(buf_b, planes, crop, crop, *depth))
+    else:
+        t_in = _transpose_planes(src, _take(buf_a, planes, n_cols, n_rows, *depth))
+        t_cols = _take(buf_b, planes, crop, n_rows * lanes)
+        _resample_lanes(t_in.reshape(planes, n_cols, n_rows * lanes), cols.first, cols.taps,
+                        cols.coeffs, t_cols)
+        t_rows = _transpose_planes(t_cols.reshape((planes, crop, n_rows) + depth),
+                                   _take(buf_a, planes, n_rows, crop, *depth))
+        crop8 = _take(buf_b, planes, crop, crop * lanes)
+        _resample_lanes(t_rows.reshape(planes, n_rows, crop * lanes), rows.first, rows.taps,
+                        rows.coeffs, crop8)
+    if planes == 1:
+        return crop8.reshape(crop, crop, 3), True
+    return crop8.reshape(3, crop, crop), False
 
 
 def _check_image(img, name: str = "img") -> np.ndarray:
@@ -148,17 +210,35 @@ def _check_out(out, crop: int, dtype, name: str = "out") -> None:
         raise ValueError(f"{name}: array is read-only")
 
 
-def _run(img: np.ndarray, out: np.ndarray, plan: ResizeCropPlan, lut: np.ndarray) -> None:
-    rows, cols = plan.rows, plan.cols
-    if plan.vertical_first:
-        inter = _intermediate(plan.crop, cols.span)
+def _staging(shape: tuple, dtype) -> np.ndarray:
+    """A per-thread C-contiguous array to finish into when ``out`` cannot take the result
+    directly (float16, or a strided ``out``)."""
+    key = ("stage", shape, np.dtype(dtype).str)
+    arr = getattr(_scratch, "stage", {}).get(key)
+    if arr is None:
+        if not hasattr(_scratch, "stage"):
+            _scratch.stage = {}
+        arr = _scratch.stage[key] = np.empty(shape, dtype=dtype)
+    return arr
+
+
+def _run(img: np.ndarray, out: np.ndarray, plan: ResizeCropPlan, mean, std) -> None:
+    crop8, interleaved = _resize_crop_u8(img, plan)
+    if out.dtype == np.uint8 and not interleaved:
+        np.copyto(out, crop8)
+        return
+    # numba has no float16: compute float32, then round to float16 like torch's .half()
+    work_dtype = np.uint8 if out.dtype == np.uint8 else np.float32
+    direct = out.dtype == work_dtype and out.flags.c_contiguous
+    dst = out if direct else _staging(out.shape, work_dtype)
+    if out.dtype == np.uint8:
+        _copy_interleaved(crop8, dst)
+    elif interleaved:
+        _normalize_interleaved(crop8, _SCALE, mean, std, dst)
     else:
-        inter = _intermediate(rows.span, plan.crop)
-    if out.dtype == np.float16:  # numba has no float16: move the bits as uint16
-        out, lut = out.view(np.uint16), lut.view(np.uint16)
-    _resize_crop_kernel(img.transpose(2, 0, 1), out, lut, _IDENTITY, inter, plan.vertical_first,
-                        rows.span_start, rows.span, rows.first, rows.taps, rows.coeffs,
-                        cols.span_start, cols.span, cols.first, cols.taps, cols.coeffs)
+        _normalize(crop8, _SCALE, mean, std, dst)
+    if not direct:
+        np.copyto(out, dst, casting="same_kind")
 
 
 def _resize_crop(img, out, resize, crop, mean, std, dtype) -> np.ndarray:
@@ -168,8 +248,7 @@ def _resize_crop(img, out, resize, crop, mean, std, dtype) -> np.ndarray:
         out = np.empty((3, crop, crop), dtype=dtype if dtype is not None else np.float32)
     else:
         _check_out(out, crop, dtype)
-    lut = _lookup_table(out.dtype, *_check_norm(mean, std))
-    _run(img, out, plan, lut)
+    _run(img, out, plan, *_norm_constants(*_check_norm(mean, std)))
     return out
 
 
@@ -224,13 +303,13 @@ def resize_crop_normalize_batch(images, out: np.ndarray, *, resize: int = 256, c
         _check_out(out[i], crop, None, name=f"out[{i}]")
     checked = [_check_image(img, name=f"images[{i}]") for i, img in enumerate(images)]
     plans = [resize_crop_plan(img.shape[0], img.shape[1], int(resize), int(crop)) for img in checked]
-    lut = _lookup_table(out.dtype, *_check_norm(mean, std))
+    mean, std = _norm_constants(*_check_norm(mean, std))
     workers = workers or numba.get_num_threads()
     if workers <= 1 or len(images) <= 1:
         for i, (img, plan) in enumerate(zip(checked, plans)):
-            _run(img, out[i], plan, lut)
+            _run(img, out[i], plan, mean, std)
         return out
-    futures = [_pool(workers).submit(_run, img, out[i], plan, lut)
+    futures = [_pool(workers).submit(_run, img, out[i], plan, mean, std)
                for i, (img, plan) in enumerate(zip(checked, plans))]
     for future in futures:
         future.result()

@@ -1,0 +1,72 @@
+"""Time pillow-simd inside .venv-simd; prints one JSON object. Run by suite_preprocess.
+
+pillow-simd replaces PIL and is not bit-identical to stock Pillow, so it lives in its own
+venv and the engine's benchmark calls this script there:
+    .venv-simd/bin/python bench/simd_resize.py IMAGE.npy --repeat 300
+IMAGE.npy is a uint8 (height, width, 3) RGB array. Only numpy and PIL are imported.
+"""
+import argparse
+import json
+import time
+
+import numpy as np
+from PIL import Image
+
+
+def _median_ms(fn, repeat):
+    for _ in range(10):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("image", help=".npy uint8 HWC RGB image")
+    parser.add_argument("--repeat", type=int, default=300)
+    parser.add_argument("--resize", type=int, default=256)
+    parser.add_argument("--crop", type=int, default=224)
+    parser.add_argument("--mean", type=float, nargs=3, default=(0.485, 0.456, 0.406))
+    parser.add_argument("--std", type=float, nargs=3, default=(0.229, 0.224, 0.225))
+    args = parser.parse_args()
+
+    arr = np.load(args.image)
+    pil = Image.fromarray(arr)
+    w, h = pil.size
+    if w <= h:
+        size = (args.resize, int(args.resize * h / w))
+    else:
+        size = (int(args.resize * w / h), args.resize)
+    left = int(round((size[0] - args.crop) / 2.0))
+    top = int(round((size[1] - args.crop) / 2.0))
+    box = (left, top, left + args.crop, top + args.crop)
+    # uint8 -> normalized float32 per channel, float32 ops in torchvision's order.
+    values = np.arange(256, dtype=np.float32) / np.float32(255)
+    lut = (values[None, :] - np.asarray(args.mean, np.float32)[:, None]) / np.asarray(
+        args.std, np.float32)[:, None]
+    out = np.empty((3, args.crop, args.crop), np.float32)
+
+    def resize_only():
+        return pil.resize(size, Image.BILINEAR)
+
+    def resize_crop_normalize():
+        crop = np.asarray(pil.resize(size, Image.BILINEAR).crop(box))
+        for c in range(3):
+            np.take(lut[c], crop[:, :, c], out=out[c])
+        return out
+
+    print(json.dumps({
+        "pil_version": Image.__version__,
+        "simd": "post" in Image.__version__,
+        "resized_size": list(size),
+        "resize_ms": _median_ms(resize_only, args.repeat),
+        "resize_crop_normalize_ms": _median_ms(resize_crop_normalize, args.repeat),
+    }))
+
+
+if __name__ == "__main__":
+    main()
