@@ -355,45 +355,63 @@ def test_loopback_detection(endpoint, local):
 
 
 class TestDynamicBatcher:
-    def test_full_batch_goes_out_at_once(self):
-        batcher = DynamicBatcher(max_batch=4, max_delay_s=10.0)
-        for i in range(6):
-            batcher.put(i)
-        t0 = time.perf_counter()
-        assert batcher.next_batch() == [0, 1, 2, 3]
-        assert time.perf_counter() - t0 < 0.5
+    def test_full_batch_goes_to_the_thread_that_fills_it(self):
+        batcher = DynamicBatcher(max_batch=4, max_delay_s=10.0, instances=["gpu0"])
+        assert [batcher.put(i) for i in range(3)] == [None, None, None]
+        assert batcher.put(3) == ([0, 1, 2, 3], "gpu0")
+        assert batcher.put(4) is None  # the only instance is busy
+        batcher.release("gpu0")
+        assert [batcher.put(i) for i in (5, 6)] == [None, None]
+        assert batcher.put(7) == ([4, 5, 6, 7], "gpu0")
 
     def test_partial_batch_waits_for_the_oldest_request_delay(self):
-        batcher = DynamicBatcher(max_batch=8, max_delay_s=0.2)
+        batcher = DynamicBatcher(max_batch=8, max_delay_s=0.2, instances=[0])
         start = time.perf_counter()
-        batcher.put("a", ready_time=start)
+        assert batcher.put("a", ready_time=start) is None
         threading.Timer(0.05, batcher.put, args=("b",)).start()
-        batch = batcher.next_batch()
+        batch, instance = batcher.next_batch()
         waited = time.perf_counter() - start
-        assert batch == ["a", "b"]
+        assert batch == ["a", "b"] and instance == 0
         assert 0.19 <= waited < 0.6  # the delay counts from "a", not from "b"
 
-    def test_zero_delay_takes_what_is_waiting(self):
-        batcher = DynamicBatcher(max_batch=8, max_delay_s=0.0)
-        batcher.put(1)
-        batcher.put(2)
-        assert batcher.next_batch() == [1, 2]
+    def test_zero_delay_runs_at_once_on_an_idle_instance(self):
+        batcher = DynamicBatcher(max_batch=8, max_delay_s=0.0, instances=["a", "b"])
+        first = batcher.put(1)
+        second = batcher.put(2)
+        assert {first[1], second[1]} == {"a", "b"} and first[0] == [1] and second[0] == [2]
+        assert batcher.put(3) is None and batcher.put(4) is None  # both busy: they wait together
+        batcher.release("a")
+        assert batcher.next_batch() == ([3, 4], "a")
+
+    def test_due_batch_waits_for_an_instance(self):
+        batcher = DynamicBatcher(max_batch=2, max_delay_s=0.0, instances=["only"])
+        batch, instance = batcher.put("x")
+        batcher.put("y")
+        threading.Timer(0.1, batcher.release, args=(instance,)).start()
+        t0 = time.perf_counter()
+        assert batcher.next_batch() == (["y"], "only")
+        assert time.perf_counter() - t0 >= 0.09
 
     def test_several_instances_share_one_queue(self):
-        batcher = DynamicBatcher(max_batch=3, max_delay_s=0.05)
+        batcher = DynamicBatcher(max_batch=3, max_delay_s=0.05, instances=[0, 1, 2])
         taken, lock = [], threading.Lock()
 
-        def instance():
-            while batch := batcher.next_batch():
-                assert len(batch) <= 3
-                with lock:
-                    taken.extend(batch)
+        def run(batch, instance):
+            assert len(batch) <= 3
+            with lock:
+                taken.extend(batch)
+            batcher.release(instance)
 
-        threads = [threading.Thread(target=instance) for _ in range(3)]
+        def instance_thread():
+            while (claimed := batcher.next_batch()) is not None:
+                run(*claimed)
+
+        threads = [threading.Thread(target=instance_thread) for _ in range(3)]
         for t in threads:
             t.start()
         for i in range(100):
-            batcher.put(i)
+            if (claimed := batcher.put(i)) is not None:
+                run(*claimed)
         time.sleep(0.2)
         batcher.close()
         for t in threads:
@@ -401,13 +419,14 @@ class TestDynamicBatcher:
         assert sorted(taken) == list(range(100))
 
     def test_drain_flushes_without_waiting_and_close_ends(self):
-        batcher = DynamicBatcher(max_batch=8, max_delay_s=60.0)
+        batcher = DynamicBatcher(max_batch=8, max_delay_s=60.0, instances=[0])
         batcher.put("x")
         threading.Timer(0.05, batcher.drain).start()
         t0 = time.perf_counter()
-        assert batcher.next_batch() == ["x"]
+        assert batcher.next_batch() == (["x"], 0)
         assert time.perf_counter() - t0 < 5
+        batcher.release(0)
         batcher.close()
-        assert batcher.next_batch() == []
+        assert batcher.next_batch() is None
         with pytest.raises(RuntimeError):
             batcher.put("late")

@@ -1,0 +1,261 @@
+"""Serve suite: engine.serve against the same model run in-process, side by side.
+
+1. Server overhead with a tiny model at concurrency 1: reply latency through a real
+   server process (client -> ROUTER -> preprocess -> batcher -> model -> reply) minus
+   the bare in-process latency of the same work on the same input (preprocess kernel +
+   onnxruntime session + softmax/top-k, one thread). Goals: p50 <= 1 ms, p99 <= 3 ms.
+   The p99 overhead is the p99 of replies minus the p50 of the bare path (stricter than
+   subtracting the bare p99, which noise inflates too).
+2. VGG11 at concurrency 16: served throughput against offline throughput at the same
+   batch size. Quick mode's offline figure is a plain backend loop (``engine.backends``,
+   same threads) on a pre-made batch, i.e. inference only; full mode uses
+   ``python -m engine.run`` over npz files. Goal: ratio >= 0.9.
+3. A concurrency sweep (1..16) of the tiny model for the latency CDF and throughput table.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.load import LoadGenerator, synthetic_image
+from engine.serving.launch import ServerProcess
+from engine.serving.tinymodel import make_tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAME_HW = (375, 500)  # a typical ILSVRC2012 val photo, sent raw
+MAX_SERIES = 4000  # latency samples kept per curve
+
+
+def paired_latencies_us(onnx: Path, endpoint: str, image: np.ndarray, rounds: int,
+                        per_round: int) -> tuple[np.ndarray, np.ndarray]:
+    """Latencies of the bare in-process path and of the server, in alternating blocks.
+
+    The bare path is the server's work done in this process on the same parts and input:
+    preprocess kernel, the same onnxruntime settings, softmax/top-k. Alternating blocks
+    of each (rather than one long run of each) lets both see the same background load.
+    """
+    import msgpack
+    import zmq
+
+    from engine.serving.model import ServedModel
+
+    model = ServedModel(onnx, instances=1, threads=1)
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    header = {"encoding": "raw", "shape": list(image.shape), "dtype": "uint8", "topk": 5}
+    payload = image.tobytes()
+    bare, served = [], []
+    try:
+        backend = model.backends[0]
+        tensor = np.empty((1, *model.input_shape), np.float32)
+        for r in range(rounds + 1):  # round 0 warms both paths up and is dropped
+            block_bare, block_served = [], []
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                model.preprocess(image, tensor[0])
+                model.topk(backend.run(tensor)[0], 5)
+                block_bare.append((time.perf_counter() - t0) * 1e6)
+            for i in range(per_round):
+                t0 = time.perf_counter()
+                sock.send_multipart([msgpack.packb({"id": i, **header}), payload])
+                if not sock.poll(30_000):
+                    raise TimeoutError(f"{endpoint}: no reply within 30 s")
+                reply = msgpack.unpackb(sock.recv(), raw=False)
+                block_served.append((time.perf_counter() - t0) * 1e6)
+                if not reply.get("ok") or reply.get("id") != i:
+                    raise RuntimeError(f"{endpoint}: unexpected reply {reply}")
+            if r:
+                bare += block_bare
+                served += block_served
+        return np.array(bare), np.array(served)
+    finally:
+        sock.close()
+        context.term()
+        model.close()
+
+
+def backend_loop_throughput(onnx: Path, batch: int, threads: int, seconds: float) -> float:
+    """Images/s of the engine's backend on one pre-made batch, back to back (inference only)."""
+    from engine.backends import open_backend
+
+    backend = open_backend("ort", onnx, threads=threads, spinning=False)
+    try:
+        x = np.random.default_rng(0).standard_normal((batch, *backend.input_shape)).astype(np.float32)
+        backend.run(x)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds or n < 3:
+            backend.run(x)
+            n += 1
+        return n * batch / (time.perf_counter() - t0)
+    finally:
+        backend.close()
+
+
+def engine_run_throughput(onnx: Path, batch: int, threads: int, folder: Path) -> float:
+    """Images/s of ``python -m engine.run`` over ImageNet-sized npz files."""
+    from bench.suite_pipeline import make_npz_set, run_engine
+    from engine.datalist import write_datalist
+
+    items = make_npz_set(folder / "npz", 64)
+    datalist = folder / "list.txt"
+    write_datalist(datalist, [items[i % len(items)] for i in range(256)])
+    report = run_engine(datalist, onnx, folder / "report.json", "-b", batch, "--threads", threads,
+                        "--workers", 1, "--warmup", batch)
+    return float(report["throughput_qps"])
+
+
+def vgg11_onnx(folder: Path) -> Path:
+    from engine.export import export_onnx
+    from engine.zoo import create
+
+    return Path(export_onnx(create("vgg11", library="timm", seed=0), folder, check=False))
+
+
+def _percentiles(samples) -> dict:
+    p50, p90, p99 = np.percentile(samples, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99)}
+
+
+def _thin(samples) -> list[float]:
+    samples = list(samples)
+    step = max(1, len(samples) // MAX_SERIES)
+    return [round(float(x), 1) for x in samples[::step]]
+
+
+def run(quick: bool = True) -> dict:
+    smoke = os.environ.get("BENCH_SMOKE") == "1"
+    rows, ratios, notes = [], [], []
+    series: dict = {"latency_us": {}}
+    window = 0.5 if smoke else (2.0 if quick else 5.0)
+    image = synthetic_image(*FRAME_HW)
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        tmp = Path(tmp)
+
+        # 1 + 3: tiny model, server overhead at concurrency 1 and a sweep
+        tiny = make_tiny_model(tmp / "tiny", num_classes=1000)
+        with ServerProcess(["--onnx", str(tiny), "--max-batch", "8", "--max-queue-delay-us", "0",
+                            "--workers", "2", "--threads", "1"]) as server:
+            bare, served = paired_latencies_us(tiny, server.endpoint, image, rounds=4 if smoke else 20,
+                                               per_round=25 if smoke else 50)
+            generator = LoadGenerator(server.endpoint, image)
+            levels = (1, 4) if smoke else (1, 2, 4, 8, 16)
+            sweep = [generator.measure(c, warmup_s=window / 2, window_s=window, max_windows=10) for c in levels]
+        bare_p = _percentiles(bare)
+        served_p = _percentiles(served)
+        overhead_p50 = (served_p["p50"] - bare_p["p50"]) / 1000
+        overhead_p99 = (served_p["p99"] - bare_p["p50"]) / 1000
+        one = sweep[0]
+        rows += [
+            {"name": "tiny model, bare in-process preprocess + infer + top-k, p50", "value": bare_p["p50"] / 1000,
+             "unit": "ms", "p90_ms": bare_p["p90"] / 1000, "p99_ms": bare_p["p99"] / 1000, "samples": len(bare)},
+            {"name": "tiny model via engine.serve, concurrency 1 (same blocks), p50", "value": served_p["p50"] / 1000,
+             "unit": "ms", "p90_ms": served_p["p90"] / 1000, "p99_ms": served_p["p99"] / 1000,
+             "samples": len(served), "server_timing_p50_us": one.server_us},
+        ]
+        for level in sweep:
+            rows.append({"name": f"tiny model via engine.serve, concurrency {level.concurrency}",
+                         "value": level.throughput, "unit": "req/s", "p50_ms": level.p50_us / 1000,
+                         "p90_ms": level.p90_us / 1000, "p95_ms": level.p95_us / 1000,
+                         "p99_ms": level.p99_us / 1000, "windows": level.windows, "stable": level.stable,
+                         "errors": level.errors})
+            series["latency_us"][f"tiny, concurrency {level.concurrency}"] = _thin(level.latencies_us)
+        series["latency_us"]["tiny, concurrency 1, paired blocks"] = _thin(served)
+        series["latency_us"]["tiny, bare in-process"] = _thin(bare)
+        series["tiny_sweep"] = [level.row() for level in sweep]
+        ratios += [
+            {"name": "server overhead p50, tiny model, concurrency 1 (ms)", "value": overhead_p50,
+             "goal": "<= 1", "met": overhead_p50 <= 1.0},
+            {"name": "server overhead p99, tiny model, concurrency 1 (ms)", "value": overhead_p99,
+             "goal": "<= 3", "met": overhead_p99 <= 3.0},
+        ]
+
+        # 2: VGG11 at concurrency 16 against offline throughput at the same batch size
+        if smoke:
+            notes.append("smoke run: VGG11 part skipped")
+        else:
+            batch, threads = 8, cores
+            vgg = vgg11_onnx(tmp / "vgg")
+            if quick:
+                offline = backend_loop_throughput(vgg, batch, threads, seconds=10.0)
+                offline_name = f"vgg11 backend loop, batch {batch}, {threads} threads (inference only)"
+            else:
+                offline = engine_run_throughput(vgg, batch, threads, tmp / "run")
+                offline_name = f"vgg11 engine.run over npz, batch {batch}, {threads} threads"
+            with ServerProcess(["--onnx", str(vgg), "--max-batch", str(batch), "--max-queue-delay-us", "50000",
+                                "--workers", "1", "--threads", str(threads)], timeout_s=300) as server:
+                vgg_level = LoadGenerator(server.endpoint, image, timeout_s=120).measure(
+                    16, warmup_s=2 * window, window_s=3 * window, max_windows=6)
+                histogram = _pong_batches(server.endpoint)
+            rows += [
+                {"name": offline_name, "value": offline, "unit": "img/s"},
+                {"name": f"vgg11 via engine.serve, concurrency 16, max batch {batch}", "value": vgg_level.throughput,
+                 "unit": "img/s", "p50_ms": vgg_level.p50_us / 1000, "p99_ms": vgg_level.p99_us / 1000,
+                 "windows": vgg_level.windows, "stable": vgg_level.stable, "batch_sizes": histogram,
+                 "server_timing_p50_us": vgg_level.server_us},
+            ]
+            series["latency_us"]["vgg11, concurrency 16"] = _thin(vgg_level.latencies_us)
+            ratio = vgg_level.throughput / offline
+            ratios.append({"name": f"vgg11 served (concurrency 16) / offline throughput, batch {batch}",
+                           "value": ratio, "goal": ">= 0.9", "met": ratio >= 0.9})
+            notes.append("VGG11 has random weights (seed 0): speed only. "
+                         + ("Quick mode: the offline figure is a plain backend loop at the same batch size "
+                            "(inference only, no preprocessing), so the ratio is a lower bound."
+                            if quick else "Offline figure: python -m engine.run over 256 npz items."))
+    notes.append(f"Frames are {FRAME_HW[1]}x{FRAME_HW[0]} RGB sent raw over tcp://127.0.0.1; the server "
+                 "preprocesses them (resize 256, crop 224, normalize). Client and server share this machine's "
+                 f"{cores} cores, so the client's own time is part of every latency.")
+    notes.append("Overhead = reply latency percentile minus the bare in-process p50 of the same work "
+                 "(same kernel, same onnxruntime settings, same input), measured in alternating blocks of "
+                 "50 requests each so both see the same background load.")
+    notes.append(f"Load average at the end of the run: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+                 f"on {cores} cores.")
+    return {"suite": "serve", "title": "engine.serve vs the same model in-process (overhead, throughput)",
+            "rows": rows, "ratios": ratios, "notes": notes, "series": series}
+
+
+def _pong_batches(endpoint: str) -> dict:
+    from engine.client import Client
+
+    with Client(endpoint, timeout_ms=10_000) as client:
+        return client.ping()["stats"]["batch_sizes"]
+
+
+def main(argv=None) -> int:
+    """Run the suite alone and save ``bench/results/serve-<date>-<host>.json``."""
+    import argparse
+    import datetime
+
+    from bench.__main__ import _jsonable, results_stem
+    from bench.machine import machine_info
+
+    p = argparse.ArgumentParser(prog="python -m bench.suite_serve")
+    p.add_argument("--full", action="store_true")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = p.parse_args(argv)
+    started = datetime.datetime.now()
+    result = run(quick=not args.full)
+    machine = machine_info(probe_torch=False)
+    result.update(date=started.isoformat(timespec="seconds"), host=machine["host"], machine=machine,
+                  mode="full" if args.full else "quick", elapsed_s=round(time.time() - started.timestamp(), 1))
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"serve-{results_stem(started, machine['host'])}.json"
+    path.write_text(json.dumps(result, indent=1, default=_jsonable) + "\n")
+    for row in result["rows"]:
+        print(f"{row['name']}: {row['value']:.3f} {row['unit']}")
+    for ratio in result["ratios"]:
+        print(f"{ratio['name']}: {ratio['value']:.3f} (goal {ratio['goal']}, {'met' if ratio['met'] else 'NOT met'})")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
