@@ -11,6 +11,7 @@ RUNTIME = [
     "numba>=0.61",
     "pillow>=13,<14",
     "onnx>=1.17",
+    "onnxscript>=0.2",
     "onnxruntime>=1.20",
     "pyzmq>=26",
     "msgpack>=1.0",

@@ -118,15 +118,6 @@ def resolve_model(args) -> tuple[str, ModelInfo]:
     return onnx_path, info
 
 
-def weights_label(info: ModelInfo) -> str:
-    w = info.weights or {}
-    if w.get("random"):
-        return f"random weights (seed {w.get('seed', 0)})"
-    if w.get("file"):
-        return f"weights {Path(w['file']).name} (sha256 {str(w.get('sha256', ''))[:12]})"
-    return "weights unknown"
-
-
 def make_progress(quiet: bool, total: int):
     if quiet:
         return None, None
@@ -157,7 +148,7 @@ def main(argv=None) -> int:
         cfg = RunConfig(
             model_path=model_path, data_config=info.data_config,
             class_names=info.class_names or (imagenet_class_names() if info.data_config.num_classes == 1000 else None),
-            model_label=weights_label(info), backend=args.backend, device=args.device,
+            model_label=info.extra.get("weights_label", "weights not recorded in the model info"), backend=args.backend, device=args.device,
             instances=args.instances, processes=args.processes, batch=args.batch, threads=threads,
             workers=args.workers, topk=args.topk, iterations=args.iterations, warmup=args.warmup,
             slots=args.slots, batch_delay_ms=args.batch_delay_ms, transport=args.transport,
