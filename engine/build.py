@@ -74,6 +74,12 @@ def int8_types(flags: set[str] | None = None) -> dict:
     it is run as U8S8 after shifting the activations, with the same instruction.
     With VNNI (``VPDPBUSD`` accumulates straight into int32) or on ARM (``SDOT``/``UDOT``),
     there is no int16 intermediate and the full 8-bit range is used.
+
+    Measured on this AVX2 machine (EfficientNet-Lite0, 200 held-out photo crops, top-1
+    agreement with fp32): full-range weights gave 63.5% through the int8 kernels but
+    80.5% when the same QDQ model runs in float (graph optimizations off, so no int8
+    kernels): the gap is saturation. With reduce_range the kernels match their float
+    simulation (76.0% vs 75.5%). U8U8 avoids saturation too but ran 4-8x slower than fp32.
     """
     from onnxruntime.quantization import QuantType
 
@@ -217,6 +223,9 @@ def keep_float_outputs(path: Path) -> int:
         graph.node.remove(q)
         graph.node.remove(dq)
         removed += 1
+    used = {i for node in graph.node for i in node.input}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)  # the dropped pairs' scales and zero points
     onnx.save(model, str(path))
     return removed
 
