@@ -267,6 +267,11 @@ def _run(img: np.ndarray, out: np.ndarray, plan: ResizeCropPlan, mean, std) -> N
         np.copyto(out, dst, casting="same_kind")
 
 
+def _run_chunk(jobs, mean, std) -> None:
+    for img, out, plan in jobs:
+        _run(img, out, plan, mean, std)
+
+
 def _resize_crop(img, out, resize, crop, mean, std, dtype) -> np.ndarray:
     img = _check_image(img)
     plan = resize_crop_plan(img.shape[0], img.shape[1], int(resize), int(crop))
@@ -319,8 +324,8 @@ def resize_crop_normalize_batch(images, out: np.ndarray, *, resize: int = 256, c
                                 mean=IMAGENET_MEAN, std=IMAGENET_STD,
                                 workers: int | None = None) -> np.ndarray:
     """Fill ``out`` (B, 3, crop, crop), float32/float16/uint8 (uint8: no normalization),
-    from a sequence of B images, in parallel over images on ``workers`` threads (the
-    kernel releases the GIL; default: numba's thread count)."""
+    from a sequence of B images, in parallel over images on ``workers`` threads (default:
+    numba's thread count). Every input is validated before any work starts."""
     images = list(images)
     if not isinstance(out, np.ndarray) or out.ndim != 4 or out.shape[0] != len(images):
         shape = getattr(out, "shape", None)
@@ -330,13 +335,16 @@ def resize_crop_normalize_batch(images, out: np.ndarray, *, resize: int = 256, c
     checked = [_check_image(img, name=f"images[{i}]") for i, img in enumerate(images)]
     plans = [resize_crop_plan(img.shape[0], img.shape[1], int(resize), int(crop)) for img in checked]
     mean, std = _norm_constants(*_check_norm(mean, std))
-    workers = workers or numba.get_num_threads()
-    if workers <= 1 or len(images) <= 1:
-        for i, (img, plan) in enumerate(zip(checked, plans)):
-            _run(img, out[i], plan, mean, std)
+    workers = min(workers or numba.get_num_threads(), len(images))
+    jobs = [(checked[i], out[i], plans[i]) for i in range(len(images))]
+    if workers <= 1:
+        _run_chunk(jobs, mean, std)
         return out
-    futures = [_pool(workers).submit(_run, img, out[i], plan, mean, std)
-               for i, (img, plan) in enumerate(zip(checked, plans))]
+    # One task per worker with a contiguous share of the images: few hand-offs, and the
+    # compiled passes and OpenCV release the GIL, so the shares run in parallel.
+    bounds = np.linspace(0, len(jobs), workers + 1).astype(int)
+    futures = [_pool(workers).submit(_run_chunk, jobs[a:b], mean, std)
+               for a, b in zip(bounds[:-1], bounds[1:])]
     for future in futures:
         future.result()
     return out
