@@ -11,6 +11,7 @@ exactly torchvision's; float16 is that float32 result rounded, as ``.half()`` do
 """
 from __future__ import annotations
 
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -143,7 +144,7 @@ def _scratch_buffers(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _take(buf: np.ndarray, *shape: int) -> np.ndarray:
-    return buf[:int(np.prod(shape))].reshape(shape)
+    return buf[:math.prod(shape)].reshape(shape)
 
 
 def _transpose_planes(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
