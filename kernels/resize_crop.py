@@ -97,30 +97,17 @@ def _normalize(src, scale, mean, std, dst):
 
 
 @numba.njit(**_JIT)
-def _normalize_interleaved(src, scale, mean, std, dst):
-    """Like ``_normalize`` for a C-contiguous interleaved (crop, crop, 3) ``src``, into a
-    C-contiguous planar ``dst``. Flat loops: LLVM vectorizes the stride-3 loads."""
-    n = src.shape[0] * src.shape[1]
-    flat = src.reshape(3 * n)
-    d0, d1, d2 = dst[0].reshape(n), dst[1].reshape(n), dst[2].reshape(n)
-    m0, m1, m2 = mean[0], mean[1], mean[2]
-    s0, s1, s2 = std[0], std[1], std[2]
-    for q in range(n):
-        d0[q] = (np.float32(flat[3 * q]) / scale - m0) / s0
-        d1[q] = (np.float32(flat[3 * q + 1]) / scale - m1) / s1
-        d2[q] = (np.float32(flat[3 * q + 2]) / scale - m2) / s2
-
-
-@numba.njit(**_JIT)
-def _copy_interleaved(src, dst):
-    """dst[c, i, j] = src[i, j, c], both C-contiguous."""
-    n = src.shape[0] * src.shape[1]
-    flat = src.reshape(3 * n)
-    d0, d1, d2 = dst[0].reshape(n), dst[1].reshape(n), dst[2].reshape(n)
-    for q in range(n):
-        d0[q] = flat[3 * q]
-        d1[q] = flat[3 * q + 1]
-        d2[q] = flat[3 * q + 2]
+def _deinterleave(flat, row_stride, n_rows, n_cols, dst):
+    """dst[c, r, x] = flat[r * row_stride + 3 * x + c]: RGB pixel rows into 3 planes.
+    Indexing a contiguous row slice lets LLVM vectorize the stride-3 pattern (6x faster
+    than offset arithmetic on the whole buffer)."""
+    for r in range(n_rows):
+        row = flat[r * row_stride:r * row_stride + 3 * n_cols]
+        d0, d1, d2 = dst[0, r], dst[1, r], dst[2, r]
+        for x in range(n_cols):
+            d0[x] = row[3 * x]
+            d1[x] = row[3 * x + 1]
+            d2[x] = row[3 * x + 2]
 
 
 @lru_cache(maxsize=64)
@@ -134,12 +121,12 @@ _SCALE = np.float32(255.0)
 _scratch = threading.local()
 
 
-def _scratch_buffers(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two per-thread uint8 scratch buffers of at least ``size`` bytes, reused across calls."""
+def _scratch_buffers(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three per-thread uint8 scratch buffers of at least ``size`` bytes, reused across calls."""
     bufs = getattr(_scratch, "bufs", None)
     if bufs is None or bufs[0].size < size:
         size = max(size, 3 * 400 * 400)
-        bufs = _scratch.bufs = (np.empty(size, dtype=np.uint8), np.empty(size, dtype=np.uint8))
+        bufs = _scratch.bufs = tuple(np.empty(size, dtype=np.uint8) for _ in range(3))
     return bufs
 
 
@@ -148,59 +135,57 @@ def _take(buf: np.ndarray, *shape: int) -> np.ndarray:
 
 
 def _transpose_planes(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """dst[p] = src[p].T for each plane p (OpenCV's SIMD transpose; it releases the GIL).
-    A plane is 2-D, or 3-D with pixels of 3 interleaved channels (then transposed whole)."""
+    """dst[p] = src[p].T for each 2-D plane p (OpenCV's SIMD transpose; it releases the GIL)."""
     for p in range(src.shape[0]):
         cv2.transpose(src[p], dst[p])
     return dst
 
 
-def _resize_crop_u8(img: np.ndarray, plan: ResizeCropPlan) -> tuple[np.ndarray, bool]:
-    """``(crop8, interleaved)``: the uint8 crop, bit-exact to Pillow, in scratch memory:
-    planar (3, crop, crop), or interleaved (crop, crop, 3) for interleaved inputs.
+def _planes(window: np.ndarray, buf: np.ndarray) -> np.ndarray:
+    """The (rows, cols, 3) window as (3, rows, cols) planes whose rows are contiguous: a
+    view when the image is planar already (a CHW array seen as HWC), else deinterleaved
+    into ``buf``."""
+    n_rows, n_cols = window.shape[:2]
+    if window.strides[1] == 1:
+        return window.transpose(2, 0, 1)
+    if window.strides[2] != 1 or window.strides[1] != 3 or window.strides[0] < 3 * n_cols:
+        window = np.ascontiguousarray(window)
+    # The bytes from the first to the last pixel of the window, rows included.
+    span = (n_rows - 1) * window.strides[0] + 3 * n_cols
+    flat = np.lib.stride_tricks.as_strided(window, shape=(span,), strides=(1,))
+    planes = _take(buf, 3, n_rows, n_cols)
+    _deinterleave(flat, window.strides[0], n_rows, n_cols, planes)
+    return planes
 
-    Each resampling pass runs along the contiguous axis of its input, so the data is
-    transposed (OpenCV) before each pass. Planar inputs (a CHW array seen as HWC) are
-    processed channel plane by channel plane; interleaved ones (HWC, contiguous pixels)
-    with the 3 channels of a pixel side by side in the lanes. Only the window of input
-    pixels that the crop reads is touched."""
+
+def _resize_crop_u8(img: np.ndarray, plan: ResizeCropPlan) -> np.ndarray:
+    """The uint8 (3, crop, crop) crop, bit-exact to Pillow, in per-thread scratch memory.
+
+    Only the window of input pixels that the crop reads is touched. It is split into 3
+    planes (unless the input is planar already). Each resampling pass runs along the
+    contiguous axis of its input, vectorized over the other, so the planes are
+    transposed (OpenCV) before each pass."""
     rows, cols, crop = plan.rows, plan.cols, plan.crop
     window = img[rows.span_start:rows.span_start + rows.span,
                  cols.span_start:cols.span_start + cols.span]
     n_rows, n_cols = window.shape[:2]
-    if window.strides[1] == 1 and window.strides[2] != 0:
-        planes, depth, src = 3, (), window.transpose(2, 0, 1)  # (3, rows, cols)
-    else:
-        if not (window.strides[2] == 1 and window.strides[1] == 3):
-            window = np.ascontiguousarray(window)
-        planes, depth, src = 1, (3,), window[None]  # (1, rows, cols, 3)
-    lanes = 3 // planes
     side = max(n_rows, n_cols, crop)
-    buf_a, buf_b = _scratch_buffers(3 * side * side)
+    buf_a, buf_b, buf_c = _scratch_buffers(3 * side * side)
+    src = _planes(window, buf_c)
     if plan.vertical_first:
-        t_rows = _take(buf_a, planes, crop, n_cols * lanes)
-        _resample_lanes(src.reshape(planes, n_rows, n_cols * lanes), rows.first, rows.taps,
-                        rows.coeffs, t_rows)
-        t_cols = _transpose_planes(t_rows.reshape((planes, crop, n_cols) + depth),
-                                   _take(buf_b, planes, n_cols, crop, *depth))
-        t_out = _take(buf_a, planes, crop, crop * lanes)
-        _resample_lanes(t_cols.reshape(planes, n_cols, crop * lanes), cols.first, cols.taps,
-                        cols.coeffs, t_out)
-        crop8 = _transpose_planes(t_out.reshape((planes, crop, crop) + depth),
-                                  _take(buf_b, planes, crop, crop, *depth))
-    else:
-        t_in = _transpose_planes(src, _take(buf_a, planes, n_cols, n_rows, *depth))
-        t_cols = _take(buf_b, planes, crop, n_rows * lanes)
-        _resample_lanes(t_in.reshape(planes, n_cols, n_rows * lanes), cols.first, cols.taps,
-                        cols.coeffs, t_cols)
-        t_rows = _transpose_planes(t_cols.reshape((planes, crop, n_rows) + depth),
-                                   _take(buf_a, planes, n_rows, crop, *depth))
-        crop8 = _take(buf_b, planes, crop, crop * lanes)
-        _resample_lanes(t_rows.reshape(planes, n_rows, crop * lanes), rows.first, rows.taps,
-                        rows.coeffs, crop8)
-    if planes == 1:
-        return crop8.reshape(crop, crop, 3), True
-    return crop8.reshape(3, crop, crop), False
+        t_rows = _take(buf_a, 3, crop, n_cols)
+        _resample_lanes(src, rows.first, rows.taps, rows.coeffs, t_rows)
+        t_cols = _transpose_planes(t_rows, _take(buf_b, 3, n_cols, crop))
+        t_out = _take(buf_a, 3, crop, crop)
+        _resample_lanes(t_cols, cols.first, cols.taps, cols.coeffs, t_out)
+        return _transpose_planes(t_out, _take(buf_b, 3, crop, crop))
+    t_in = _transpose_planes(src, _take(buf_a, 3, n_cols, n_rows))
+    t_cols = _take(buf_b, 3, crop, n_rows)
+    _resample_lanes(t_in, cols.first, cols.taps, cols.coeffs, t_cols)
+    t_rows = _transpose_planes(t_cols, _take(buf_a, 3, n_rows, crop))
+    crop8 = _take(buf_b, 3, crop, crop)
+    _resample_lanes(t_rows, rows.first, rows.taps, rows.coeffs, crop8)
+    return crop8
 
 
 def _check_image(img, name: str = "img") -> np.ndarray:
@@ -237,35 +222,18 @@ def _check_out(out, crop: int, dtype, name: str = "out") -> None:
         raise ValueError(f"{name}: array is read-only")
 
 
-def _staging(shape: tuple, dtype) -> np.ndarray:
-    """A per-thread C-contiguous array to finish into when ``out`` cannot take the result
-    directly (float16, or a strided ``out``)."""
-    key = ("stage", shape, np.dtype(dtype).str)
-    arr = getattr(_scratch, "stage", {}).get(key)
-    if arr is None:
-        if not hasattr(_scratch, "stage"):
-            _scratch.stage = {}
-        arr = _scratch.stage[key] = np.empty(shape, dtype=dtype)
-    return arr
-
-
 def _run(img: np.ndarray, out: np.ndarray, plan: ResizeCropPlan, mean, std) -> None:
-    crop8, interleaved = _resize_crop_u8(img, plan)
-    if out.dtype == np.uint8 and not interleaved:
-        np.copyto(out, crop8)
-        return
-    # numba has no float16: compute float32, then round to float16 like torch's .half()
-    work_dtype = np.uint8 if out.dtype == np.uint8 else np.float32
-    direct = out.dtype == work_dtype and out.flags.c_contiguous
-    dst = out if direct else _staging(out.shape, work_dtype)
+    crop8 = _resize_crop_u8(img, plan)
     if out.dtype == np.uint8:
-        _copy_interleaved(crop8, dst)
-    elif interleaved:
-        _normalize_interleaved(crop8, _SCALE, mean, std, dst)
-    else:
-        _normalize(crop8, _SCALE, mean, std, dst)
-    if not direct:
-        np.copyto(out, dst, casting="same_kind")
+        np.copyto(out, crop8)
+    elif out.dtype == np.float32:
+        _normalize(crop8, _SCALE, mean, std, out)
+    else:  # numba has no float16: float32 first, then round to float16 like torch's .half()
+        buf32 = getattr(_scratch, "buf32", None)
+        if buf32 is None or buf32.shape != out.shape:
+            buf32 = _scratch.buf32 = np.empty(out.shape, dtype=np.float32)
+        _normalize(crop8, _SCALE, mean, std, buf32)
+        np.copyto(out, buf32, casting="same_kind")
 
 
 def _run_chunk(jobs, mean, std) -> None:
