@@ -97,12 +97,13 @@ def _normalize(src, scale, mean, std, dst):
 
 
 @numba.njit(**_JIT)
-def _deinterleave(flat, row_stride, n_rows, n_cols, dst):
-    """dst[c, r, x] = flat[r * row_stride + 3 * x + c]: RGB pixel rows into 3 planes.
+def _deinterleave(flat, offset, row_stride, n_rows, n_cols, dst):
+    """dst[c, r, x] = flat[offset + r * row_stride + 3 * x + c]: RGB pixel rows into 3 planes.
     Indexing a contiguous row slice lets LLVM vectorize the stride-3 pattern (6x faster
     than offset arithmetic on the whole buffer)."""
     for r in range(n_rows):
-        row = flat[r * row_stride:r * row_stride + 3 * n_cols]
+        start = offset + r * row_stride
+        row = flat[start:start + 3 * n_cols]
         d0, d1, d2 = dst[0, r], dst[1, r], dst[2, r]
         for x in range(n_cols):
             d0[x] = row[3 * x]
@@ -112,6 +113,8 @@ def _deinterleave(flat, row_stride, n_rows, n_cols, dst):
 
 @lru_cache(maxsize=64)
 def _norm_constants(mean: tuple, std: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Validated float32 mean/std arrays (cached: the same few pairs come every call)."""
+    mean, std = _check_norm(mean, std)
     return np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
 
 
@@ -141,20 +144,20 @@ def _transpose_planes(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return dst
 
 
-def _planes(window: np.ndarray, buf: np.ndarray) -> np.ndarray:
-    """The (rows, cols, 3) window as (3, rows, cols) planes whose rows are contiguous: a
-    view when the image is planar already (a CHW array seen as HWC), else deinterleaved
-    into ``buf``."""
-    n_rows, n_cols = window.shape[:2]
+def _planes(img: np.ndarray, row0: int, n_rows: int, col0: int, n_cols: int,
+            buf: np.ndarray) -> np.ndarray:
+    """The window ``img[row0:row0 + n_rows, col0:col0 + n_cols]`` as (3, rows, cols)
+    planes whose rows are contiguous: a view when the image is planar already (a CHW
+    array seen as HWC), else deinterleaved into ``buf``."""
+    window = img[row0:row0 + n_rows, col0:col0 + n_cols]
     if window.strides[1] == 1:
         return window.transpose(2, 0, 1)
-    if window.strides[2] != 1 or window.strides[1] != 3 or window.strides[0] < 3 * n_cols:
-        window = np.ascontiguousarray(window)
-    # The bytes from the first to the last pixel of the window, rows included.
-    span = (n_rows - 1) * window.strides[0] + 3 * n_cols
-    flat = np.lib.stride_tricks.as_strided(window, shape=(span,), strides=(1,))
+    if img.flags.c_contiguous:
+        flat, offset, row_stride = img.reshape(-1), (row0 * img.shape[1] + col0) * 3, img.strides[0]
+    else:
+        flat, offset, row_stride = np.ascontiguousarray(window).reshape(-1), 0, 3 * n_cols
     planes = _take(buf, 3, n_rows, n_cols)
-    _deinterleave(flat, window.strides[0], n_rows, n_cols, planes)
+    _deinterleave(flat, offset, row_stride, n_rows, n_cols, planes)
     return planes
 
 
@@ -166,12 +169,10 @@ def _resize_crop_u8(img: np.ndarray, plan: ResizeCropPlan) -> np.ndarray:
     contiguous axis of its input, vectorized over the other, so the planes are
     transposed (OpenCV) before each pass."""
     rows, cols, crop = plan.rows, plan.cols, plan.crop
-    window = img[rows.span_start:rows.span_start + rows.span,
-                 cols.span_start:cols.span_start + cols.span]
-    n_rows, n_cols = window.shape[:2]
+    n_rows, n_cols = rows.span, cols.span
     side = max(n_rows, n_cols, crop)
     buf_a, buf_b, buf_c = _scratch_buffers(3 * side * side)
-    src = _planes(window, buf_c)
+    src = _planes(img, rows.span_start, n_rows, cols.span_start, n_cols, buf_c)
     if plan.vertical_first:
         t_rows = _take(buf_a, 3, crop, n_cols)
         _resample_lanes(src, rows.first, rows.taps, rows.coeffs, t_rows)
@@ -248,7 +249,7 @@ def _resize_crop(img, out, resize, crop, mean, std, dtype) -> np.ndarray:
         out = np.empty((3, crop, crop), dtype=dtype if dtype is not None else np.float32)
     else:
         _check_out(out, crop, dtype)
-    _run(img, out, plan, *_norm_constants(*_check_norm(mean, std)))
+    _run(img, out, plan, *_norm_constants(tuple(mean), tuple(std)))
     return out
 
 
@@ -303,7 +304,7 @@ def resize_crop_normalize_batch(images, out: np.ndarray, *, resize: int = 256, c
         _check_out(out[i], crop, None, name=f"out[{i}]")
     checked = [_check_image(img, name=f"images[{i}]") for i, img in enumerate(images)]
     plans = [resize_crop_plan(img.shape[0], img.shape[1], int(resize), int(crop)) for img in checked]
-    mean, std = _norm_constants(*_check_norm(mean, std))
+    mean, std = _norm_constants(tuple(mean), tuple(std))
     workers = min(workers or numba.get_num_threads(), len(images))
     jobs = [(checked[i], out[i], plans[i]) for i in range(len(images))]
     if workers <= 1:
