@@ -1,12 +1,17 @@
-"""Time pillow-simd inside .venv-simd; prints one JSON object. Run by suite_preprocess.
+"""Time pillow-simd inside .venv-simd. Run by suite_preprocess.
 
 pillow-simd replaces PIL and is not bit-identical to stock Pillow, so it lives in its own
 venv and the engine's benchmark calls this script there:
     .venv-simd/bin/python bench/simd_resize.py IMAGE.npy --repeat 300
-IMAGE.npy is a uint8 (height, width, 3) RGB array. Only numpy and PIL are imported.
+prints one JSON object with median times; with ``--serve`` it reads lines
+``<job> <count>`` (job: resize or resize_crop_normalize) from stdin and answers each
+with a JSON list of ``count`` times in seconds, so that the caller can interleave these
+timings with its own on a shared machine. IMAGE.npy is a uint8 (height, width, 3) RGB
+array. Only numpy and PIL are imported.
 """
 import argparse
 import json
+import sys
 import time
 
 import numpy as np
@@ -28,6 +33,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("image", help=".npy uint8 HWC RGB image")
     parser.add_argument("--repeat", type=int, default=300)
+    parser.add_argument("--serve", action="store_true", help="answer timing requests on stdin")
     parser.add_argument("--resize", type=int, default=256)
     parser.add_argument("--crop", type=int, default=224)
     parser.add_argument("--mean", type=float, nargs=3, default=(0.485, 0.456, 0.406))
@@ -58,6 +64,22 @@ def main():
         for c in range(3):
             np.take(lut[c], crop[:, :, c], out=out[c])
         return out
+
+    jobs = {"resize": resize_only, "resize_crop_normalize": resize_crop_normalize}
+    if args.serve:
+        print(json.dumps({"pil_version": Image.__version__, "simd": "post" in Image.__version__,
+                          "resized_size": list(size)}), flush=True)
+        for _ in range(10):
+            resize_crop_normalize()
+        for line in sys.stdin:
+            job, count = line.split()
+            fn, times = jobs[job], []
+            for _ in range(int(count)):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+            print(json.dumps(times), flush=True)
+        return
 
     print(json.dumps({
         "pil_version": Image.__version__,

@@ -10,11 +10,13 @@ image, all in one run:
   PIL image (stock Pillow: what the kernel reproduces bit for bit);
 - stock Pillow's ``Image.resize`` alone;
 - pillow-simd's ``Image.resize`` alone, and followed by a numpy crop + normalize (in
-  ``.venv-simd`` through ``bench/simd_resize.py``: pillow-simd replaces PIL);
+  ``.venv-simd`` through ``bench/simd_resize.py --serve``: pillow-simd replaces PIL);
 - OpenCV ``cv2.resize`` (INTER_AREA and INTER_LINEAR) + crop + normalize: fast, but NOT
   the same pixels (no antialiasing for LINEAR, a different filter for AREA).
 
-Plus the batch form's images/s on 1 and 2 worker threads. Run alone with
+All rows are timed in interleaved rounds (see ``_interleaved_medians``), so that on a
+shared machine every row meets the same background load. Plus the batch form's images/s
+on 1 and 2 worker threads. Run alone with
 ``python -m bench.suite_preprocess [--quick]``: prints the result and saves it under
 bench/results/ with the machine, date and command.
 """
@@ -59,23 +61,69 @@ def _median_ms(fn, repeat: int, warmup: int = 10) -> float:
     return float(np.median(times) * 1e3)
 
 
-def _pillow_simd(photo: np.ndarray, repeat: int) -> tuple[dict | None, str | None]:
-    """pillow-simd timings from .venv-simd, or (None, reason)."""
-    if not SIMD_PYTHON.exists():
-        return None, f"{SIMD_PYTHON} missing: run bench/make_simd_env.sh"
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "photo.npy"
+def _timed(fn, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+class _PillowSimd:
+    """pillow-simd in .venv-simd, timed on request (``simd_resize.py --serve``)."""
+
+    def __init__(self, photo: np.ndarray):
+        self.proc, self.info, self.reason = None, None, None
+        if not SIMD_PYTHON.exists():
+            self.reason = f"{SIMD_PYTHON} missing: run bench/make_simd_env.sh"
+            return
+        self._tmp = tempfile.TemporaryDirectory()
+        path = Path(self._tmp.name) / "photo.npy"
         np.save(path, photo)
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        proc = subprocess.run([str(SIMD_PYTHON), str(SIMD_SCRIPT), str(path), "--repeat",
-                               str(repeat), "--resize", str(RESIZE), "--crop", str(CROP)],
-                              capture_output=True, text=True, env=env, timeout=600)
-    if proc.returncode != 0:
-        return None, f"{SIMD_SCRIPT.name} failed in .venv-simd: {proc.stderr.strip()[-300:]}"
-    result = json.loads(proc.stdout)
-    if not result.get("simd"):
-        return None, f".venv-simd has PIL {result.get('pil_version')}, not pillow-simd"
-    return result, None
+        self.proc = subprocess.Popen(
+            [str(SIMD_PYTHON), str(SIMD_SCRIPT), str(path), "--serve", "--resize", str(RESIZE),
+             "--crop", str(CROP)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        line = self.proc.stdout.readline()
+        if not line:
+            self.reason = (f"{SIMD_SCRIPT.name} failed in .venv-simd: "
+                           f"{self.proc.stderr.read().strip()[-300:]}")
+            self.close()
+            return
+        self.info = json.loads(line)
+        if not self.info.get("simd"):
+            self.reason = f".venv-simd has PIL {self.info.get('pil_version')}, not pillow-simd"
+            self.close()
+
+    @property
+    def ok(self) -> bool:
+        return self.proc is not None
+
+    def times(self, job: str, count: int) -> list[float]:
+        self.proc.stdin.write(f"{job} {count}\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self):
+        if self.proc is not None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+            self.proc = None
+
+
+def _interleaved_medians(candidates: dict, rounds: int, block: int) -> dict[str, float]:
+    """Median ms of each candidate, timed in ``rounds`` rounds of ``block`` runs each,
+    the candidates taking turns (in a rotating order), so that on a shared machine every
+    candidate meets the same background load."""
+    samples = {name: [] for name in candidates}
+    names = list(candidates)
+    for name in names:  # warm-up, not recorded
+        candidates[name](3)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            samples[name] += candidates[name](block)
+    return {name: float(np.median(t) * 1e3) for name, t in samples.items()}
 
 
 def _one_core():
@@ -98,7 +146,6 @@ def run(quick: bool) -> dict:
                          resize_crop_normalize_batch, resize_crop_uint8)
 
     _one_core()
-    repeat = 60 if quick else 400
     photo = _photo()
     chw_view = np.ascontiguousarray(photo.transpose(2, 0, 1)).transpose(1, 2, 0)
     pil = Image.fromarray(photo)
@@ -123,37 +170,39 @@ def run(quick: bool) -> dict:
         return job
 
     notes = []
-    simd_before, reason = _pillow_simd(photo, repeat)
     # Exactness on this photo, checked in the same run that is timed.
     exact = np.array_equal(resize_crop_normalize(photo, out), compose(pil).numpy())
     exact_view = np.array_equal(resize_crop_normalize(chw_view), out)
     notes.append(f"kernel output == torchvision Compose output bit for bit: {exact and exact_view}")
 
-    timings = {
-        "kernel float32 (HWC input)": _median_ms(lambda: resize_crop_normalize(photo, out), repeat),
-        "kernel float32 (CHW npz view input)":
-            _median_ms(lambda: resize_crop_normalize(chw_view, out), repeat),
-        "kernel uint8 (HWC input)": _median_ms(lambda: resize_crop_uint8(photo, out8), repeat),
-        "torchvision Compose (stock Pillow)": _median_ms(lambda: compose(pil), repeat),
-        "stock Pillow resize alone": _median_ms(lambda: pil.resize(size, Image.BILINEAR), repeat),
-        "cv2 INTER_AREA + crop/normalize (not equivalent)":
-            _median_ms(cv2_pipeline(cv2.INTER_AREA), repeat),
+    def local(fn):
+        return lambda count: _timed(fn, count)
+
+    candidates = {
+        "kernel float32 (HWC input)": local(lambda: resize_crop_normalize(photo, out)),
+        "kernel float32 (CHW npz view input)": local(lambda: resize_crop_normalize(chw_view, out)),
+        "kernel uint8 (HWC input)": local(lambda: resize_crop_uint8(photo, out8)),
+        "torchvision Compose (stock Pillow)": local(lambda: compose(pil)),
+        "stock Pillow resize alone": local(lambda: pil.resize(size, Image.BILINEAR)),
+        "cv2 INTER_AREA + crop/normalize (not equivalent)": local(cv2_pipeline(cv2.INTER_AREA)),
         "cv2 INTER_LINEAR + crop/normalize (not equivalent)":
-            _median_ms(cv2_pipeline(cv2.INTER_LINEAR), repeat),
+            local(cv2_pipeline(cv2.INTER_LINEAR)),
     }
-    simd_after, _ = _pillow_simd(photo, repeat) if simd_before else (None, None)
-    if simd_before:
-        # Timed before and after the in-process rows (the machine may be shared): mean.
-        simd_resize = (simd_before["resize_ms"] + simd_after["resize_ms"]) / 2
-        simd_full = (simd_before["resize_crop_normalize_ms"]
-                     + simd_after["resize_crop_normalize_ms"]) / 2
-        timings["pillow-simd resize alone"] = simd_resize
-        timings["pillow-simd resize + numpy crop/normalize"] = simd_full
-        notes.append(f"pillow-simd {simd_before['pil_version']} (built with CC='cc -mavx2'), "
-                     f"resize alone {simd_before['resize_ms']:.3f} ms before / "
-                     f"{simd_after['resize_ms']:.3f} ms after the other rows; the mean is used")
+    simd = _PillowSimd(photo)
+    if simd.ok:
+        candidates["pillow-simd resize alone"] = lambda count: simd.times("resize", count)
+        candidates["pillow-simd resize + numpy crop/normalize"] = \
+            lambda count: simd.times("resize_crop_normalize", count)
+        notes.append(f"pillow-simd {simd.info['pil_version']} built with CC='cc -mavx2' "
+                     f"(bench/make_simd_env.sh), timed in .venv-simd (bench/simd_resize.py)")
     else:
-        notes.append(f"pillow-simd baseline skipped: {reason}")
+        notes.append(f"pillow-simd baseline skipped: {simd.reason}")
+    rounds, block = (4, 15) if quick else (12, 40)
+    try:
+        timings = _interleaved_medians(candidates, rounds, block)
+    finally:
+        simd.close()
+    repeat = rounds * block
 
     batch = 16 if quick else 64
     images = [photo if i % 2 else chw_view for i in range(batch)]
@@ -161,7 +210,7 @@ def run(quick: bool) -> dict:
     per_second = {}
     for workers in (1, 2):
         ms = _median_ms(lambda: resize_crop_normalize_batch(images, batch_out, workers=workers),
-                        max(repeat // 20, 5), warmup=2)
+                        5 if quick else 20, warmup=2)
         per_second[workers] = batch / (ms / 1e3)
 
     rows = [{"name": name, "value": round(ms, 4), "unit": "ms/image"} for name, ms in timings.items()]
@@ -180,8 +229,11 @@ def run(quick: bool) -> dict:
                    "goal": None, "met": None})
     ratios.append({"name": "batch images/s, 2 workers / 1 worker",
                    "value": round(per_second[2] / per_second[1], 3), "goal": None, "met": None})
-    notes.append(f"{h}x{w} photo -> {size[0]}x{size[1]} -> ({3}, {CROP}, {CROP}); one core for "
-                 f"the per-image rows; median of {repeat} runs each; first-call compile excluded")
+    notes.append(f"{h}x{w} photo -> {size[0]}x{size[1]} -> (3, {CROP}, {CROP}); one core for the "
+                 f"per-image rows; median of {repeat} runs each, taken in {rounds} interleaved "
+                 f"rounds; first-call compile excluded")
+    notes.append("batch rows: on a machine shared with other jobs the 2-worker figure says "
+                 "little about scaling; see machine.load_average")
     notes.append("cv2 rows are not equivalent: different pixels from the Pillow/torchvision "
                  "reference (shown for scale only)")
     return {
