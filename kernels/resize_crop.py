@@ -82,6 +82,45 @@ def _resample_lanes(src, first, taps, coeffs, dst):
 
 
 @numba.njit(**_JIT)
+def _resample_lanes_normalize(src, first, taps, coeffs, scale, mean, std, dst):
+    """``_resample_lanes`` with ``_normalize`` fused into its stores (float32 ``dst``):
+    the integer work hides under the float divisions, which bound the normalization."""
+    nlanes = dst.shape[2]
+    acc = np.empty(nlanes, dtype=np.int32)
+    last = src.shape[1] - 1
+    for c in range(dst.shape[0]):
+        m = mean[c]
+        s = std[c]
+        for i in range(dst.shape[1]):
+            y0 = first[i]
+            out_line = dst[c, i]
+            n = taps
+            while n > 1 and coeffs[i, n - 1] == 0:
+                n -= 1
+            if n <= 4:
+                l0, l1 = src[c, y0], src[c, min(y0 + 1, last)]
+                l2, l3 = src[c, min(y0 + 2, last)], src[c, min(y0 + 3, last)]
+                k0, k1 = coeffs[i, 0], coeffs[i, 1] if n > 1 else 0
+                k2, k3 = coeffs[i, 2] if n > 2 else 0, coeffs[i, 3] if n > 3 else 0
+                for lane in range(nlanes):
+                    a = np.int32(_HALF + l0[lane] * k0 + l1[lane] * k1 + l2[lane] * k2
+                                 + l3[lane] * k3)
+                    v = min(max(a >> PRECISION_BITS, 0), 255)
+                    out_line[lane] = (np.float32(v) / scale - m) / s
+                continue
+            for lane in range(nlanes):
+                acc[lane] = _HALF
+            for t in range(n):
+                k = coeffs[i, t]
+                line = src[c, y0 + t]
+                for lane in range(nlanes):
+                    acc[lane] += line[lane] * k
+            for lane in range(nlanes):
+                v = min(max(acc[lane] >> PRECISION_BITS, 0), 255)
+                out_line[lane] = (np.float32(v) / scale - m) / s
+
+
+@numba.njit(**_JIT)
 def _normalize(src, scale, mean, std, dst):
     """dst[c] = (src[c] / scale - mean[c]) / std[c], each operation rounded in dst's dtype
     (float32: torchvision's ToTensor + Normalize). ``scale`` 1 / mean 0 / std 1 keeps
@@ -161,13 +200,15 @@ def _planes(img: np.ndarray, row0: int, n_rows: int, col0: int, n_cols: int,
     return planes
 
 
-def _resize_crop_u8(img: np.ndarray, plan: ResizeCropPlan) -> np.ndarray:
-    """The uint8 (3, crop, crop) crop, bit-exact to Pillow, in per-thread scratch memory.
+def _resize_crop_into(img: np.ndarray, plan: ResizeCropPlan, out: np.ndarray, mean,
+                      std) -> None:
+    """Resize + crop ``img`` into ``out`` (3, crop, crop): uint8 as Pillow gives it,
+    float32 normalized.
 
     Only the window of input pixels that the crop reads is touched. It is split into 3
     planes (unless the input is planar already). Each resampling pass runs along the
     contiguous axis of its input, vectorized over the other, so the planes are
-    transposed (OpenCV) before each pass."""
+    transposed (OpenCV) before each pass. The normalization rides on the last pass."""
     rows, cols, crop = plan.rows, plan.cols, plan.crop
     n_rows, n_cols = rows.span, cols.span
     side = max(n_rows, n_cols, crop)
@@ -179,14 +220,21 @@ def _resize_crop_u8(img: np.ndarray, plan: ResizeCropPlan) -> np.ndarray:
         t_cols = _transpose_planes(t_rows, _take(buf_b, 3, n_cols, crop))
         t_out = _take(buf_a, 3, crop, crop)
         _resample_lanes(t_cols, cols.first, cols.taps, cols.coeffs, t_out)
-        return _transpose_planes(t_out, _take(buf_b, 3, crop, crop))
+        crop8 = _transpose_planes(t_out, _take(buf_b, 3, crop, crop))
+        if out.dtype == np.uint8:
+            np.copyto(out, crop8)
+        else:
+            _normalize(crop8, _SCALE, mean, std, out)
+        return
     t_in = _transpose_planes(src, _take(buf_a, 3, n_cols, n_rows))
     t_cols = _take(buf_b, 3, crop, n_rows)
     _resample_lanes(t_in, cols.first, cols.taps, cols.coeffs, t_cols)
     t_rows = _transpose_planes(t_cols, _take(buf_a, 3, n_rows, crop))
-    crop8 = _take(buf_b, 3, crop, crop)
-    _resample_lanes(t_rows, rows.first, rows.taps, rows.coeffs, crop8)
-    return crop8
+    if out.dtype == np.uint8:
+        _resample_lanes(t_rows, rows.first, rows.taps, rows.coeffs, out)
+    else:
+        _resample_lanes_normalize(t_rows, rows.first, rows.taps, rows.coeffs, _SCALE, mean, std,
+                                  out)
 
 
 def _check_image(img, name: str = "img") -> np.ndarray:
@@ -224,17 +272,15 @@ def _check_out(out, crop: int, dtype, name: str = "out") -> None:
 
 
 def _run(img: np.ndarray, out: np.ndarray, plan: ResizeCropPlan, mean, std) -> None:
-    crop8 = _resize_crop_u8(img, plan)
-    if out.dtype == np.uint8:
-        np.copyto(out, crop8)
-    elif out.dtype == np.float32:
-        _normalize(crop8, _SCALE, mean, std, out)
-    else:  # numba has no float16: float32 first, then round to float16 like torch's .half()
-        buf32 = getattr(_scratch, "buf32", None)
-        if buf32 is None or buf32.shape != out.shape:
-            buf32 = _scratch.buf32 = np.empty(out.shape, dtype=np.float32)
-        _normalize(crop8, _SCALE, mean, std, buf32)
-        np.copyto(out, buf32, casting="same_kind")
+    if out.dtype != np.float16:
+        _resize_crop_into(img, plan, out, mean, std)
+        return
+    # numba has no float16: float32 first, then round to float16 like torch's .half()
+    buf32 = getattr(_scratch, "buf32", None)
+    if buf32 is None or buf32.shape != out.shape:
+        buf32 = _scratch.buf32 = np.empty(out.shape, dtype=np.float32)
+    _resize_crop_into(img, plan, buf32, mean, std)
+    np.copyto(out, buf32, casting="same_kind")
 
 
 def _run_chunk(jobs, mean, std) -> None:
