@@ -2,8 +2,17 @@
 
 ``resize_crop_normalize(img)`` gives what torchvision's
 ``Compose([Resize(256), CenterCrop(224), ToTensor(), Normalize(mean, std)])`` gives for
-``PIL.Image.fromarray(img)``, bit for bit, in one pass over the pixels that the crop
-needs: no full-size resized image is ever made. See ``resample_plan`` for the arithmetic.
+``PIL.Image.fromarray(img)``, bit for bit, touching only the input pixels that the
+crop needs: no full-size resized image is ever made. See ``resample_plan`` for Pillow's
+arithmetic and pass order.
+
+How it is fast: both resampling passes are exact integer sums, so they can be summed in
+any order. Each pass runs along the contiguous axis of its input with the other axis in
+the SIMD lanes (numba, int32); the data is transposed between passes with OpenCV's SIMD
+transpose (it releases the GIL, as the numba code does). Interleaved RGB input is split
+into planes first; planar input (the engine's npz CHW array seen as HWC through
+``transpose(1, 2, 0)``) is used as it is. Resampling coefficients are cached per input
+size (``resize_crop_plan``), scratch buffers per thread.
 
 The last step does torchvision's float32 arithmetic in its order (``v / 255``,
 ``- mean``, ``/ std``, each rounded to float32; no fast-math), so the float output is
@@ -37,9 +46,9 @@ def _resample_lanes(src, first, taps, coeffs, dst):
 
     Integer sums are exact, so summing tap by tap over whole lanes (SIMD-friendly int32
     arithmetic) gives Pillow's result bit for bit (the int32 casts let LLVM keep the
-    arithmetic in 32-bit lanes; the sums fit, as in Pillow's C). Up to 4 taps per output (every
-    downscale by less than 1.5x, every upscale) run as one fused loop; more taps
-    accumulate 4 at a time.
+    arithmetic in 32-bit lanes; the sums fit, as in Pillow's C). Up to 4 taps per output
+    (every upscale, every downscale by less than 1.5x) run as one fused loop; more taps
+    accumulate tap by tap in ``acc``.
     """
     nlanes = dst.shape[2]
     acc = np.empty(nlanes, dtype=np.int32)

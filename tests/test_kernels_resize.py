@@ -55,7 +55,7 @@ def _random_sizes(n, seed=2024):
 
 def _numpy_normalize(chw_uint8, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """ToTensor + Normalize in numpy float32, operation by operation as torchvision does
-    them (``test_lookup_matches_torch_float32_arithmetic`` pins that to torch)."""
+    them (``test_normalization_matches_torch_float32_arithmetic`` pins that to torch)."""
     m = np.asarray(mean, np.float32)[:, None, None]
     s = np.asarray(std, np.float32)[:, None, None]
     return (chw_uint8.astype(np.float32) / np.float32(255) - m) / s
@@ -194,7 +194,7 @@ def test_bad_input_raises_value_error(call, message):
         call()
 
 
-def test_lookup_matches_torch_float32_arithmetic():
+def test_normalization_matches_torch_float32_arithmetic():
     values = torch.arange(256, dtype=torch.float32).div(255)
     mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
     expected = ((values[None, :] - mean[:, None]) / std[:, None]).numpy()
