@@ -70,12 +70,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def export_zoo_model(name: str, library: str, weights, seed: int, save_dir: Path) -> Path:
+def export_zoo_model(name: str, library: str, weights, seed: int, save_dir: Path, log) -> Path:
     """Build a zoo model and export it (with its model info) for serving."""
     from engine import zoo
     from engine.export import export_onnx
 
     model = zoo.create(name, library, weights=weights, seed=seed)
+    log(f"exporting {model.library}/{model.name} ({model.weights_label}) to ONNX")
     return export_onnx(model, save_dir)
 
 
@@ -85,9 +86,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="engine-serve-") as tmp:
         onnx_path = args.onnx
         if onnx_path is None:
-            log(f"exporting {args.model_library}/{args.model} "
-                f"({'weights ' + args.weights if args.weights else f'seeded random weights, seed {args.seed}'})")
-            onnx_path = export_zoo_model(args.model, args.model_library, args.weights, args.seed, Path(tmp))
+            try:
+                onnx_path = export_zoo_model(args.model, args.model_library, args.weights, args.seed, Path(tmp), log)
+            except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
+                reason = e.args[0] if isinstance(e, KeyError) and e.args else e  # KeyError's str() adds quotes
+                print(f"engine.serve: error: {reason}", file=sys.stderr)
+                return 2
         try:
             model = ServedModel(onnx_path, instances=args.instances, threads=args.threads, device=args.device)
         except (FileNotFoundError, ValueError, RuntimeError) as e:

@@ -345,6 +345,36 @@ def test_non_loopback_bind_needs_curve_or_insecure(tiny_onnx):
     assert "not a loopback address" in result.stderr and "--insecure" in result.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--onnx", "/no/such/model.onnx"], "ONNX model /no/such/model.onnx: no such file"),
+    (["--model", "no_such_net"], "'no_such_net' is not in the zoo"),
+    (["--onnx", "x.onnx", "--max-batch", "0"], "--max-batch must be >= 1"),
+    (["--onnx", "x.onnx", "--curve-secret-key", "k"], "go together"),
+])
+def test_cli_errors_name_the_problem(args, message):
+    result = subprocess.run([sys.executable, "-m", "engine.serve", *args], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+@pytest.mark.slow
+def test_serves_a_zoo_model_with_packaged_weights():
+    import skimage.data
+
+    with ServerProcess(["--model", "efficientnet_lite0", "--threads", "2"], timeout_s=300) as proc:
+        ctx = zmq.Context()
+        try:
+            sock = dealer(ctx, proc.endpoint)
+            cat = skimage.data.chelsea()
+            sock.send_multipart(raw_request(cat, "chelsea", topk=3))
+            _, reply = recv(sock, 60_000)
+        finally:
+            ctx.destroy(linger=0)
+    assert reply["ok"]
+    assert "cat" in reply["topk"][0]["name"]  # a trained ImageNet model sees the cat
+
+
 @pytest.mark.parametrize("endpoint, local", [
     ("tcp://127.0.0.1:5555", True), ("tcp://localhost:1", True), ("tcp://[::1]:9", True),
     ("tcp://127.0.0.1:*", True), ("ipc:///tmp/x", True), ("tcp://*:5555", False),
