@@ -230,6 +230,35 @@ def keep_float_outputs(path: Path) -> int:
     return removed
 
 
+WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+
+
+def skipped_nodes(model_path: Path, cfg: BuildConfig) -> list[str]:
+    """Names of the weighted layers ``quantization.skip_layers`` keeps in float.
+
+    Indices count the Conv/Gemm/MatMul nodes in graph order (the seed's
+    ``skip_conv_layers``); negative ones count from the end. The first and last layers
+    are the usual candidates: the first sees the raw input, the last writes the logits.
+    """
+    if not cfg.skip_layers:
+        return []
+    model = onnx.load(str(model_path))
+    unnamed = [n for n in model.graph.node if not n.name]
+    for i, node in enumerate(unnamed):  # the quantizer excludes nodes by name
+        node.name = f"engine_{node.op_type}_{i}"
+    if unnamed:
+        onnx.save(model, str(model_path))
+    nodes = [n for n in model.graph.node if n.op_type in WEIGHTED_OPS]
+    key = cfg.sources.get("quantization.skip_layers", "quantization.skip_layers")
+    names = []
+    for index in cfg.skip_layers:
+        if not -len(nodes) <= index < len(nodes):
+            raise ConfigError(f"{key}: layer {index} does not exist; the model has {len(nodes)} "
+                              f"Conv/Gemm/MatMul layers")
+        names.append(nodes[index].name)
+    return names
+
+
 def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: BuildConfig,
                   work: Path, progress: bool) -> dict:
     """Static QDQ quantization calibrated on ``items``; returns what was chosen."""
@@ -237,6 +266,7 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
 
     prepared = work / "prepared.onnx"
     quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+    skipped = skipped_nodes(prepared, cfg)
     types = int8_types()
     method = {"max": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[cfg.method]
@@ -257,6 +287,7 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
             weight_type=types["weight_type"],
             reduce_range=types["reduce_range"],
             calibrate_method=method,
+            nodes_to_exclude=skipped,
             extra_options=extra,
         )
     finally:
@@ -272,6 +303,7 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
         "calibration_method": cfg.method,
         "percentile": cfg.percentile if cfg.method == "percentile" else None,
         "batch_size": batch_size,
+        "float_layers": skipped,
     }
 
 

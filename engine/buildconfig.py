@@ -10,7 +10,8 @@ Native form::
       input_name: input          # optional checks against the model
       input_shape: [1, 3, 224, 224]
     dtype: int8                  # fp32 | fp16 | int8
-    quantization: {method: percentile, per_channel: true, percentile: 99.999}
+    quantization: {method: percentile, per_channel: true, percentile: 99.999,
+                   skip_layers: [0, -1]}   # layers kept in float: first and last here
     calibration: {path: ImageNet/val, count: 1000, labels: val_label.txt}
     check: {count: 200}          # held-out images for the accuracy check
     softmax: true
@@ -40,6 +41,7 @@ NATIVE = {
     "model.onnx": None, "model.input_name": None, "model.input_shape": None,
     "dtype": None,
     "quantization.method": None, "quantization.per_channel": True, "quantization.percentile": None,
+    "quantization.skip_layers": None,
     "calibration.path": None, "calibration.count": 1000, "calibration.labels": None,
     "calibration.suffix": None, "calibration.batch_size": 8,
     "check.path": None, "check.count": 200, "check.labels": None,
@@ -93,12 +95,6 @@ def _frontend_dtype(key, value):
     return {}
 
 
-def _skip_layers(key, value):
-    if value:
-        raise ConfigError(f"{key}: skipping layers from quantization is not supported")
-    return {}
-
-
 def _to(native):
     return lambda key, value: {native: value}
 
@@ -110,7 +106,7 @@ SEED_KEYS = {
     "engine.add_extra_ops_to_graph.type": _extra_op,
     "engine.calibration.quant_mode": _to("quantization.method"),
     "engine.calibration.per_channel": _to("quantization.per_channel"),
-    "engine.calibration.skip_conv_layers": _skip_layers,
+    "engine.calibration.skip_conv_layers": _to("quantization.skip_layers"),
     "dataset.path": _to("calibration.path"),
     "dataset.sampler.get_data_num": _to("calibration.count"),
     "dataset.sampler.suffix": _to("calibration.suffix"),
@@ -161,6 +157,7 @@ class BuildConfig:
     method_label: str             # as written, for the folder name ("none" without quantization)
     per_channel: bool
     percentile: float
+    skip_layers: list[int]        # weighted layers (Conv/Gemm/MatMul, graph order) kept in float
     calibration_path: Path | None
     calibration_count: int
     calibration_labels: Path | None
@@ -235,8 +232,9 @@ def parse_config(mapping: dict, base_dir: str | Path = ".") -> BuildConfig:
         if get("calibration.path") is None:
             raise ConfigError(f"{source('dtype')}: int8 needs calibration images (calibration.path / dataset.path)")
     else:
-        for native in ("quantization.method", "quantization.percentile", "quantization.per_channel"):
-            if native in values:
+        for native in ("quantization.method", "quantization.percentile", "quantization.per_channel",
+                       "quantization.skip_layers"):
+            if native in values and values[native] != []:
                 raise ConfigError(f"{source(native)}: quantization settings given but dtype is {dtype}")
     method = METHODS[method_label] if dtype == "int8" else None
     percentile = get("quantization.percentile")
@@ -272,6 +270,9 @@ def parse_config(mapping: dict, base_dir: str | Path = ".") -> BuildConfig:
         raise ConfigError(f"{source(bad)}: {get(bad)!r} is out of range")
     for native in ("softmax", "quantization.per_channel"):
         _expect(source(native), get(native), bool, "true or false")
+    skip = get("quantization.skip_layers") or []
+    if not isinstance(skip, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in skip):
+        raise ConfigError(f"{source('quantization.skip_layers')}: expected a list of layer indices, got {skip!r}")
     ops = get("preprocess_ops")
     if ops is not None:
         _expect(source("preprocess_ops"), ops, list, "a list of ops")
@@ -289,6 +290,7 @@ def parse_config(mapping: dict, base_dir: str | Path = ".") -> BuildConfig:
         method_label=str(method_label) if dtype == "int8" else "none",
         per_channel=get("quantization.per_channel"),
         percentile=float(percentile),
+        skip_layers=skip,
         calibration_path=_resolve(base, get("calibration.path")),
         calibration_count=get("calibration.count"),
         calibration_labels=_resolve(base, get("calibration.labels")),

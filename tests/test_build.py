@@ -140,6 +140,27 @@ def test_config_errors_name_the_key(config, message):
         parse_config(config)
 
 
+def test_skip_layers_keeps_those_layers_in_float(workspace, tmp_path):
+    import onnx
+
+    cfg = parse_config({"model": {"onnx": str(workspace / "tinynet.onnx")},
+                        "engine": {"calibration": {"quant_mode": "max", "skip_conv_layers": [-1]}},
+                        "dataset": {"path": str(workspace / "images"), "sampler": {"get_data_num": 3}},
+                        "check": {"count": 3}, "output": str(tmp_path)})
+    folder = build(cfg, progress=False)
+    report = json.loads((folder / "build.json").read_text())
+    assert report["quantization"]["float_layers"] and report["check"]["images"] == 3
+    graph = onnx.load(str(folder / "tinynet.onnx")).graph
+    (gemm,) = [n for n in graph.node if n.op_type == "Gemm"]
+    assert gemm.input[1] == "wf", "the last layer keeps its float weights"
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert all(c.input[1].endswith("DequantizeLinear_Output") for c in convs)
+    bad = parse_config({"model": {"onnx": str(workspace / "tinynet.onnx")}, "calibration": {"path": str(workspace / "images")},
+                        "quantization": {"skip_layers": [5]}, "output": str(tmp_path)})
+    with pytest.raises(ConfigError, match="quantization.skip_layers: layer 5 does not exist; the model has 3"):
+        build(bad, progress=False)
+
+
 def test_preprocess_ops_that_contradict_the_model_are_refused(workspace, tmp_path):
     cfg = parse_config({"model": {"onnx": str(workspace / "tinynet.onnx")}, "dtype": "fp32",
                         "dataset": {"transform_ops": [{"type": "CenterCrop", "crop_size": [20, 20]}]},
