@@ -135,6 +135,18 @@ def test_non_contiguous_inputs():
         assert np.array_equal(resize_crop_uint8(sub), _pillow_crop(np.ascontiguousarray(sub)))
 
 
+@pytest.mark.parametrize("size", [(1, 1), (1, 300), (300, 1), (256, 300), (20, 4000), (1270, 264),
+                                  (100, 120)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_planar_views_of_edge_sizes(size):
+    rng = np.random.default_rng(size[0] + 31 * size[1])
+    view = rng.integers(0, 256, (3, *size), dtype=np.uint8).transpose(1, 2, 0)
+    expected = _pillow_crop(np.ascontiguousarray(view))
+    assert np.array_equal(resize_crop_uint8(view), expected)
+    assert np.array_equal(resize_crop_normalize(view), _numpy_normalize(expected))
+    flipped = view[::-1, ::-1]
+    assert np.array_equal(resize_crop_uint8(flipped), _pillow_crop(np.ascontiguousarray(flipped)))
+
+
 def test_float16_output_and_out_argument():
     img = _image(np.random.default_rng(5), 333, 444)
     ref32 = resize_crop_normalize(img)
