@@ -347,7 +347,6 @@ def test_non_loopback_bind_needs_curve_or_insecure(tiny_onnx):
 
 @pytest.mark.parametrize("args, message", [
     (["--onnx", "/no/such/model.onnx"], "ONNX model /no/such/model.onnx: no such file"),
-    (["--model", "no_such_net"], "'no_such_net' is not in the zoo"),
     (["--onnx", "x.onnx", "--max-batch", "0"], "--max-batch must be >= 1"),
     (["--onnx", "x.onnx", "--curve-secret-key", "k"], "go together"),
 ])
