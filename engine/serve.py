@@ -112,6 +112,8 @@ def main(argv=None) -> int:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: server.stop())
             endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+            if not auth and not is_local_endpoint(args.bind):
+                log(f"WARNING: --insecure: anyone who can reach {endpoint} can use this server")
             log(f"model {model.name} ({model.num_classes} classes), {args.instances} instance(s) x "
                 f"{args.threads} thread(s), max batch {args.max_batch}, delay {args.max_queue_delay_us} us, "
                 f"{args.workers} workers{', CURVE' if auth else ''}")
