@@ -4,10 +4,13 @@ Pillow (``Image.resize(size, Image.BILINEAR)`` on an 8-bit image, src/libImaging
 Resample.c) resamples in two separable passes through an 8-bit intermediate. Pillow 13
 runs the vertical pass first when the height loses more than twice as many pixels as
 the width (``in_h - out_h > 0`` and ``in_h - out_h > 2 * (in_w - out_w)``), the
-horizontal pass first otherwise (found by testing Pillow 13.0.0 against both orders on
-thousands of random sizes: every result matched exactly one order, and this rule). An
+horizontal pass first otherwise. (Pillow PR 9549, "If height is scaled down
+significantly more than width, resize vertically first"; the rule was pinned down by
+testing Pillow 13.0.0 against both orders on 3000 random size pairs, ties included:
+every result matched exactly one order, the one this rule picks.) An
 axis whose size does not change is not resampled at all; a plan expresses that as an
-identity pass (one tap of weight 1.0, which reproduces the input byte exactly). Each pass computes, per output pixel,
+identity pass (one tap of weight 1.0, which reproduces the input byte exactly). Each
+pass computes, per output pixel,
 ``clip8(2**21 + sum(pixel * coeff))`` with ``clip8(s) = clamp(s >> 22, 0, 255)`` and
 coefficients that are the antialiased bilinear (triangle) filter weights, normalised to
 sum 1 in double precision and rounded to 22-bit fixed point. This module reproduces the
@@ -143,7 +146,8 @@ def resize_crop_plan(height: int, width: int, resize: int, crop: int) -> ResizeC
         raise ValueError(f"crop {crop} is larger than resize {resize}")
     out_h, out_w = resized_size(height, width, resize)
     if min(out_h, out_w) < crop:
-        raise ValueError(f"image {height}x{width} resizes to {out_h}x{out_w}, smaller than crop {crop}")
+        raise ValueError(f"image {height}x{width} resizes to {out_h}x{out_w}, "
+                         f"smaller than crop {crop}")
     return ResizeCropPlan(height, width, out_h, out_w, crop,
                           _axis_plan(height, out_h, crop), _axis_plan(width, out_w, crop),
                           vertical_first(height, width, out_h, out_w))

@@ -76,7 +76,8 @@ def _resample_lanes(src, first, taps, coeffs, dst):
                         out_line[lane] = min(max(a >> PRECISION_BITS, 0), 255)
                 else:
                     for lane in range(nlanes):
-                        a = np.int32(_HALF + l0[lane] * k0 + l1[lane] * k1 + l2[lane] * k2 + l3[lane] * k3)
+                        a = np.int32(_HALF + l0[lane] * k0 + l1[lane] * k1 + l2[lane] * k2
+                                     + l3[lane] * k3)
                         out_line[lane] = min(max(a >> PRECISION_BITS, 0), 255)
                 continue
             for lane in range(nlanes):
@@ -358,7 +359,8 @@ def resize_crop_normalize_batch(images, out: np.ndarray, *, resize: int = 256, c
     for i in range(len(images)):
         _check_out(out[i], crop, None, name=f"out[{i}]")
     checked = [_check_image(img, name=f"images[{i}]") for i, img in enumerate(images)]
-    plans = [resize_crop_plan(img.shape[0], img.shape[1], int(resize), int(crop)) for img in checked]
+    plans = [resize_crop_plan(img.shape[0], img.shape[1], int(resize), int(crop))
+             for img in checked]
     mean, std = _norm_constants(tuple(mean), tuple(std))
     workers = min(workers or numba.get_num_threads(), len(images))
     jobs = [(checked[i], out[i], plans[i]) for i in range(len(images))]
