@@ -33,7 +33,7 @@ def tiny_onnx(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(tiny_onnx):
     with ServerProcess(["--onnx", str(tiny_onnx), "--max-batch", "4", "--max-queue-delay-us", "1000",
-                        "--workers", "2", "--threads", "1", "--max-bytes", str(2**20),
+                        "--instances", "2", "--workers", "2", "--threads", "1", "--max-bytes", str(2**20),
                         "--max-pixels", "1000000", "--max-inflight", "100"]) as proc:
         yield proc
 
