@@ -228,9 +228,11 @@ def run(quick: bool) -> dict:
         simd = timings["pillow-simd resize alone"]
         for name in ("kernel float32 (HWC input)", "kernel float32 (CHW npz view input)"):
             value = timings[name] / simd
-            ratios.append({"name": f"{name} / pillow-simd resize alone", "value": round(value, 3),
-                           "goal": "<= 0.75", "met": bool(value <= 0.75)})
             best = best_rounds[name] / best_rounds["pillow-simd resize alone"]
+            # Met only when the best rounds agree: on a loaded machine one side's median can
+            # be inflated by a burst of background load that the other side missed.
+            ratios.append({"name": f"{name} / pillow-simd resize alone", "value": round(value, 3),
+                           "goal": "<= 0.75", "met": bool(value <= 0.75 and best <= 0.75)})
             ratios.append({"name": f"{name} / pillow-simd resize alone, best rounds",
                            "value": round(best, 3), "goal": None, "met": None})
     ratios.append({"name": "kernel float32 (HWC input) / torchvision Compose",
