@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-b", "--batch", type=int, default=8, help="batch size")
     p.add_argument("--workers", type=int, default=default_workers(cores), help="preprocess processes")
     p.add_argument("--threads", type=int, default=None, help="threads per instance (default: cores / instances)")
+    p.add_argument("--auto", action="store_true",
+                   help="measure instances x threads x batch first (engine.tune) and run with the fastest")
+    p.add_argument("--auto-budget", type=float, default=30.0, help="seconds the --auto sweep aims to take")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--iterations", type=int, default=1, help="loop over the datalist N times (benchmark)")
     p.add_argument("--warmup", type=int, default=0, help="items excluded from timing")
@@ -118,6 +121,17 @@ def resolve_model(args) -> tuple[str, ModelInfo]:
     return onnx_path, info
 
 
+def apply_autotune(args, model_path: str) -> None:
+    """Replace -i/--threads/-b with the fastest setting a short measured sweep finds."""
+    from engine.tune import autotune
+
+    print(f"engine: --auto: measuring settings for about {args.auto_budget:.0f} s", file=sys.stderr, flush=True)
+    best, _ = autotune(model_path, args.device, time_budget_s=args.auto_budget, kind=args.backend)
+    args.instances, args.threads, args.batch = best["instances"], best["threads"], best["batch"]
+    print(f"engine: --auto picked -i {args.instances} --threads {args.threads} -b {args.batch} "
+          f"({best['images_per_s']:.1f} img/s measured on the model alone)", file=sys.stderr, flush=True)
+
+
 def make_progress(quiet: bool, total: int):
     if quiet:
         return None, None
@@ -144,11 +158,14 @@ def main(argv=None) -> int:
             raise ValueError(f"{args.datalist or args.images}: no items to run")
         labels = LabelSource(args.label, args.labels_from_folders)
         model_path, info = resolve_model(args)
+        if args.auto:
+            apply_autotune(args, model_path)
         threads = args.threads or max(1, (os.cpu_count() or 1) // args.instances)
         cfg = RunConfig(
             model_path=model_path, data_config=info.data_config,
             class_names=info.class_names or (imagenet_class_names() if info.data_config.num_classes == 1000 else None),
-            model_label=info.extra.get("weights_label", "weights not recorded in the model info"), backend=args.backend, device=args.device,
+            model_label=info.extra.get("weights_label", "weights not recorded in the model info"),
+            backend=args.backend, device=args.device,
             instances=args.instances, processes=args.processes, batch=args.batch, threads=threads,
             workers=args.workers, topk=args.topk, iterations=args.iterations, warmup=args.warmup,
             slots=args.slots, batch_delay_ms=args.batch_delay_ms, transport=args.transport,

@@ -254,3 +254,16 @@ def test_memory_is_bounded_by_slots_not_datalist_length(tmp_path, model, good_it
         assert report["counts"]["done"] == n
         peaks[n] = report["peak_rss_mb"]
     assert peaks[10000] <= 1.10 * peaks[1000], peaks
+
+
+def test_auto_picks_a_measured_setting_and_runs_with_it(tmp_path, model, good_items):
+    datalist = tmp_path / "list.txt"
+    datalist.write_text("\n".join(good_items))
+    proc = run_engine(["--datalist", datalist, "--onnx", model, "--auto", "--auto-budget", "3",
+                       "--report", tmp_path / "r.json"])
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    picked = proc.stderr.split("--auto picked ")[1].split(" (")[0].split()
+    assert picked == ["-i", str(report["config"]["instances"]), "--threads", str(report["config"]["threads"]),
+                      "-b", str(report["config"]["batch"])]
+    assert "images/s" in proc.stdout and report["counts"]["done"] == len(good_items)
