@@ -272,7 +272,8 @@ def run(quick: bool = True) -> dict:
                          "backend on a pre-made batch of the same preprocessed frame (inference only, no "
                          "preprocessing), measured in blocks alternating with the served blocks (3 batches "
                          "each) so both see the same background load; the ratio is their means' ratio.")
-    notes.append(f"Sweep and VGG11 frames are {FRAME_HW[1]}x{FRAME_HW[0]} RGB sent raw over tcp://127.0.0.1; the server "
+    notes.append(f"Sweep and VGG11 frames are {FRAME_HW[1]}x{FRAME_HW[0]} RGB sent raw over tcp://127.0.0.1; "
+                 "the server "
                  "preprocesses them (resize 256, crop 224, normalize). Client and server share this machine's "
                  f"{cores} cores, so the client's own time is part of every latency.")
     notes.append("Overhead = reply latency percentile minus the same percentile of the bare in-process work "

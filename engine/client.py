@@ -177,7 +177,8 @@ def format_topk(name: str, reply: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m engine.client", description="Classify images with an engine.serve server.")
+    p = argparse.ArgumentParser(prog="python -m engine.client",
+                                description="Classify images with an engine.serve server.")
     p.add_argument("images", nargs="+", help="image or npz files")
     p.add_argument("--connect", default="tcp://127.0.0.1:5555", help="server endpoint (default tcp://127.0.0.1:5555)")
     p.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")

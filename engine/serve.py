@@ -27,7 +27,8 @@ from engine.serving.server import Limits, Server
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m engine.serve", description=__doc__.split("\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--onnx", type=Path, help="ONNX model (its model-info JSON beside it gives preprocessing and class names)")
+    src.add_argument("--onnx", type=Path,
+                     help="ONNX model (its model-info JSON beside it gives preprocessing and class names)")
     src.add_argument("--model", help="zoo model name (e.g. vgg11), exported to ONNX at start-up")
     p.add_argument("--model-library", default="timm", help="zoo library for --model (default timm)")
     p.add_argument("--weights", help="checkpoint for --model (default: seeded random weights)")
