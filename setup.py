@@ -9,6 +9,7 @@ from setuptools import find_packages, setup
 RUNTIME = [
     "numpy>=2.0,<3",
     "numba>=0.61",
+    "opencv-python-headless>=4.9",  # the kernels' SIMD transpose between resampling passes
     "pillow>=13,<14",
     "onnx>=1.17",
     "onnxscript>=0.2",
@@ -39,7 +40,7 @@ setup(
             "scikit-image>=0.24",
         ],
         "test": ["pytest>=8", "pytest-timeout>=2.3"],
-        "bench": ["matplotlib>=3.8", "opencv-python-headless>=4.9"],
+        "bench": ["matplotlib>=3.8"],
     },
     entry_points={
         "console_scripts": [

@@ -11,8 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from kernels import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
