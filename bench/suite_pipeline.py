@@ -113,11 +113,32 @@ def vgg11_model(folder: Path) -> Path:
 
 
 def cheap_model(folder: Path) -> Path:
-    sys.path.insert(0, str(ROOT))
-    from tests.tinynet import write_tiny_onnx
+    """Global average pool + a 3 -> 1000 linear layer (seeded weights): next to no work
+    per image, so the pipeline, not the model, sets the pace."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
 
+    from engine.dataconfig import DataConfig
+
+    rng = np.random.default_rng(0)
+    weights = {"w": rng.standard_normal((1000, 3)).astype(np.float32),
+               "b": rng.standard_normal(1000).astype(np.float32)}
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+         helper.make_node("Gemm", ["flat", "w", "b"], ["output"], transB=1)],
+        "cheap",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 224, 224])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1000])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     folder.mkdir(parents=True, exist_ok=True)
-    return write_tiny_onnx(folder / "cheap.onnx", size=224, classes=1000)
+    path = folder / "cheap.onnx"
+    onnx.save(model, str(path))
+    ModelInfo(name="pool-linear", library="bench", model_file=path.name, data_config=DataConfig(),
+              weights={"random": True, "seed": 0}).save(ModelInfo.path_for(path))
+    return path
 
 
 def run(quick: bool = True) -> dict:
