@@ -6,8 +6,8 @@
    and threads), run alternately so background load hits both. Goal: int8 >= 2.0x fp32.
    Also the inference-only ratio on pre-made tensors, and VGG's top-1 agreement.
 2. The trained EfficientNet-Lite0 built to int8 (percentile calibration, as the seed did
-   for VGG) from photos spread over their sources; top-1 agreement with fp32 on the
-   held-out photos. Goal >= 99% on photos of objects ImageNet has classes for. The
+   for VGG; first and last layers kept in float; the full run also all-int8) from photos
+   spread over their sources; top-1 agreement with fp32 on the held-out photos. Goal >= 99% on photos of objects ImageNet has classes for. The
    same figure on texture/medical/astronomy photos, where the fp32 model itself has no
    confident answer, is reported beside it, with the agreement on the confident ones.
 3. ``engine.tune.autotune`` (short sweep) against the exhaustive sweep of the same grid
