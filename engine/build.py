@@ -457,7 +457,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.output:
             cfg = replace(cfg, output=Path(args.output))
         folder = build(cfg, progress=not args.no_progress)
-    except (ConfigError, BuildError, FileNotFoundError, NotADirectoryError, ValueError) as e:
+    except KeyError as e:  # the zoo's "model 'x' is not in the zoo; choose from ..."
+        print(f"engine.build: {e.args[0]}", file=sys.stderr)
+        return 2
+    except (BuildError, OSError, ValueError) as e:  # ConfigError and CheckpointError are ValueErrors
         print(f"engine.build: {e}", file=sys.stderr)
         return 2
     report = json.loads((folder / "build.json").read_text())

@@ -173,6 +173,14 @@ def test_cli_reports_config_errors(tmp_path, capsys):
     path = write_config(tmp_path, "bad.yaml", {"model": {"onnx": "m.onnx"}, "calibraton": {"path": "x"}})
     assert main([str(path)]) == 2
     assert "calibraton.path: unknown key" in capsys.readouterr().err
+    path = write_config(tmp_path, "missing.yaml", {"model": {"onnx": "m.onnx"}})
+    assert main([str(path)]) == 2
+    assert "model.onnx: " in capsys.readouterr().err
+    path = write_config(tmp_path, "zoo.yaml", {"model": {"name": "vgg99"}})
+    assert main([str(path)]) == 2
+    assert "model 'vgg99' is not in the zoo" in capsys.readouterr().err
+    assert main([str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
 
 
 def test_calibration_spreads_round_robin_over_classes():
