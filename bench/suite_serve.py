@@ -259,9 +259,15 @@ def run(quick: bool = True) -> dict:
                  "batch_sizes": histogram, "server_timing_p50_us": vgg_level.server_us},
             ]
             series["latency_us"][f"vgg11, concurrency {concurrency}"] = _thin(vgg_level.latencies_us)
-            ratio = served / offline
-            ratios.append({"name": f"vgg11 served (concurrency {concurrency}) / offline throughput, batch {batch}",
-                           "value": ratio, "goal": ">= 0.9", "met": ratio >= 0.9})
+            per_round = [s / o for s, o in zip(paired["served"], paired["offline"])]
+            ratio = float(np.median(per_round))
+            ratios += [
+                {"name": f"vgg11 served (concurrency {concurrency}) / offline throughput, batch {batch} "
+                         "(median of per-round ratios)", "value": ratio, "goal": ">= 0.9", "met": ratio >= 0.9,
+                 "per_round": per_round},
+                {"name": f"vgg11 served / offline, batch {batch} (ratio of the means)", "value": served / offline,
+                 "goal": None, "met": None},
+            ]
             if not quick:
                 run_rate = engine_run_throughput(vgg, batch, threads, tmp / "run")
                 rows.append({"name": f"vgg11 offline: python -m engine.run over npz, batch {batch}",
@@ -271,7 +277,8 @@ def run(quick: bool = True) -> dict:
             notes.append("VGG11 has random weights (seed 0): speed only. The offline figure is the engine's "
                          "backend on a pre-made batch of the same preprocessed frame (inference only, no "
                          "preprocessing), measured in blocks alternating with the served blocks (3 batches "
-                         "each) so both see the same background load; the ratio is their means' ratio.")
+                         "each) so both see the same background load; the goal ratio is the median over rounds "
+                         "of served/offline, which one disturbed block cannot swing.")
     notes.append(f"Sweep and VGG11 frames are {FRAME_HW[1]}x{FRAME_HW[0]} RGB sent raw over tcp://127.0.0.1; "
                  "the server "
                  "preprocesses them (resize 256, crop 224, normalize). Client and server share this machine's "
@@ -315,7 +322,8 @@ def main(argv=None) -> int:
     for row in result["rows"]:
         print(f"{row['name']}: {row['value']:.3f} {row['unit']}")
     for ratio in result["ratios"]:
-        print(f"{ratio['name']}: {ratio['value']:.3f} (goal {ratio['goal']}, {'met' if ratio['met'] else 'NOT met'})")
+        verdict = "no goal" if ratio["goal"] is None else f"goal {ratio['goal']}, {'met' if ratio['met'] else 'NOT met'}"
+        print(f"{ratio['name']}: {ratio['value']:.3f} ({verdict})")
     print(f"wrote {path}")
     return 0
 
