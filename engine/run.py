@@ -7,7 +7,6 @@ the errors file), 1 when the run could not start or had to stop, 2 on a usage er
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import signal
@@ -21,13 +20,13 @@ from engine.dataconfig import DataConfig, ModelInfo
 from engine.decode import DEFAULT_MAX_PIXELS
 from engine.datalist import read_datalist, scan_images
 from engine.labels import LabelSource, imagenet_class_names
+from engine.model_cache import cached_onnx
 from engine.pipeline.broker import Broker, RunStopped
 from engine.pipeline.config import RunConfig, default_workers
 from engine.pipeline.sink import Sink
 from engine.pipeline.summary import build_report, format_summary
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_ITEMS_FAILED = 0, 1, 2, 3
-CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vgg-stream-engine" / "onnx"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,30 +81,8 @@ def load_data_config(path: str) -> DataConfig:
     return DataConfig.from_dict(data.get("data_config", data))
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def export_cached(name: str, library: str | None, weights: str | None, seed: int) -> Path:
-    """Export a zoo model once per (library, name, weights) into the cache folder."""
-    key = f"sha256-{file_sha256(weights)[:16]}" if weights else f"seed{seed}"
-    folder = CACHE_DIR / f"{library or 'default'}-{name}-{key}"
-    onnx_path = folder / f"{name}_224.onnx"
-    if onnx_path.exists() and ModelInfo.path_for(onnx_path).exists():
-        return onnx_path
-    from engine.export import export_onnx
-    from engine.zoo import create
-
-    print(f"engine: exporting {library}/{name} to {folder} (first use)", file=sys.stderr, flush=True)
-    return Path(export_onnx(create(name, library=library, weights=weights, seed=seed), folder))
-
-
 def resolve_model(args) -> tuple[str, ModelInfo]:
-    onnx_path = args.onnx or str(export_cached(args.model, args.model_library, args.weights, args.seed))
+    onnx_path = args.onnx or str(cached_onnx(args.model, args.model_library, args.weights, args.seed))
     if not Path(onnx_path).is_file():
         raise FileNotFoundError(f"model {onnx_path}: no such file")
     info_path = ModelInfo.path_for(onnx_path)

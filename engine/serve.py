@@ -14,11 +14,11 @@ import argparse
 import os
 import signal
 import sys
-import tempfile
 from pathlib import Path
 
 import zmq
 
+from engine.model_cache import cached_onnx
 from engine.serving.model import ServedModel
 from engine.serving.security import enable_curve_server, is_local_endpoint
 from engine.serving.server import Limits, Server
@@ -71,65 +71,54 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def export_zoo_model(name: str, library: str, weights, seed: int, save_dir: Path, log) -> Path:
-    """Build a zoo model and export it (with its model info) for serving."""
-    from engine import zoo
-    from engine.export import export_onnx
-
-    model = zoo.create(name, library, weights=weights, seed=seed)
-    log(f"exporting {model.library}/{model.name} ({model.weights_label}) to ONNX")
-    return export_onnx(model, save_dir)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     log = lambda msg: print(f"engine.serve: {msg}", file=sys.stderr, flush=True)  # noqa: E731
-    with tempfile.TemporaryDirectory(prefix="engine-serve-") as tmp:
-        onnx_path = args.onnx
-        if onnx_path is None:
-            try:
-                onnx_path = export_zoo_model(args.model, args.model_library, args.weights, args.seed, Path(tmp), log)
-            except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
-                reason = e.args[0] if isinstance(e, KeyError) and e.args else e  # KeyError's str() adds quotes
-                print(f"engine.serve: error: {reason}", file=sys.stderr)
-                return 2
+    onnx_path = args.onnx
+    if onnx_path is None:
         try:
-            model = ServedModel(onnx_path, instances=args.instances, threads=args.threads, device=args.device)
-        except (FileNotFoundError, ValueError, RuntimeError) as e:
-            print(f"engine.serve: error: {e}", file=sys.stderr)
+            onnx_path = cached_onnx(args.model, args.model_library, args.weights, args.seed)
+        except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
+            reason = e.args[0] if isinstance(e, KeyError) and e.args else e  # KeyError's str() adds quotes
+            print(f"engine.serve: error: {reason}", file=sys.stderr)
             return 2
-        model.warmup(args.max_batch)
-        context = zmq.Context()
-        router = context.socket(zmq.ROUTER)
-        auth = None
-        try:
-            if args.curve_secret_key:
-                auth = enable_curve_server(router, args.curve_secret_key, args.curve_authorized_keys)
-            router.setsockopt(zmq.MAXMSGSIZE, 2 * args.max_bytes + 2**20)
-            router.bind(args.bind)
-            limits = Limits(args.max_bytes, args.max_pixels, args.max_inflight, args.max_inflight_bytes)
-            server = Server(model, router, max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
-                            workers=args.workers, limits=limits, drain_timeout_s=args.drain_timeout_s, log=log)
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: server.stop())
-            endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
-            if not auth and not is_local_endpoint(args.bind):
-                log(f"WARNING: --insecure: anyone who can reach {endpoint} can use this server")
-            log(f"model {model.name} ({model.num_classes} classes), {args.instances} instance(s) x "
-                f"{args.threads} thread(s), max batch {args.max_batch}, delay {args.max_queue_delay_us} us, "
-                f"{args.workers} workers{', CURVE' if auth else ''}")
-            print(f"engine.serve: listening on {endpoint}", flush=True)
-            server.serve()
-            log(f"stopped: {server.stats()}")
-        except (FileNotFoundError, ValueError, zmq.ZMQError) as e:
-            print(f"engine.serve: error: {e}", file=sys.stderr)
-            return 2
-        finally:
-            router.close()
-            if auth is not None:
-                auth.stop()
-            context.term()
-            model.close()
+    try:
+        model = ServedModel(onnx_path, instances=args.instances, threads=args.threads, device=args.device)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"engine.serve: error: {e}", file=sys.stderr)
+        return 2
+    model.warmup(args.max_batch)
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    auth = None
+    try:
+        if args.curve_secret_key:
+            auth = enable_curve_server(router, args.curve_secret_key, args.curve_authorized_keys)
+        router.setsockopt(zmq.MAXMSGSIZE, 2 * args.max_bytes + 2**20)
+        router.bind(args.bind)
+        limits = Limits(args.max_bytes, args.max_pixels, args.max_inflight, args.max_inflight_bytes)
+        server = Server(model, router, max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
+                        workers=args.workers, limits=limits, drain_timeout_s=args.drain_timeout_s, log=log)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: server.stop())
+        endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        if not auth and not is_local_endpoint(args.bind):
+            log(f"WARNING: --insecure: anyone who can reach {endpoint} can use this server")
+        log(f"model {model.name} ({model.num_classes} classes), {args.instances} instance(s) x "
+            f"{args.threads} thread(s), max batch {args.max_batch}, delay {args.max_queue_delay_us} us, "
+            f"{args.workers} workers{', CURVE' if auth else ''}")
+        print(f"engine.serve: listening on {endpoint}", flush=True)
+        server.serve()
+        log(f"stopped: {server.stats()}")
+    except (FileNotFoundError, ValueError, zmq.ZMQError) as e:
+        print(f"engine.serve: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        router.close()
+        if auth is not None:
+            auth.stop()
+        context.term()
+        model.close()
     return 0
 
 
