@@ -14,10 +14,8 @@ import zmq
 
 from engine.backends import open_backend
 from engine.pipeline import wire
-from engine.pipeline.lifecycle import become_worker, broker_alive
+from engine.pipeline.lifecycle import become_worker, next_task
 from engine.pipeline.slots import SlotRing
-
-POLL_MS = 500
 
 
 def _instance_loop(ctx, identity: bytes, endpoint: str, ring: SlotRing, backend_spec: dict,
@@ -36,14 +34,7 @@ def _instance_loop(ctx, identity: bytes, endpoint: str, ring: SlotRing, backend_
             return
         wire.send(sock, {"type": "hello", "role": "dev", "backend": backend.describe()})
         buf = np.empty((batch, *ring.shape), ring.dtype)
-        while not stop.is_set():
-            if not sock.poll(POLL_MS):
-                if not broker_alive(broker_pid):
-                    return
-                continue
-            header, _ = wire.recv(sock)
-            if header["type"] == "stop":
-                return
+        while (header := next_task(sock, broker_pid, stop)) is not None:
             items = header["items"]
             slots = [slot for _, slot in items]
             n = len(slots)

@@ -5,8 +5,14 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import threading
+
+import zmq
+
+from engine.pipeline import wire
 
 PR_SET_PDEATHSIG = 1
+POLL_MS = 500
 
 
 def become_worker() -> int:
@@ -22,3 +28,14 @@ def become_worker() -> int:
 
 def broker_alive(broker_pid: int) -> bool:
     return os.getppid() == broker_pid
+
+
+def next_task(sock: zmq.Socket, broker_pid: int, stop: threading.Event | None = None) -> dict | None:
+    """The broker's next message for this worker; None once told to stop or the broker is gone."""
+    while stop is None or not stop.is_set():
+        if sock.poll(POLL_MS):
+            header, _ = wire.recv(sock)
+            return None if header["type"] == "stop" else header
+        if not broker_alive(broker_pid):
+            return None
+    return None

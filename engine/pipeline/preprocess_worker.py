@@ -9,10 +9,8 @@ import zmq
 import kernels
 from engine.decode import load_item
 from engine.pipeline import wire
-from engine.pipeline.lifecycle import become_worker, broker_alive
+from engine.pipeline.lifecycle import become_worker, next_task
 from engine.pipeline.slots import SlotRing
-
-POLL_MS = 500
 
 
 def _describe(exc: BaseException) -> str:
@@ -48,14 +46,7 @@ def preprocess_main(identity: bytes, endpoint: str, ring_spec: dict, data_config
     sock.connect(endpoint)
     wire.send(sock, {"type": "hello", "role": "pre"})
     try:
-        while True:
-            if not sock.poll(POLL_MS):
-                if not broker_alive(broker_pid):
-                    return
-                continue
-            header, _ = wire.recv(sock)
-            if header["type"] == "stop":
-                return
+        while (header := next_task(sock, broker_pid)) is not None:
             done, errors = [], []
             for seq, path, slot in header["items"]:
                 t0 = time.perf_counter()
