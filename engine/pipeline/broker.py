@@ -201,27 +201,28 @@ class Broker:
             wire.send(self.sock, {"type": "task", "id": task_id, "items": items}, identity=worker.identity)
 
     def _dispatch_device(self) -> None:
-        batch = self.cfg.batch
+        """Full batches go to any instance with room in its queue; a partial batch goes only
+        to an idle instance, once its oldest item has waited the batch delay or no more
+        input is coming."""
         for worker in sorted(self._dev_workers(), key=lambda w: len(w.inflight)):
-            if not self.ready:
-                return
-            outstanding = len(worker.inflight)
-            if outstanding >= DEVICE_QUEUE_DEPTH:
-                continue
-            full = len(self.ready) >= batch
-            waited = time.perf_counter() - self.ready[0][2] >= self.cfg.batch_delay_ms / 1000
-            if not full and (outstanding or (self._more_input_coming() and not waited)):
-                continue
-            now = time.perf_counter()
-            items = []
-            for _ in range(min(batch, len(self.ready))):
-                seq, slot, t_ready = self.ready.popleft()
-                items.append([seq, slot])
-                load_us, pre_us, _ = self.item_timing.get(seq, (0, 0, 0))
-                self.item_timing[seq] = (load_us, pre_us, round((now - t_ready) * 1e6))
-            task_id = next(self.task_ids)
-            worker.inflight[task_id] = items
-            wire.send(self.sock, {"type": "batch", "id": task_id, "items": items}, identity=worker.identity)
+            while self.ready and len(worker.inflight) < DEVICE_QUEUE_DEPTH:
+                full = len(self.ready) >= self.cfg.batch
+                waited = time.perf_counter() - self.ready[0][2] >= self.cfg.batch_delay_ms / 1000
+                if not full and (worker.inflight or (self._more_input_coming() and not waited)):
+                    break
+                self._send_batch(worker)
+
+    def _send_batch(self, worker: Worker) -> None:
+        now = time.perf_counter()
+        items = []
+        for _ in range(min(self.cfg.batch, len(self.ready))):
+            seq, slot, t_ready = self.ready.popleft()
+            items.append([seq, slot])
+            load_us, pre_us, _ = self.item_timing.get(seq, (0, 0, 0))
+            self.item_timing[seq] = (load_us, pre_us, round((now - t_ready) * 1e6))
+        task_id = next(self.task_ids)
+        worker.inflight[task_id] = items
+        wire.send(self.sock, {"type": "batch", "id": task_id, "items": items}, identity=worker.identity)
 
     # ---- messages ----------------------------------------------------------------
     def _handle(self, identity: bytes, header: dict, arrays: list) -> None:
@@ -382,9 +383,12 @@ class Broker:
             self.shutdown()
 
     def _poll_timeout_ms(self) -> int:
-        if self.ready and self._dev_workers():
-            return 1
-        return 50
+        """Sleep until the next message, except when a partial batch may become due: waking
+        the broker more often than that steals cycles from the device threads."""
+        if self.ready and any(len(w.inflight) == 0 for w in self._dev_workers()):
+            waited_ms = (time.perf_counter() - self.ready[0][2]) * 1000
+            return max(1, int(self.cfg.batch_delay_ms - waited_ms) + 1)
+        return int(SUPERVISE_EVERY_S * 1000)
 
     def shutdown(self) -> None:
         """Stop every worker, wait briefly, then force; remove the socket and the ring."""
