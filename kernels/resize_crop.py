@@ -9,14 +9,17 @@ arithmetic and pass order.
 How it is fast: both resampling passes are exact integer sums, so they can be summed in
 any order. Each pass runs along the contiguous axis of its input with the other axis in
 the SIMD lanes (numba, int32); the data is transposed between passes with OpenCV's SIMD
-transpose (it releases the GIL, as the numba code does). Interleaved RGB input is split
-into planes first; planar input (the engine's npz CHW array seen as HWC through
-``transpose(1, 2, 0)``) is used as it is. Resampling coefficients are cached per input
-size (``resize_crop_plan``), scratch buffers per thread.
+transpose (it releases the GIL, as the numba code does). Interleaved RGB is never split:
+its 3 channels ride along as 3 more SIMD lanes; planar input (the engine's npz CHW array
+seen as HWC through ``transpose(1, 2, 0)``) is transposed plane by plane (see
+``_Workspace``). Resampling coefficients are cached per input size
+(``resize_crop_plan``), scratch views per thread and plan.
 
 The last step does torchvision's float32 arithmetic in its order (``v / 255``,
 ``- mean``, ``/ std``, each rounded to float32; no fast-math), so the float output is
-exactly torchvision's; float16 is that float32 result rounded, as ``.half()`` does.
+exactly torchvision's (the divisions are done by multiplication and an fma correction
+where that is checked to be exact for all 256 values; see ``_resample_normalize``);
+float16 is that float32 result rounded, as ``.half()`` does.
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ from functools import lru_cache
 import cv2
 import numba
 import numpy as np
+from numba.core import types
+from numba.extending import intrinsic
 
 from kernels.resample_plan import PRECISION_BITS, ResizeCropPlan, resize_crop_plan
 
@@ -36,113 +41,135 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _OUTPUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.uint8))
 _HALF = 1 << (PRECISION_BITS - 1)
+_BLOCK = 8  # lines resampled before they are normalized (int32, stays in L1)
 _JIT = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 
 
-@numba.njit(**_JIT)
-def _resample_lanes(src, first, taps, coeffs, dst):
-    """One Pillow pass along axis 1, vectorized over the contiguous axis 2 ("lanes"):
-    dst[c, i, l] = clip8(2**21 + sum_t src[c, first[i] + t, l] * coeffs[i, t]).
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a * b + c with one rounding (LLVM's fma intrinsic: vfmadd on AVX2)."""
+    sig = types.float32(types.float32, types.float32, types.float32)
 
-    Integer sums are exact, so summing tap by tap over whole lanes (SIMD-friendly int32
-    arithmetic) gives Pillow's result bit for bit (the int32 casts let LLVM keep the
-    arithmetic in 32-bit lanes; the sums fit, as in Pillow's C). Up to 4 taps per output
-    (every upscale, every downscale by less than 1.5x) run as one fused loop; more taps
-    accumulate tap by tap in ``acc``.
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+    return sig, codegen
+
+
+@numba.njit(**_JIT)
+def _resample_lines(src, row, step, lane0, first, taps, coeffs, i0, i1, dst, acc):
+    """Lines ``i0 <= i < i1`` of one plane of a Pillow pass, into the rows of ``dst``
+    (``dst[i - i0]``, uint8 or int32): ``dst[i - i0, l] = clip8(2**21 + sum_t
+    src[row + (first[i] + t) * step, lane0 + l] * coeffs[i, t])``.
+
+    The pass's input lines are rows of the 2-D ``src``: line ``y`` is row ``row + y *
+    step``, its lanes start at column ``lane0``. Integer sums are exact, so summing tap by
+    tap over whole lanes (SIMD int32 arithmetic; the int32 casts keep LLVM in 32-bit
+    lanes, the sums fit as in Pillow's C) gives Pillow's result bit for bit. Weights past
+    a pixel's own taps are 0, so every line sums ``taps`` taps (lines past the input are
+    clamped to one that exists), up to 4 in one fused loop per tap count: simple counted
+    loops that LLVM vectorizes. More taps accumulate in ``acc`` (int32, ``nlanes`` long).
     """
-    nlanes = dst.shape[2]
-    acc = np.empty(nlanes, dtype=np.int32)
-    for c in range(dst.shape[0]):
-        for i in range(dst.shape[1]):
+    nlanes = dst.shape[1]
+    last = (src.shape[0] - 1 - row) // step
+    lanes = slice(lane0, lane0 + nlanes)
+    if taps > 4:
+        for i in range(i0, i1):
+            line = dst[i - i0]
             y0 = first[i]
-            out_line = dst[c, i]
-            n = taps
-            while n > 1 and coeffs[i, n - 1] == 0:
-                n -= 1
-            if n <= 4:
-                # Rows past the image get weight 0; clamp them to a row that exists.
-                last = src.shape[1] - 1
-                l0, l1 = src[c, y0], src[c, min(y0 + 1, last)]
-                l2, l3 = src[c, min(y0 + 2, last)], src[c, min(y0 + 3, last)]
-                k0, k1 = coeffs[i, 0], coeffs[i, 1] if n > 1 else 0
-                k2, k3 = coeffs[i, 2] if n > 2 else 0, coeffs[i, 3] if n > 3 else 0
-                if n <= 2:
+            for lane in range(nlanes):
+                acc[lane] = _HALF
+            for t in range(taps):
+                k = coeffs[i, t]
+                lt = src[row + min(y0 + t, last) * step, lanes]
+                for lane in range(nlanes):
+                    acc[lane] += lt[lane] * k
+            for lane in range(nlanes):
+                line[lane] = min(max(acc[lane] >> PRECISION_BITS, 0), 255)
+        return
+    if taps == 1:
+        for i in range(i0, i1):
+            line, k0 = dst[i - i0], coeffs[i, 0]
+            l0 = src[row + first[i] * step, lanes]
+            for lane in range(nlanes):
+                a = np.int32(_HALF + l0[lane] * k0)
+                line[lane] = min(max(a >> PRECISION_BITS, 0), 255)
+    elif taps == 2:
+        for i in range(i0, i1):
+            line, y0, k0, k1 = dst[i - i0], first[i], coeffs[i, 0], coeffs[i, 1]
+            l0 = src[row + y0 * step, lanes]
+            l1 = src[row + min(y0 + 1, last) * step, lanes]
+            for lane in range(nlanes):
+                a = np.int32(_HALF + l0[lane] * k0 + l1[lane] * k1)
+                line[lane] = min(max(a >> PRECISION_BITS, 0), 255)
+    elif taps == 3:
+        for i in range(i0, i1):
+            line, y0 = dst[i - i0], first[i]
+            k0, k1, k2 = coeffs[i, 0], coeffs[i, 1], coeffs[i, 2]
+            l0 = src[row + y0 * step, lanes]
+            l1 = src[row + min(y0 + 1, last) * step, lanes]
+            l2 = src[row + min(y0 + 2, last) * step, lanes]
+            for lane in range(nlanes):
+                a = np.int32(_HALF + l0[lane] * k0 + l1[lane] * k1 + l2[lane] * k2)
+                line[lane] = min(max(a >> PRECISION_BITS, 0), 255)
+    else:
+        for i in range(i0, i1):
+            line, y0 = dst[i - i0], first[i]
+            k0, k1, k2, k3 = coeffs[i, 0], coeffs[i, 1], coeffs[i, 2], coeffs[i, 3]
+            l0 = src[row + y0 * step, lanes]
+            l1 = src[row + min(y0 + 1, last) * step, lanes]
+            l2 = src[row + min(y0 + 2, last) * step, lanes]
+            l3 = src[row + min(y0 + 3, last) * step, lanes]
+            for lane in range(nlanes):
+                a = np.int32(_HALF + l0[lane] * k0 + l1[lane] * k1 + l2[lane] * k2
+                             + l3[lane] * k3)
+                line[lane] = min(max(a >> PRECISION_BITS, 0), 255)
+
+
+@numba.njit(**_JIT)
+def _resample(src, rows, step, lanes, first, taps, coeffs, dst):
+    """A Pillow pass into uint8 ``dst`` (planes, lines, lanes): plane ``p`` reads its
+    input lines from ``src`` rows ``rows[p] + y * step``, columns from ``lanes[p]`` on
+    (see ``_resample_lines``)."""
+    acc = np.empty(dst.shape[2], dtype=np.int32)
+    for p in range(dst.shape[0]):
+        _resample_lines(src, rows[p], step, lanes[p], first, taps, coeffs, 0, dst.shape[1],
+                        dst[p], acc)
+
+
+@numba.njit(**_JIT)
+def _resample_normalize(src, rows, step, lanes, first, taps, coeffs, norm, use_fma, dst):
+    """``_resample`` into float32 ``dst``, normalized on the way out: torchvision's
+    ``(v / 255 - mean) / std``, each operation rounded to float32 (no fast-math).
+
+    ``norm`` rows: mean, std, float32 1/std. With ``use_fma`` each division ``x / d`` is
+    done as ``q = x * (1/d)`` corrected once with its exact residual ``fma(-q, d, x)``
+    (Markstein's scheme: twice as fast as vdivps); it gives the correctly rounded
+    quotient for all but rare inputs, so ``_norm_constants`` sets ``use_fma`` only after
+    checking all 256 values of every channel against the plain divisions."""
+    n_lines, nlanes = dst.shape[1], dst.shape[2]
+    vals = np.empty((_BLOCK, nlanes), dtype=np.int32)
+    acc = np.empty(nlanes, dtype=np.int32)
+    scale = np.float32(255.0)
+    rscale = np.float32(1.0) / scale
+    for p in range(dst.shape[0]):
+        m, s, rs = norm[0, p], norm[1, p], norm[2, p]
+        for i0 in range(0, n_lines, _BLOCK):
+            i1 = min(i0 + _BLOCK, n_lines)
+            _resample_lines(src, rows[p], step, lanes[p], first, taps, coeffs, i0, i1, vals,
+                            acc)
+            for i in range(i0, i1):
+                v_line = vals[i - i0]
+                out_line = dst[p, i]
+                if use_fma:
                     for lane in range(nlanes):
-                        a = np.int32(_HALF + l0[lane] * k0 + l1[lane] * k1)
-                        out_line[lane] = min(max(a >> PRECISION_BITS, 0), 255)
-                elif n == 3:
-                    for lane in range(nlanes):
-                        a = np.int32(_HALF + l0[lane] * k0 + l1[lane] * k1 + l2[lane] * k2)
-                        out_line[lane] = min(max(a >> PRECISION_BITS, 0), 255)
+                        v = np.float32(v_line[lane])
+                        q = v * rscale
+                        x = _fma(_fma(-q, scale, v), rscale, q) - m
+                        y = x * rs
+                        out_line[lane] = _fma(_fma(-y, s, x), rs, y)
                 else:
                     for lane in range(nlanes):
-                        a = np.int32(_HALF + l0[lane] * k0 + l1[lane] * k1 + l2[lane] * k2
-                                     + l3[lane] * k3)
-                        out_line[lane] = min(max(a >> PRECISION_BITS, 0), 255)
-                continue
-            for lane in range(nlanes):
-                acc[lane] = _HALF
-            for t in range(n):
-                k = coeffs[i, t]
-                line = src[c, y0 + t]
-                for lane in range(nlanes):
-                    acc[lane] += line[lane] * k
-            for lane in range(nlanes):
-                out_line[lane] = min(max(acc[lane] >> PRECISION_BITS, 0), 255)
-
-
-@numba.njit(**_JIT)
-def _resample_lanes_normalize(src, first, taps, coeffs, scale, mean, std, dst):
-    """``_resample_lanes`` with ``_normalize`` fused into its stores (float32 ``dst``):
-    the integer work hides under the float divisions, which bound the normalization."""
-    nlanes = dst.shape[2]
-    acc = np.empty(nlanes, dtype=np.int32)
-    last = src.shape[1] - 1
-    for c in range(dst.shape[0]):
-        m = mean[c]
-        s = std[c]
-        for i in range(dst.shape[1]):
-            y0 = first[i]
-            out_line = dst[c, i]
-            n = taps
-            while n > 1 and coeffs[i, n - 1] == 0:
-                n -= 1
-            if n <= 4:
-                l0, l1 = src[c, y0], src[c, min(y0 + 1, last)]
-                l2, l3 = src[c, min(y0 + 2, last)], src[c, min(y0 + 3, last)]
-                k0, k1 = coeffs[i, 0], coeffs[i, 1] if n > 1 else 0
-                k2, k3 = coeffs[i, 2] if n > 2 else 0, coeffs[i, 3] if n > 3 else 0
-                for lane in range(nlanes):
-                    a = np.int32(_HALF + l0[lane] * k0 + l1[lane] * k1 + l2[lane] * k2
-                                 + l3[lane] * k3)
-                    v = min(max(a >> PRECISION_BITS, 0), 255)
-                    out_line[lane] = (np.float32(v) / scale - m) / s
-                continue
-            for lane in range(nlanes):
-                acc[lane] = _HALF
-            for t in range(n):
-                k = coeffs[i, t]
-                line = src[c, y0 + t]
-                for lane in range(nlanes):
-                    acc[lane] += line[lane] * k
-            for lane in range(nlanes):
-                v = min(max(acc[lane] >> PRECISION_BITS, 0), 255)
-                out_line[lane] = (np.float32(v) / scale - m) / s
-
-
-@numba.njit(**_JIT)
-def _normalize(src, scale, mean, std, dst):
-    """dst[c] = (src[c] / scale - mean[c]) / std[c], each operation rounded in dst's dtype
-    (float32: torchvision's ToTensor + Normalize). ``scale`` 1 / mean 0 / std 1 keeps
-    uint8 values as they are."""
-    for c in range(src.shape[0]):
-        m = mean[c]
-        s = std[c]
-        for i in range(src.shape[1]):
-            line = src[c, i]
-            out_line = dst[c, i]
-            for j in range(src.shape[2]):
-                out_line[j] = (np.float32(line[j]) / scale - m) / s
+                        out_line[lane] = (np.float32(v_line[lane]) / scale - m) / s
 
 
 @numba.njit(**_JIT)
@@ -161,15 +188,32 @@ def _deinterleave(flat, offset, row_stride, n_rows, n_cols, dst):
 
 
 @lru_cache(maxsize=64)
-def _norm_constants(mean: tuple, std: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Validated float32 mean/std arrays (cached: the same few pairs come every call)."""
+def _norm_constants(mean: tuple, std: tuple) -> tuple[np.ndarray, bool]:
+    """(norm, use_fma) for ``_resample_normalize``, cached: the same few pairs come every
+    call. ``use_fma`` is set only when the multiply-and-correct division gives exactly
+    torchvision's float32 result for every one of the 256 values of every channel, checked
+    here against numpy's float32 divisions; the kernel never sees other values."""
     mean, std = _check_norm(mean, std)
-    return np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
+    mean32, std32 = np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
+    norm = np.ascontiguousarray(np.stack([mean32, std32, np.float32(1.0) / std32]))
+    values = np.arange(256, dtype=np.float32)
+    want = (values[None, :] / np.float32(255.0) - mean32[:, None]) / std32[:, None]
+    got = np.empty((3, 1, 256), dtype=np.float32)
+    ramp = np.ascontiguousarray(np.broadcast_to(np.arange(256, dtype=np.uint8), (3, 256)))
+    first, taps, coeffs = _identity_pass(1)
+    _resample_normalize(ramp, _PLANE_ROWS, 1, _NO_OFFSETS, first, taps, coeffs, norm, True, got)
+    return norm, bool(np.array_equal(got[:, 0], want))
 
 
-_SCALE = np.float32(255.0)
+@lru_cache(maxsize=16)
+def _identity_pass(size: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """(first, taps, coeffs) of a pass that copies ``size`` lines unchanged."""
+    return (np.arange(size, dtype=np.int32), 1,
+            np.full((size, 1), 1 << PRECISION_BITS, dtype=np.int32))
 
 
+_PLANE_ROWS = np.arange(3, dtype=np.int64)
+_NO_OFFSETS = np.zeros(3, dtype=np.int64)
 _scratch = threading.local()
 
 
@@ -179,6 +223,7 @@ def _scratch_buffers(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if bufs is None or bufs[0].size < size:
         size = max(size, 3 * 400 * 400)
         bufs = _scratch.bufs = tuple(np.empty(size, dtype=np.uint8) for _ in range(3))
+        _scratch.workspaces = {}
     return bufs
 
 
@@ -186,65 +231,125 @@ def _take(buf: np.ndarray, *shape: int) -> np.ndarray:
     return buf[:math.prod(shape)].reshape(shape)
 
 
-def _transpose_planes(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """dst[p] = src[p].T for each 2-D plane p (OpenCV's SIMD transpose; it releases the GIL)."""
-    for p in range(src.shape[0]):
-        cv2.transpose(src[p], dst[p])
-    return dst
+class _Workspace:
+    """Per thread and plan: the scratch views and line maps of one resize + crop.
 
+    Horizontal pass first (Pillow's usual order): the input window is transposed
+    (OpenCV's SIMD transpose, which releases the GIL like the numba code), so that the
+    horizontal pass runs along its lines with the window's rows (times the channels, for
+    interleaved RGB: the 3 channels of a pixel are just 3 more lanes) in the SIMD lanes;
+    its output is transposed back for the vertical pass, which reads each channel's rows
+    straight out of that (planar input: side by side in a row; interleaved: every third
+    row) and normalizes on the way out. Vertical pass first: the window is split into
+    contiguous planes, the vertical pass runs on them, then the horizontal pass on the
+    transposed result, and a last identity pass writes (and normalizes) the output.
+    """
 
-def _planes(img: np.ndarray, row0: int, n_rows: int, col0: int, n_cols: int,
-            buf: np.ndarray) -> np.ndarray:
-    """The window ``img[row0:row0 + n_rows, col0:col0 + n_cols]`` as (3, rows, cols)
-    planes whose rows are contiguous: a view when the image is planar already (a CHW
-    array seen as HWC), else deinterleaved into ``buf``."""
-    window = img[row0:row0 + n_rows, col0:col0 + n_cols]
-    if window.strides[1] == 1:
-        return window.transpose(2, 0, 1)
-    if img.flags.c_contiguous:
-        flat, offset, row_stride = img.reshape(-1), (row0 * img.shape[1] + col0) * 3, img.strides[0]
-    else:
-        flat, offset, row_stride = np.ascontiguousarray(window).reshape(-1), 0, 3 * n_cols
-    planes = _take(buf, 3, n_rows, n_cols)
-    _deinterleave(flat, offset, row_stride, n_rows, n_cols, planes)
-    return planes
-
-
-def _resize_crop_into(img: np.ndarray, plan: ResizeCropPlan, out: np.ndarray, mean,
-                      std) -> None:
-    """Resize + crop ``img`` into ``out`` (3, crop, crop): uint8 as Pillow gives it,
-    float32 normalized.
-
-    Only the window of input pixels that the crop reads is touched. It is split into 3
-    planes (unless the input is planar already). Each resampling pass runs along the
-    contiguous axis of its input, vectorized over the other, so the planes are
-    transposed (OpenCV) before each pass. The normalization rides on the last pass."""
-    rows, cols, crop = plan.rows, plan.cols, plan.crop
-    n_rows, n_cols = rows.span, cols.span
-    side = max(n_rows, n_cols, crop)
-    buf_a, buf_b, buf_c = _scratch_buffers(3 * side * side)
-    src = _planes(img, rows.span_start, n_rows, cols.span_start, n_cols, buf_c)
-    if plan.vertical_first:
-        t_rows = _take(buf_a, 3, crop, n_cols)
-        _resample_lanes(src, rows.first, rows.taps, rows.coeffs, t_rows)
-        t_cols = _transpose_planes(t_rows, _take(buf_b, 3, n_cols, crop))
-        t_out = _take(buf_a, 3, crop, crop)
-        _resample_lanes(t_cols, cols.first, cols.taps, cols.coeffs, t_out)
-        crop8 = _transpose_planes(t_out, _take(buf_b, 3, crop, crop))
-        if out.dtype == np.uint8:
-            np.copyto(out, crop8)
+    def __init__(self, plan: ResizeCropPlan, interleaved: bool):
+        rows, cols, crop = plan.rows, plan.cols, plan.crop
+        n_rows, n_cols = rows.span, cols.span
+        side = max(n_rows, n_cols, crop)
+        buf_a, buf_b, buf_c = _scratch_buffers(3 * side * side)
+        self.plan, self.interleaved = plan, interleaved
+        if plan.vertical_first:
+            self.planes = _take(buf_c, 3, n_rows, n_cols)
+            plane_rows = np.arange(3, dtype=np.int64)
+            self.first_src = self.planes.reshape(3 * n_rows, n_cols)
+            self.first_rows, self.first_step = plane_rows * n_rows, 1
+            self.first_lanes, self.first_out = _NO_OFFSETS, _take(buf_a, 3, crop, n_cols)
+            self.transposed = _take(buf_b, 3, n_cols, crop)
+            self.second_rows = plane_rows * n_cols
+            self.second_lanes = _NO_OFFSETS
+            self.second_out = _take(buf_a, 3, crop, crop)
+            self.last_src = _take(buf_b, crop, 3 * crop)
+            self.last_rows, self.last_step, self.last_lanes = _NO_OFFSETS, 1, plane_rows * crop
+            self.last_first, self.last_taps, self.last_coeffs = _identity_pass(crop)
+            return
+        if interleaved:
+            self.transposed = _take(buf_a, n_cols, n_rows, 3)
+            self.first_src = self.transposed.reshape(n_cols, 3 * n_rows)
+            self.first_rows = self.first_lanes = _NO_OFFSETS[:1]
+            self.first_out = _take(buf_b, 1, crop, 3 * n_rows)
+            self.last_src = _take(buf_a, 3 * n_rows, crop)
+            self.last_rows, self.last_step, self.last_lanes = _PLANE_ROWS, 3, _NO_OFFSETS
         else:
-            _normalize(crop8, _SCALE, mean, std, out)
-        return
-    t_in = _transpose_planes(src, _take(buf_a, 3, n_cols, n_rows))
-    t_cols = _take(buf_b, 3, crop, n_rows)
-    _resample_lanes(t_in, cols.first, cols.taps, cols.coeffs, t_cols)
-    t_rows = _transpose_planes(t_cols, _take(buf_a, 3, n_rows, crop))
-    if out.dtype == np.uint8:
-        _resample_lanes(t_rows, rows.first, rows.taps, rows.coeffs, out)
+            self.transposed = _take(buf_a, 3, n_cols, n_rows)
+            self.first_src = self.transposed.reshape(3 * n_cols, n_rows)
+            self.first_rows = np.arange(3, dtype=np.int64) * n_cols
+            self.first_lanes = _NO_OFFSETS
+            self.first_out = _take(buf_b, 3, crop, n_rows)
+            self.last_src = _take(buf_a, n_rows, 3 * crop)
+            self.last_rows, self.last_step = _NO_OFFSETS, 1
+            self.last_lanes = np.arange(3, dtype=np.int64) * crop
+        self.first_step = 1
+        self.last_first, self.last_taps, self.last_coeffs = rows.first, rows.taps, rows.coeffs
+
+
+def _workspace(plan: ResizeCropPlan, interleaved: bool) -> _Workspace:
+    workspaces = getattr(_scratch, "workspaces", None)
+    if workspaces is None:
+        workspaces = _scratch.workspaces = {}
+    key = (id(plan), interleaved)  # plans hold arrays: not hashable, but cached
+    ws = workspaces.get(key)
+    if ws is None or ws.plan is not plan:
+        if len(workspaces) >= 32:
+            workspaces.clear()
+        ws = _Workspace(plan, interleaved)
+        workspaces = _scratch.workspaces  # a larger scratch buffer starts a new dict
+        workspaces[key] = ws
+    return ws
+
+
+def _window(img: np.ndarray, plan: ResizeCropPlan) -> tuple[np.ndarray, bool]:
+    """The input pixels the crop reads, and whether they are interleaved RGB (else
+    planar: a CHW array seen as HWC). Layouts OpenCV cannot transpose in place (negative
+    or odd strides) are copied to contiguous RGB first."""
+    rows, cols = plan.rows, plan.cols
+    window = img[rows.span_start:rows.span_start + rows.span,
+                 cols.span_start:cols.span_start + cols.span]
+    s0, s1, s2 = window.strides
+    if s1 == 1 and s0 > 0:
+        return window, False
+    if s1 == 3 and s2 == 1 and s0 > 0:
+        return window, True
+    return np.ascontiguousarray(window), True
+
+
+def _resize_crop_into(img: np.ndarray, plan: ResizeCropPlan, out: np.ndarray, norm) -> None:
+    """Resize + crop ``img`` into ``out`` (3, crop, crop): uint8 as Pillow gives it,
+    float32 normalized (``norm``: ``_norm_constants``). See ``_Workspace``."""
+    window, interleaved = _window(img, plan)
+    ws = _workspace(plan, interleaved)
+    rows, cols = plan.rows, plan.cols
+    if plan.vertical_first:
+        if interleaved:
+            flat = np.ascontiguousarray(window).reshape(-1)
+            _deinterleave(flat, 0, 3 * cols.span, rows.span, cols.span, ws.planes)
+        else:
+            np.copyto(ws.planes, window.transpose(2, 0, 1))
+        _resample(ws.first_src, ws.first_rows, 1, _NO_OFFSETS, rows.first, rows.taps,
+                  rows.coeffs, ws.first_out)
+        for p in range(3):
+            cv2.transpose(ws.first_out[p], ws.transposed[p])
+        _resample(ws.transposed.reshape(-1, plan.crop), ws.second_rows, 1, _NO_OFFSETS,
+                  cols.first, cols.taps, cols.coeffs, ws.second_out)
+        cv2.transpose(ws.second_out.reshape(-1, plan.crop), ws.last_src)
     else:
-        _resample_lanes_normalize(t_rows, rows.first, rows.taps, rows.coeffs, _SCALE, mean, std,
-                                  out)
+        if interleaved:
+            cv2.transpose(window, ws.transposed)
+        else:
+            for p in range(3):
+                cv2.transpose(window[:, :, p], ws.transposed[p])
+        _resample(ws.first_src, ws.first_rows, 1, ws.first_lanes, cols.first, cols.taps,
+                  cols.coeffs, ws.first_out)
+        first_out = ws.first_out
+        cv2.transpose(first_out.reshape(-1, first_out.shape[2]), ws.last_src)
+    if out.dtype == np.uint8:
+        _resample(ws.last_src, ws.last_rows, ws.last_step, ws.last_lanes, ws.last_first,
+                  ws.last_taps, ws.last_coeffs, out)
+    else:
+        _resample_normalize(ws.last_src, ws.last_rows, ws.last_step, ws.last_lanes,
+                            ws.last_first, ws.last_taps, ws.last_coeffs, norm[0], norm[1], out)
 
 
 def _check_image(img, name: str = "img") -> np.ndarray:
@@ -281,21 +386,21 @@ def _check_out(out, crop: int, dtype, name: str = "out") -> None:
         raise ValueError(f"{name}: array is read-only")
 
 
-def _run(img: np.ndarray, out: np.ndarray, plan: ResizeCropPlan, mean, std) -> None:
+def _run(img: np.ndarray, out: np.ndarray, plan: ResizeCropPlan, norm) -> None:
     if out.dtype != np.float16:
-        _resize_crop_into(img, plan, out, mean, std)
+        _resize_crop_into(img, plan, out, norm)
         return
     # numba has no float16: float32 first, then round to float16 like torch's .half()
     buf32 = getattr(_scratch, "buf32", None)
     if buf32 is None or buf32.shape != out.shape:
         buf32 = _scratch.buf32 = np.empty(out.shape, dtype=np.float32)
-    _resize_crop_into(img, plan, buf32, mean, std)
+    _resize_crop_into(img, plan, buf32, norm)
     np.copyto(out, buf32, casting="same_kind")
 
 
-def _run_chunk(jobs, mean, std) -> None:
+def _run_chunk(jobs, norm) -> None:
     for img, out, plan in jobs:
-        _run(img, out, plan, mean, std)
+        _run(img, out, plan, norm)
 
 
 def _resize_crop(img, out, resize, crop, mean, std, dtype) -> np.ndarray:
@@ -305,7 +410,7 @@ def _resize_crop(img, out, resize, crop, mean, std, dtype) -> np.ndarray:
         out = np.empty((3, crop, crop), dtype=dtype if dtype is not None else np.float32)
     else:
         _check_out(out, crop, dtype)
-    _run(img, out, plan, *_norm_constants(tuple(mean), tuple(std)))
+    _run(img, out, plan, _norm_constants(tuple(mean), tuple(std)))
     return out
 
 
@@ -361,16 +466,16 @@ def resize_crop_normalize_batch(images, out: np.ndarray, *, resize: int = 256, c
     checked = [_check_image(img, name=f"images[{i}]") for i, img in enumerate(images)]
     plans = [resize_crop_plan(img.shape[0], img.shape[1], int(resize), int(crop))
              for img in checked]
-    mean, std = _norm_constants(tuple(mean), tuple(std))
+    norm = _norm_constants(tuple(mean), tuple(std))
     workers = min(workers or numba.get_num_threads(), len(images))
     jobs = [(checked[i], out[i], plans[i]) for i in range(len(images))]
     if workers <= 1:
-        _run_chunk(jobs, mean, std)
+        _run_chunk(jobs, norm)
         return out
     # One task per worker with a contiguous share of the images: few hand-offs, and the
     # compiled passes and OpenCV release the GIL, so the shares run in parallel.
     bounds = np.linspace(0, len(jobs), workers + 1).astype(int)
-    futures = [_pool(workers).submit(_run_chunk, jobs[a:b], mean, std)
+    futures = [_pool(workers).submit(_run_chunk, jobs[a:b], norm)
                for a, b in zip(bounds[:-1], bounds[1:])]
     for future in futures:
         future.result()
