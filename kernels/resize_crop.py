@@ -239,8 +239,8 @@ class _Workspace:
     horizontal pass runs along its lines with the window's rows (times the channels, for
     interleaved RGB: the 3 channels of a pixel are just 3 more lanes) in the SIMD lanes;
     its output is transposed back for the vertical pass, which reads each channel's rows
-    straight out of that (planar input: side by side in a row; interleaved: every third
-    row) and normalizes on the way out. Vertical pass first: the window is split into
+    straight out of that (planar input: plane after plane; interleaved: every third row)
+    and normalizes on the way out. Vertical pass first: the window is split into
     contiguous planes, the vertical pass runs on them, then the horizontal pass on the
     transposed result, and a last identity pass writes (and normalizes) the output.
     """
@@ -265,22 +265,20 @@ class _Workspace:
             self.last_rows, self.last_step, self.last_lanes = _NO_OFFSETS, 1, plane_rows * crop
             self.last_first, self.last_taps, self.last_coeffs = _identity_pass(crop)
             return
+        # Lines of the horizontal pass: the window's columns; lanes: its rows times the
+        # channels (interleaved: pixel by pixel; planar: plane after plane).
+        shape = (n_cols, n_rows, 3) if interleaved else (n_cols, 3, n_rows)
+        self.transposed = _take(buf_a, *shape)
+        self.plane_outs = [self.transposed[:, p] for p in range(3)]
+        self.first_src = self.transposed.reshape(n_cols, 3 * n_rows)
+        self.first_rows = self.first_lanes = _NO_OFFSETS[:1]
+        self.first_out = _take(buf_b, 1, crop, 3 * n_rows)
+        self.last_src = _take(buf_a, 3 * n_rows, crop)
         if interleaved:
-            self.transposed = _take(buf_a, n_cols, n_rows, 3)
-            self.first_src = self.transposed.reshape(n_cols, 3 * n_rows)
-            self.first_rows = self.first_lanes = _NO_OFFSETS[:1]
-            self.first_out = _take(buf_b, 1, crop, 3 * n_rows)
-            self.last_src = _take(buf_a, 3 * n_rows, crop)
-            self.last_rows, self.last_step, self.last_lanes = _PLANE_ROWS, 3, _NO_OFFSETS
+            self.last_rows, self.last_step = _PLANE_ROWS, 3
         else:
-            self.transposed = _take(buf_a, 3, n_cols, n_rows)
-            self.first_src = self.transposed.reshape(3 * n_cols, n_rows)
-            self.first_rows = np.arange(3, dtype=np.int64) * n_cols
-            self.first_lanes = _NO_OFFSETS
-            self.first_out = _take(buf_b, 3, crop, n_rows)
-            self.last_src = _take(buf_a, n_rows, 3 * crop)
-            self.last_rows, self.last_step = _NO_OFFSETS, 1
-            self.last_lanes = np.arange(3, dtype=np.int64) * crop
+            self.last_rows, self.last_step = _PLANE_ROWS * n_rows, 1
+        self.last_lanes = _NO_OFFSETS
         self.first_step = 1
         self.last_first, self.last_taps, self.last_coeffs = rows.first, rows.taps, rows.coeffs
 
@@ -339,7 +337,7 @@ def _resize_crop_into(img: np.ndarray, plan: ResizeCropPlan, out: np.ndarray, no
             cv2.transpose(window, ws.transposed)
         else:
             for p in range(3):
-                cv2.transpose(window[:, :, p], ws.transposed[p])
+                cv2.transpose(window[:, :, p], ws.plane_outs[p])
         _resample(ws.first_src, ws.first_rows, 1, ws.first_lanes, cols.first, cols.taps,
                   cols.coeffs, ws.first_out)
         first_out = ws.first_out
