@@ -269,7 +269,6 @@ class _Workspace:
         # channels (interleaved: pixel by pixel; planar: plane after plane).
         shape = (n_cols, n_rows, 3) if interleaved else (n_cols, 3, n_rows)
         self.transposed = _take(buf_a, *shape)
-        self.plane_outs = [self.transposed[:, p] for p in range(3)]
         self.first_src = self.transposed.reshape(n_cols, 3 * n_rows)
         self.first_rows = self.first_lanes = _NO_OFFSETS[:1]
         self.first_out = _take(buf_b, 1, crop, 3 * n_rows)
@@ -278,6 +277,7 @@ class _Workspace:
             self.last_rows, self.last_step = _PLANE_ROWS, 3
         else:
             self.last_rows, self.last_step = _PLANE_ROWS * n_rows, 1
+            self.plane_outs = [self.transposed[:, p] for p in range(3)]
         self.last_lanes = _NO_OFFSETS
         self.first_step = 1
         self.last_first, self.last_taps, self.last_coeffs = rows.first, rows.taps, rows.coeffs
