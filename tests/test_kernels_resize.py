@@ -216,3 +216,42 @@ def test_normalization_matches_torch_float32_arithmetic():
     assert np.array_equal(out, expected[:, None, :224].repeat(224, axis=1))
     chw = np.ascontiguousarray(img.transpose(2, 0, 1))
     assert np.array_equal(_numpy_normalize(chw), out)
+
+
+def test_normalization_is_exact_for_any_mean_and_std():
+    """Every one of the 256 values of each channel, for many (mean, std) pairs: the
+    kernel's fast fma-corrected divisions where its own check allows them, plain
+    divisions elsewhere; both must give numpy's float32 result exactly."""
+    from kernels.resize_crop import _norm_constants
+
+    rng = np.random.default_rng(11)
+    ramp = np.broadcast_to(np.arange(256, dtype=np.uint8)[None, :, None], (256, 256, 3))
+    ramp = np.ascontiguousarray(ramp)  # 256x256: no resampling, crop 256 == input
+    pairs = [(IMAGENET_MEAN, IMAGENET_STD), ((0.5,) * 3, (0.5,) * 3), ((0, 0, 0), (1, 1, 1)),
+             ((0.5, 0.5, 0.5), (1e-3, 3.0, 255.0))]
+    pairs += [(tuple(rng.uniform(-1, 2, 3)), tuple(rng.uniform(0.01, 3, 3)))
+              for _ in range(60)]
+    used_fma = set()
+    for mean, std in pairs:
+        out = resize_crop_normalize(ramp, resize=256, crop=256, mean=mean, std=std)
+        chw = np.ascontiguousarray(ramp.transpose(2, 0, 1))
+        assert np.array_equal(out, _numpy_normalize(chw, mean, std)), (mean, std)
+        used_fma.add(_norm_constants(tuple(mean), tuple(std))[1])
+    assert True in used_fma
+
+
+def test_normalization_division_fallback_is_exact():
+    """The plain-division branch (taken when the fma check fails) on all 256 values."""
+    from kernels.resize_crop import (_NO_OFFSETS, _PLANE_ROWS, _identity_pass,
+                                     _norm_constants, _resample_normalize)
+
+    mean, std = (0.3, -0.2, 1.5), (0.07, 0.9, 2.2)
+    norm, _ = _norm_constants(mean, std)
+    ramp = np.ascontiguousarray(np.broadcast_to(np.arange(256, dtype=np.uint8), (3, 256)))
+    first, taps, coeffs = _identity_pass(1)
+    want = _numpy_normalize(ramp[:, None, :], mean, std)
+    for use_fma in (False, True):
+        got = np.empty((3, 1, 256), np.float32)
+        _resample_normalize(ramp, _PLANE_ROWS, 1, _NO_OFFSETS, first, taps, coeffs, norm,
+                            use_fma, got)
+        assert np.array_equal(got, want), use_fma
