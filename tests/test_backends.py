@@ -8,7 +8,7 @@ import pytest
 
 from engine.backends import available_devices, open_backend, resolve_device
 from engine.dataconfig import DataConfig
-from tinynet import tiny_torch_module, write_tiny_onnx
+from engine.models.tinynet import tiny_torch_module, write_tiny_onnx
 
 SIZE = 32
 CONFIG = DataConfig(input_size=(3, SIZE, SIZE), resize=36, crop=SIZE, num_classes=10)

@@ -14,7 +14,7 @@ from engine.calibration import spread_over_classes
 from engine.dataconfig import ModelInfo
 from engine.labels import imagenet_wnids
 from photos import PHOTOS, write_photo
-from tinynet import write_tiny_onnx
+from engine.models.tinynet import write_tiny_onnx
 
 SIZE = 32
 # Folders named after ImageNet wnids, so the build finds labels in the folder names.

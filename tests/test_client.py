@@ -16,12 +16,12 @@ from PIL import Image
 from bench.load import LoadGenerator, Window, is_stable, write_csv
 from engine.client import Client, ServerError, encode_item
 from engine.serving.launch import ServerProcess
-from engine.serving.tinymodel import make_tiny_model
+from engine.models.tinynet import write_tiny_onnx
 
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny"), num_classes=7, seed=5)
+    return write_tiny_onnx(tmp_path_factory.mktemp("tiny") / "tiny_224.onnx", size=224, resize=256, classes=7, seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The streaming engine end to end: real processes, real ZeroMQ sockets, real files.
 
 Each test runs ``python -m engine.run`` as a subprocess on the tiny seeded ONNX net of
-tests/tinynet.py, over npz files and image files the test writes.
+engine/models/tinynet.py, over npz files and image files the test writes.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import kernels
 from engine.dataconfig import ModelInfo
 from engine.decode import load_item
 from photos import write_photo
-from tinynet import write_tiny_onnx
+from engine.models.tinynet import write_tiny_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 SHM = Path("/dev/shm")

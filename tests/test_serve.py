@@ -20,14 +20,15 @@ from engine.dataconfig import ModelInfo
 from engine.serving.batcher import DynamicBatcher
 from engine.serving.launch import ServerProcess
 from engine.serving.security import is_local_endpoint
-from engine.serving.tinymodel import make_tiny_model
+from engine.models.tinynet import write_tiny_onnx
 
 NUM_CLASSES = 10
 
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny"), num_classes=NUM_CLASSES, seed=3)
+    return write_tiny_onnx(tmp_path_factory.mktemp("tiny") / "tiny_224.onnx", size=224, resize=256,
+                           classes=NUM_CLASSES, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +149,7 @@ def test_ping_reports_model_and_stats(server, context):
     assert recv(sock)[1]["ok"]
     sock.send(msgpack.packb({"op": "ping"}))
     _, pong = recv(sock)
-    assert pong["ok"] and pong["op"] == "pong" and pong["model"] == "tiny"
+    assert pong["ok"] and pong["op"] == "pong" and pong["model"] == "tinynet"
     stats = pong["stats"]
     assert stats["served"] >= 1 and stats["in_flight"] == 0 and stats["queue_depth"] == 0
     assert sum(stats["batch_sizes"].values()) >= 1

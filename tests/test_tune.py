@@ -7,7 +7,7 @@ import os
 import pytest
 
 from engine.tune import Meter, Setting, autotune, default_grid, exhaustive_sweep, format_table, grid_settings, short_sweep
-from tinynet import write_tiny_onnx
+from engine.models.tinynet import write_tiny_onnx
 
 GRID = {"instances": [1, 2], "threads": [1, 2], "batch": [1, 2, 4]}
 
