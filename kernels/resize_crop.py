@@ -56,9 +56,10 @@ def _fma(typingctx, a, b, c):
 
 
 @numba.njit(**_JIT)
-def _resample_lines(src, row, step, lane0, first, taps, coeffs, i0, i1, dst, acc):
-    """Lines ``i0 <= i < i1`` of one plane of a Pillow pass, into the rows of ``dst``
-    (``dst[i - i0]``, uint8 or int32): ``dst[i - i0, l] = clip8(2**21 + sum_t
+def _resample_lines(src, row, step, lane0, first, taps, coeffs, i0, i1, dst, drow, dstep,
+                    acc):
+    """Lines ``i0 <= i < i1`` of one plane of a Pillow pass, into rows ``d = drow + (i -
+    i0) * dstep`` of ``dst`` (uint8 or int32): ``dst[d, l] = clip8(2**21 + sum_t
     src[row + (first[i] + t) * step, lane0 + l] * coeffs[i, t])``.
 
     The pass's input lines are rows of the 2-D ``src``: line ``y`` is row ``row + y *
@@ -74,7 +75,7 @@ def _resample_lines(src, row, step, lane0, first, taps, coeffs, i0, i1, dst, acc
     lanes = slice(lane0, lane0 + nlanes)
     if taps > 4:
         for i in range(i0, i1):
-            line = dst[i - i0]
+            line = dst[drow + (i - i0) * dstep]
             y0 = first[i]
             for lane in range(nlanes):
                 acc[lane] = _HALF
@@ -88,14 +89,15 @@ def _resample_lines(src, row, step, lane0, first, taps, coeffs, i0, i1, dst, acc
         return
     if taps == 1:
         for i in range(i0, i1):
-            line, k0 = dst[i - i0], coeffs[i, 0]
+            line, k0 = dst[drow + (i - i0) * dstep], coeffs[i, 0]
             l0 = src[row + first[i] * step, lanes]
             for lane in range(nlanes):
                 a = np.int32(_HALF + l0[lane] * k0)
                 line[lane] = min(max(a >> PRECISION_BITS, 0), 255)
     elif taps == 2:
         for i in range(i0, i1):
-            line, y0, k0, k1 = dst[i - i0], first[i], coeffs[i, 0], coeffs[i, 1]
+            line, y0 = dst[drow + (i - i0) * dstep], first[i]
+            k0, k1 = coeffs[i, 0], coeffs[i, 1]
             l0 = src[row + y0 * step, lanes]
             l1 = src[row + min(y0 + 1, last) * step, lanes]
             for lane in range(nlanes):
@@ -103,7 +105,7 @@ def _resample_lines(src, row, step, lane0, first, taps, coeffs, i0, i1, dst, acc
                 line[lane] = min(max(a >> PRECISION_BITS, 0), 255)
     elif taps == 3:
         for i in range(i0, i1):
-            line, y0 = dst[i - i0], first[i]
+            line, y0 = dst[drow + (i - i0) * dstep], first[i]
             k0, k1, k2 = coeffs[i, 0], coeffs[i, 1], coeffs[i, 2]
             l0 = src[row + y0 * step, lanes]
             l1 = src[row + min(y0 + 1, last) * step, lanes]
@@ -113,7 +115,7 @@ def _resample_lines(src, row, step, lane0, first, taps, coeffs, i0, i1, dst, acc
                 line[lane] = min(max(a >> PRECISION_BITS, 0), 255)
     else:
         for i in range(i0, i1):
-            line, y0 = dst[i - i0], first[i]
+            line, y0 = dst[drow + (i - i0) * dstep], first[i]
             k0, k1, k2, k3 = coeffs[i, 0], coeffs[i, 1], coeffs[i, 2], coeffs[i, 3]
             l0 = src[row + y0 * step, lanes]
             l1 = src[row + min(y0 + 1, last) * step, lanes]
@@ -126,14 +128,14 @@ def _resample_lines(src, row, step, lane0, first, taps, coeffs, i0, i1, dst, acc
 
 
 @numba.njit(**_JIT)
-def _resample(src, rows, step, lanes, first, taps, coeffs, dst):
-    """A Pillow pass into uint8 ``dst`` (planes, lines, lanes): plane ``p`` reads its
-    input lines from ``src`` rows ``rows[p] + y * step``, columns from ``lanes[p]`` on
-    (see ``_resample_lines``)."""
-    acc = np.empty(dst.shape[2], dtype=np.int32)
-    for p in range(dst.shape[0]):
-        _resample_lines(src, rows[p], step, lanes[p], first, taps, coeffs, 0, dst.shape[1],
-                        dst[p], acc)
+def _resample(src, rows, step, lanes, first, taps, coeffs, dst, drows, dstep):
+    """A Pillow pass into the uint8 2-D ``dst``: plane ``p`` reads its input lines from
+    ``src`` rows ``rows[p] + y * step``, columns from ``lanes[p]`` on, and writes its
+    output line ``i`` to ``dst`` row ``drows[p] + i * dstep`` (see ``_resample_lines``)."""
+    acc = np.empty(dst.shape[1], dtype=np.int32)
+    for p in range(rows.shape[0]):
+        _resample_lines(src, rows[p], step, lanes[p], first, taps, coeffs, 0, first.shape[0],
+                        dst, drows[p], dstep, acc)
 
 
 @numba.njit(**_JIT)
@@ -157,7 +159,7 @@ def _resample_normalize(src, rows, step, lanes, first, taps, coeffs, norm, use_f
         for i0 in range(0, n_lines, _BLOCK):
             i1 = min(i0 + _BLOCK, n_lines)
             _resample_lines(src, rows[p], step, lanes[p], first, taps, coeffs, i0, i1, vals,
-                            acc)
+                            0, 1, acc)
             for i in range(i0, i1):
                 v_line = vals[i - i0]
                 out_line = dst[p, i]
@@ -244,14 +246,17 @@ class _Workspace:
     """Per thread and plan: the scratch views and line maps of one resize + crop.
 
     Horizontal pass first (Pillow's usual order): the input window is transposed
-    (OpenCV's SIMD transpose, which releases the GIL like the numba code), so that the
-    horizontal pass runs along its lines with the window's rows (times the channels, for
-    interleaved RGB: the 3 channels of a pixel are just 3 more lanes) in the SIMD lanes;
-    its output is transposed back for the vertical pass, which reads each channel's rows
-    straight out of that (planar input: plane after plane; interleaved: every third row)
-    and normalizes on the way out. Vertical pass first: the window is split into
-    contiguous planes, the vertical pass runs on them, then the horizontal pass on the
-    transposed result, and a last identity pass writes (and normalizes) the output.
+    (OpenCV's SIMD transpose, which releases the GIL like the numba code) so that the
+    horizontal pass runs along the window's columns with its rows in the SIMD lanes:
+    interleaved RGB is transposed as one (rows, 3 * cols) byte matrix, so each column
+    of each channel becomes a line (every third one for a channel); planar input is
+    transposed plane by plane into one line per column holding the 3 planes' rows. Either
+    way the pass writes one (crop, 3 * rows) matrix (the 3 channels' rows side by side),
+    which is transposed back for the vertical pass; that one reads each channel's rows
+    from it and normalizes on the way out. Vertical pass first (rare: much taller than
+    wide): the window is split into contiguous planes, the vertical pass runs along
+    them, the horizontal one on its transposed output, and a last identity pass writes
+    (and normalizes) the transposed result.
     """
 
     def __init__(self, plan: ResizeCropPlan, interleaved: bool):
@@ -260,36 +265,39 @@ class _Workspace:
         side = max(n_rows, n_cols, crop)
         buf_a, buf_b, buf_c = _scratch_buffers(3 * side * side)
         self.plan, self.interleaved = plan, interleaved
+        self.out_rows = _PLANE_ROWS * crop
+        self.out_scratch = _take(buf_c, 3 * crop, crop)
         if plan.vertical_first:
             self.planes = _take(buf_c, 3, n_rows, n_cols)
-            plane_rows = np.arange(3, dtype=np.int64)
-            self.first_src = self.planes.reshape(3 * n_rows, n_cols)
-            self.first_rows, self.first_step = plane_rows * n_rows, 1
-            self.first_lanes, self.first_out = _NO_OFFSETS, _take(buf_a, 3, crop, n_cols)
+            first_out = _take(buf_a, 3 * crop, n_cols)
+            self.first_pass = (self.planes.reshape(3 * n_rows, n_cols), _PLANE_ROWS * n_rows, 1,
+                               _NO_OFFSETS, rows.first, rows.taps, rows.coeffs, first_out,
+                               self.out_rows, 1)
+            self.first_planes = first_out.reshape(3, crop, n_cols)
             self.transposed = _take(buf_b, 3, n_cols, crop)
-            self.second_rows = plane_rows * n_cols
-            self.second_lanes = _NO_OFFSETS
-            self.second_out = _take(buf_a, 3, crop, crop)
-            self.last_src = _take(buf_b, crop, 3 * crop)
-            self.last_rows, self.last_step, self.last_lanes = _NO_OFFSETS, 1, plane_rows * crop
-            self.last_first, self.last_taps, self.last_coeffs = _identity_pass(crop)
+            second_out = _take(buf_a, 3 * crop, crop)
+            self.second_pass = (self.transposed.reshape(3 * n_cols, crop), _PLANE_ROWS * n_cols,
+                                1, _NO_OFFSETS, cols.first, cols.taps, cols.coeffs, second_out,
+                                self.out_rows, 1)
+            self.to_transpose, self.last_src = second_out, _take(buf_b, crop, 3 * crop)
+            self.last_pass = (self.last_src, _NO_OFFSETS, 1, self.out_rows,
+                              *_identity_pass(crop))
             return
-        # Lines of the horizontal pass: the window's columns; lanes: its rows times the
-        # channels (interleaved: pixel by pixel; planar: plane after plane).
-        shape = (n_cols, n_rows, 3) if interleaved else (n_cols, 3, n_rows)
-        self.transposed = _take(buf_a, *shape)
-        self.first_src = self.transposed.reshape(n_cols, 3 * n_rows)
-        self.first_rows = self.first_lanes = _NO_OFFSETS[:1]
-        self.first_out = _take(buf_b, 1, crop, 3 * n_rows)
-        self.last_src = _take(buf_a, 3 * n_rows, crop)
+        first_out = _take(buf_b, crop, 3 * n_rows)
         if interleaved:
-            self.last_rows, self.last_step = _PLANE_ROWS, 3
+            self.transposed = _take(buf_a, 3 * n_cols, n_rows)
+            self.first_pass = (self.transposed, _PLANE_ROWS, 3, _NO_OFFSETS, cols.first,
+                               cols.taps, cols.coeffs, first_out.reshape(3 * crop, n_rows),
+                               _PLANE_ROWS, 3)
         else:
-            self.last_rows, self.last_step = _PLANE_ROWS * n_rows, 1
+            self.transposed = _take(buf_a, n_cols, 3, n_rows)
             self.plane_outs = [self.transposed[:, p] for p in range(3)]
-        self.last_lanes = _NO_OFFSETS
-        self.first_step = 1
-        self.last_first, self.last_taps, self.last_coeffs = rows.first, rows.taps, rows.coeffs
+            self.first_pass = (self.transposed.reshape(n_cols, 3 * n_rows), _NO_OFFSETS[:1], 1,
+                               _NO_OFFSETS[:1], cols.first, cols.taps, cols.coeffs, first_out,
+                               _NO_OFFSETS[:1], 1)
+        self.to_transpose, self.last_src = first_out, _take(buf_a, 3 * n_rows, crop)
+        self.last_pass = (self.last_src, _PLANE_ROWS * n_rows, 1, _NO_OFFSETS, rows.first,
+                          rows.taps, rows.coeffs)
 
 
 def _workspace(plan: ResizeCropPlan, interleaved: bool) -> _Workspace:
@@ -327,36 +335,32 @@ def _resize_crop_into(img: np.ndarray, plan: ResizeCropPlan, out: np.ndarray, no
     float32 normalized (``norm``: ``_norm_constants``). See ``_Workspace``."""
     window, interleaved = _window(img, plan)
     ws = _workspace(plan, interleaved)
-    rows, cols = plan.rows, plan.cols
     if plan.vertical_first:
         if interleaved:
             flat = np.ascontiguousarray(window).reshape(-1)
-            _deinterleave(flat, 0, 3 * cols.span, rows.span, cols.span, ws.planes)
+            _deinterleave(flat, 0, 3 * plan.cols.span, plan.rows.span, plan.cols.span,
+                          ws.planes)
         else:
             np.copyto(ws.planes, window.transpose(2, 0, 1))
-        _resample(ws.first_src, ws.first_rows, 1, _NO_OFFSETS, rows.first, rows.taps,
-                  rows.coeffs, ws.first_out)
+        _resample(*ws.first_pass)
         for p in range(3):
-            cv2.transpose(ws.first_out[p], ws.transposed[p])
-        _resample(ws.transposed.reshape(-1, plan.crop), ws.second_rows, 1, _NO_OFFSETS,
-                  cols.first, cols.taps, cols.coeffs, ws.second_out)
-        cv2.transpose(ws.second_out.reshape(-1, plan.crop), ws.last_src)
+            cv2.transpose(ws.first_planes[p], ws.transposed[p])
+        _resample(*ws.second_pass)
     else:
         if interleaved:
-            cv2.transpose(window, ws.transposed)
+            cv2.transpose(window.reshape(window.shape[0], -1), ws.transposed)
         else:
             for p in range(3):
                 cv2.transpose(window[:, :, p], ws.plane_outs[p])
-        _resample(ws.first_src, ws.first_rows, 1, ws.first_lanes, cols.first, cols.taps,
-                  cols.coeffs, ws.first_out)
-        first_out = ws.first_out
-        cv2.transpose(first_out.reshape(-1, first_out.shape[2]), ws.last_src)
-    if out.dtype == np.uint8:
-        _resample(ws.last_src, ws.last_rows, ws.last_step, ws.last_lanes, ws.last_first,
-                  ws.last_taps, ws.last_coeffs, out)
+        _resample(*ws.first_pass)
+    cv2.transpose(ws.to_transpose, ws.last_src)
+    if out.dtype != np.uint8:
+        _resample_normalize(*ws.last_pass, norm[0], norm[1], out)
+    elif out.flags.c_contiguous:
+        _resample(*ws.last_pass, out.reshape(ws.out_scratch.shape), ws.out_rows, 1)
     else:
-        _resample_normalize(ws.last_src, ws.last_rows, ws.last_step, ws.last_lanes,
-                            ws.last_first, ws.last_taps, ws.last_coeffs, norm[0], norm[1], out)
+        _resample(*ws.last_pass, ws.out_scratch, ws.out_rows, 1)
+        np.copyto(out, ws.out_scratch.reshape(out.shape))
 
 
 def _check_image(img, name: str = "img") -> np.ndarray:
