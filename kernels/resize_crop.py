@@ -247,24 +247,24 @@ class _Workspace:
 
     Horizontal pass first (Pillow's usual order): the input window is transposed
     (OpenCV's SIMD transpose, which releases the GIL like the numba code) so that the
-    horizontal pass runs along the window's columns with its rows in the SIMD lanes:
-    interleaved RGB is transposed as one (rows, 3 * cols) byte matrix, so each column
-    of each channel becomes a line (every third one for a channel); planar input is
-    transposed plane by plane into one line per column holding the 3 planes' rows. Either
-    way the pass writes one (crop, 3 * rows) matrix (the 3 channels' rows side by side),
-    which is transposed back for the vertical pass; that one reads each channel's rows
-    from it and normalizes on the way out. Vertical pass first (rare: much taller than
+    horizontal pass runs along the window's columns with its rows in the SIMD lanes: one
+    line per column, holding the 3 channels' rows one after the other (interleaved RGB is
+    transposed as one (rows, 3 * cols) byte matrix, whose rows 3x, 3x + 1, 3x + 2 are
+    exactly that; planar input is transposed plane by plane into it). The 3 channels
+    share the coefficients, so the pass runs on long lines of 3 * rows lanes, and writes
+    one (crop, 3 * rows) matrix, which is transposed back for the vertical pass; that one
+    reads each channel's rows from it and normalizes on the way out. Vertical pass first (rare: much taller than
     wide): the window is split into contiguous planes, the vertical pass runs along
     them, the horizontal one on its transposed output, and a last identity pass writes
     (and normalizes) the transposed result.
     """
 
-    def __init__(self, plan: ResizeCropPlan, interleaved: bool):
+    def __init__(self, plan: ResizeCropPlan):
         rows, cols, crop = plan.rows, plan.cols, plan.crop
         n_rows, n_cols = rows.span, cols.span
         side = max(n_rows, n_cols, crop)
         buf_a, buf_b, buf_c = _scratch_buffers(3 * side * side)
-        self.plan, self.interleaved = plan, interleaved
+        self.plan = plan
         self.out_rows = _PLANE_ROWS * crop
         self.out_scratch = _take(buf_c, 3 * crop, crop)
         if plan.vertical_first:
@@ -284,34 +284,27 @@ class _Workspace:
                               *_identity_pass(crop))
             return
         first_out = _take(buf_b, crop, 3 * n_rows)
-        if interleaved:
-            self.transposed = _take(buf_a, 3 * n_cols, n_rows)
-            self.first_pass = (self.transposed, _PLANE_ROWS, 3, _NO_OFFSETS, cols.first,
-                               cols.taps, cols.coeffs, first_out.reshape(3 * crop, n_rows),
-                               _PLANE_ROWS, 3)
-        else:
-            self.transposed = _take(buf_a, n_cols, 3, n_rows)
-            self.plane_outs = [self.transposed[:, p] for p in range(3)]
-            self.first_pass = (self.transposed.reshape(n_cols, 3 * n_rows), _NO_OFFSETS[:1], 1,
-                               _NO_OFFSETS[:1], cols.first, cols.taps, cols.coeffs, first_out,
-                               _NO_OFFSETS[:1], 1)
+        self.transposed = _take(buf_a, n_cols, 3, n_rows)
+        self.plane_outs = [self.transposed[:, p] for p in range(3)]
+        self.first_pass = (self.transposed.reshape(n_cols, 3 * n_rows), _NO_OFFSETS[:1], 1,
+                           _NO_OFFSETS[:1], cols.first, cols.taps, cols.coeffs, first_out,
+                           _NO_OFFSETS[:1], 1)
         self.to_transpose, self.last_src = first_out, _take(buf_a, 3 * n_rows, crop)
         self.last_pass = (self.last_src, _PLANE_ROWS * n_rows, 1, _NO_OFFSETS, rows.first,
                           rows.taps, rows.coeffs)
 
 
-def _workspace(plan: ResizeCropPlan, interleaved: bool) -> _Workspace:
+def _workspace(plan: ResizeCropPlan) -> _Workspace:
     workspaces = getattr(_scratch, "workspaces", None)
     if workspaces is None:
         workspaces = _scratch.workspaces = {}
-    key = (id(plan), interleaved)  # plans hold arrays: not hashable, but cached
-    ws = workspaces.get(key)
+    ws = workspaces.get(id(plan))  # plans hold arrays: not hashable, but cached
     if ws is None or ws.plan is not plan:
         if len(workspaces) >= 32:
             workspaces.clear()
-        ws = _Workspace(plan, interleaved)
+        ws = _Workspace(plan)
         workspaces = _scratch.workspaces  # a larger scratch buffer starts a new dict
-        workspaces[key] = ws
+        workspaces[id(plan)] = ws
     return ws
 
 
@@ -334,7 +327,7 @@ def _resize_crop_into(img: np.ndarray, plan: ResizeCropPlan, out: np.ndarray, no
     """Resize + crop ``img`` into ``out`` (3, crop, crop): uint8 as Pillow gives it,
     float32 normalized (``norm``: ``_norm_constants``). See ``_Workspace``."""
     window, interleaved = _window(img, plan)
-    ws = _workspace(plan, interleaved)
+    ws = _workspace(plan)
     if plan.vertical_first:
         if interleaved:
             flat = np.ascontiguousarray(window).reshape(-1)
@@ -348,7 +341,8 @@ def _resize_crop_into(img: np.ndarray, plan: ResizeCropPlan, out: np.ndarray, no
         _resample(*ws.second_pass)
     else:
         if interleaved:
-            cv2.transpose(window.reshape(window.shape[0], -1), ws.transposed)
+            cv2.transpose(window.reshape(window.shape[0], -1),
+                          ws.transposed.reshape(-1, window.shape[0]))
         else:
             for p in range(3):
                 cv2.transpose(window[:, :, p], ws.plane_outs[p])
