@@ -23,6 +23,7 @@ from PIL import Image
 
 from engine.dataconfig import ModelInfo
 from engine.datalist import write_datalist
+from engine.models.tinynet import write_pool_linear_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENET_SIZE = (500, 375)  # (width, height) of a typical ILSVRC2012 val photo
@@ -112,35 +113,6 @@ def vgg11_model(folder: Path) -> Path:
     return Path(export_onnx(create("vgg11", library="timm", seed=0), folder, check=False))
 
 
-def cheap_model(folder: Path) -> Path:
-    """Global average pool + a 3 -> 1000 linear layer (seeded weights): next to no work
-    per image, so the pipeline, not the model, sets the pace."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from engine.dataconfig import DataConfig
-
-    rng = np.random.default_rng(0)
-    weights = {"w": rng.standard_normal((1000, 3)).astype(np.float32),
-               "b": rng.standard_normal(1000).astype(np.float32)}
-    graph = helper.make_graph(
-        [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
-         helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
-         helper.make_node("Gemm", ["flat", "w", "b"], ["output"], transB=1)],
-        "cheap",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 224, 224])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1000])],
-        initializer=[numpy_helper.from_array(v, k) for k, v in weights.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "cheap.onnx"
-    onnx.save(model, str(path))
-    ModelInfo(name="pool-linear", library="bench", model_file=path.name, data_config=DataConfig(),
-              weights={"random": True, "seed": 0}).save(ModelInfo.path_for(path))
-    return path
-
-
 def run(quick: bool = True) -> dict:
     smoke = os.environ.get("BENCH_SMOKE") == "1"
     rows, ratios, notes = [], [], []
@@ -170,7 +142,7 @@ def run(quick: bool = True) -> dict:
                        "met": engine_vgg / loop[best_b] >= 0.95})
 
         # 2. pipeline capacity: cheap model, engine vs DataLoader(num_workers=2) + torchvision
-        cheap = cheap_model(tmp / "cheap")
+        cheap = write_pool_linear_onnx(tmp / "cheap" / "cheap.onnx")
         n_items = 64 if smoke else 512 if quick else 2048
         many = [items[i % len(items)] for i in range(n_items)]
         many_list = tmp / "many.txt"

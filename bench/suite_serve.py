@@ -25,7 +25,7 @@ import numpy as np
 
 from bench.load import LoadGenerator, synthetic_image
 from engine.serving.launch import ServerProcess
-from engine.models.tinynet import write_tiny_onnx
+from engine.models.tinynet import write_pool_linear_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAME_HW = (375, 500)  # a typical ILSVRC2012 val photo, sent raw
@@ -191,7 +191,7 @@ def run(quick: bool = True) -> dict:
         tmp = Path(tmp)
 
         # 1 + 3: tiny model, server overhead at concurrency 1 per frame size, and a sweep
-        tiny = write_tiny_onnx(tmp / "tiny" / "tiny_224.onnx", size=224, resize=256, classes=1000)
+        tiny = write_pool_linear_onnx(tmp / "tiny" / "tiny_224.onnx", resize=256)
         with ServerProcess(["--onnx", str(tiny), "--max-batch", "8", "--max-queue-delay-us", "0",
                             "--workers", "2", "--threads", "1"]) as server:
             paired = {
