@@ -143,7 +143,6 @@ def _one_core():
 
 def run(quick: bool) -> dict:
     import cv2
-    import torch
     from PIL import Image
     from torchvision import transforms
 

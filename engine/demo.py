@@ -75,7 +75,8 @@ def show_predictions(topk_file: Path) -> None:
         truth = wnid_index[Path(path).parent.name]
         best = entries[0]
         hit = "yes" if truth in [e.class_id for e in entries[:5]] else "no"
-        print(f"{Path(path).stem:<28} {names[truth][:21]:<22} {names[best.class_id][:22] + f' ({best.prob:.3f})':<34} {hit}")
+        predicted = f"{names[best.class_id][:22]} ({best.prob:.3f})"
+        print(f"{Path(path).stem:<28} {names[truth][:21]:<22} {predicted:<34} {hit}")
 
 
 def main(argv=None) -> int:

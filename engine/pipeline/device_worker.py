@@ -44,11 +44,12 @@ def _instance_loop(ctx, identity: bytes, endpoint: str, ring: SlotRing, backend_
             try:
                 outputs = backend.run(buf[:n])
             except Exception as exc:  # noqa: BLE001 - the batch's items get this as their error
-                wire.send(sock, {"type": "dev_error", "id": header["id"], "items": items, "error": f"inference failed: {exc}"})
+                wire.send(sock, {"type": "dev_error", "id": header["id"], "items": items,
+                                 "error": f"inference failed: {exc}"})
                 continue
             t2 = time.perf_counter()
-            wire.send(sock, {"type": "dev_done", "id": header["id"], "items": items, "gather_us": round((t1 - t0) * 1e6),
-                             "infer_us": round((t2 - t1) * 1e6)}, outputs)
+            wire.send(sock, {"type": "dev_done", "id": header["id"], "items": items,
+                             "gather_us": round((t1 - t0) * 1e6), "infer_us": round((t2 - t1) * 1e6)}, outputs)
         backend.close()
     finally:
         sock.close()
@@ -60,8 +61,8 @@ def device_main(identities: list[bytes], endpoint: str, ring_spec: dict, backend
     ctx = zmq.Context()
     stop = threading.Event()
     threads = [
-        threading.Thread(target=_instance_loop, args=(ctx, ident, endpoint, ring, backend_spec, batch, broker_pid, stop),
-                         name=ident.decode(), daemon=True)
+        threading.Thread(target=_instance_loop, name=ident.decode(), daemon=True,
+                         args=(ctx, ident, endpoint, ring, backend_spec, batch, broker_pid, stop))
         for ident in identities
     ]
     for t in threads:

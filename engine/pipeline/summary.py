@@ -85,7 +85,8 @@ def format_summary(report: dict) -> str:
         f"({backend.get('precision', '')}, providers {backend.get('providers', [])}, "
         f"device memory used (MB): {backend.get('memory_mb')})",
         f"- number of instances in each device: {cfg['instances']}",
-        f"  processes: {cfg['processes']}  preprocess workers: {cfg['workers']}  threads per instance: {cfg['threads']}",
+        f"  processes: {cfg['processes']}  preprocess workers: {cfg['workers']}  "
+        f"threads per instance: {cfg['threads']}",
         f"  batch size: {cfg['batch']}",
         f"  samples: {report['measured_items']} (done {counts['done']}, failed {counts['failed']}, "
         f"not run {counts['not_run']})",
