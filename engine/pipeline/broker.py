@@ -113,7 +113,7 @@ class Broker:
         self.exit_signal: int | None = None
         self.timings = Timings()
         self.backends: list[dict] = []
-        self.t_start = self.t_measure = self.t_end = 0.0
+        self.t_measure = self.t_end = 0.0
         self.measured_from = 0
         self.measuring = not cfg.warmup  # per-item timings are kept only once the clock runs
         self.peak_rss_bytes = 0
@@ -357,8 +357,7 @@ class Broker:
             self._start_all()
             pids = ", ".join(f"{proc.role}-{proc.index} pid {proc.process.pid}" for proc in self.procs)
             print(f"engine: workers: {pids}", file=sys.stderr, flush=True)
-            self.t_start = self.t_measure = time.perf_counter()
-            last_check = self.t_start
+            self.t_measure = last_check = time.perf_counter()
             while self.finished < self.total and not self.stop_reason:
                 self._dispatch_preprocess()
                 self._dispatch_device()
