@@ -11,21 +11,10 @@ import subprocess
 
 import psutil
 
+from engine.backends.devices import cpu_model
+
 PACKAGES = ("numpy", "numba", "onnxruntime", "onnxruntime-gpu", "torch", "torchvision", "Pillow",
             "Pillow-SIMD", "opencv-python-headless", "pyzmq")
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what the platform module knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Hardware", "Processor") and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "neon", "asimd")

@@ -19,6 +19,8 @@ from PIL import Image
 
 
 def _median_ms(fn, repeat):
+    """Same measurement as suite_preprocess._median_ms, repeated here because this script
+    runs in .venv-simd, where the project (numba, the kernels) is not installed."""
     for _ in range(10):
         fn()
     times = []

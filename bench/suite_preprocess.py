@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.backends.devices import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 SIMD_PYTHON = ROOT / ".venv-simd" / "bin" / "python"
 SIMD_SCRIPT = Path(__file__).resolve().parent / "simd_resize.py"
@@ -258,16 +260,8 @@ def run(quick: bool) -> dict:
 
 
 def _machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"host": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(),
+    return {"host": socket.gethostname(), "cpu": cpu_model(), "cores": os.cpu_count(),
             "python": platform.python_version(), "load_average": load}
 
 

@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -33,6 +34,35 @@ FRAME_SIZES = ((224, 224), FRAME_HW)  # a frame already at the model's size, and
 MAX_SERIES = 4000  # latency samples kept per curve
 
 
+@contextlib.contextmanager
+def _model_and_dealer(onnx: Path, endpoint: str, threads: int):
+    """The server's model loaded in this process (the bare path) and a DEALER to the server."""
+    import zmq
+
+    from engine.serving.model import ServedModel
+
+    model = ServedModel(onnx, instances=1, threads=threads)
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        yield model, sock
+    finally:
+        sock.close()
+        context.term()
+        model.close()
+
+
+def _raw_request(image: np.ndarray):
+    """``make(id) -> frames`` for a raw-frame request of ``image``."""
+    import msgpack
+
+    header = {"encoding": "raw", "shape": list(image.shape), "dtype": "uint8", "topk": 5}
+    payload = image.tobytes()
+    return lambda request_id: [msgpack.packb({"id": request_id, **header}), payload]
+
+
 def paired_latencies_us(onnx: Path, endpoint: str, image: np.ndarray, rounds: int,
                         per_round: int) -> tuple[np.ndarray, np.ndarray]:
     """Latencies of the bare in-process path and of the server, in alternating blocks.
@@ -42,19 +72,10 @@ def paired_latencies_us(onnx: Path, endpoint: str, image: np.ndarray, rounds: in
     of each (rather than one long run of each) lets both see the same background load.
     """
     import msgpack
-    import zmq
 
-    from engine.serving.model import ServedModel
-
-    model = ServedModel(onnx, instances=1, threads=1)
-    context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    header = {"encoding": "raw", "shape": list(image.shape), "dtype": "uint8", "topk": 5}
-    payload = image.tobytes()
+    request = _raw_request(image)
     bare, served = [], []
-    try:
+    with _model_and_dealer(onnx, endpoint, threads=1) as (model, sock):
         backend = model.backends[0]
         tensor = np.empty((1, *model.input_shape), np.float32)
         for r in range(rounds + 1):  # round 0 warms both paths up and is dropped
@@ -66,7 +87,7 @@ def paired_latencies_us(onnx: Path, endpoint: str, image: np.ndarray, rounds: in
                 block_bare.append((time.perf_counter() - t0) * 1e6)
             for i in range(per_round):
                 t0 = time.perf_counter()
-                sock.send_multipart([msgpack.packb({"id": i, **header}), payload])
+                sock.send_multipart(request(i))
                 if not sock.poll(30_000):
                     raise TimeoutError(f"{endpoint}: no reply within 30 s")
                 reply = msgpack.unpackb(sock.recv(), raw=False)
@@ -76,11 +97,7 @@ def paired_latencies_us(onnx: Path, endpoint: str, image: np.ndarray, rounds: in
             if r:
                 bare += block_bare
                 served += block_served
-        return np.array(bare), np.array(served)
-    finally:
-        sock.close()
-        context.term()
-        model.close()
+    return np.array(bare), np.array(served)
 
 
 def paired_throughput(onnx: Path, endpoint: str, image: np.ndarray, *, batch: int, threads: int,
@@ -94,35 +111,27 @@ def paired_throughput(onnx: Path, endpoint: str, image: np.ndarray, *, batch: in
     nothing is left in flight when the next offline block starts.
     """
     import msgpack
-    import zmq
 
-    from engine.serving.model import ServedModel
+    request = _raw_request(image)
+    offline, served = [], []
+    with _model_and_dealer(onnx, endpoint, threads=threads) as (model, sock):
+        x = np.empty((batch, *model.input_shape), np.float32)
+        for row in x:
+            model.preprocess(image, row)
+        sent = 0
 
-    model = ServedModel(onnx, instances=1, threads=threads)
-    context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    header = {"encoding": "raw", "shape": list(image.shape), "dtype": "uint8", "topk": 5}
-    payload = image.tobytes()
-    x = np.empty((batch, *model.input_shape), np.float32)
-    for row in x:
-        model.preprocess(image, row)
-    offline, served, next_id = [], [], 0
+        def send():
+            nonlocal sent
+            sock.send_multipart(request(sent))
+            sent += 1
 
-    def send():
-        nonlocal next_id
-        sock.send_multipart([msgpack.packb({"id": next_id, **header}), payload])
-        next_id += 1
+        def receive():
+            if not sock.poll(300_000):
+                raise TimeoutError(f"{endpoint}: no reply within 300 s")
+            reply = msgpack.unpackb(sock.recv(), raw=False)
+            if not reply.get("ok"):
+                raise RuntimeError(f"{endpoint}: {reply.get('error')}")
 
-    def receive():
-        if not sock.poll(300_000):
-            raise TimeoutError(f"{endpoint}: no reply within 300 s")
-        reply = msgpack.unpackb(sock.recv(), raw=False)
-        if not reply.get("ok"):
-            raise RuntimeError(f"{endpoint}: {reply.get('error')}")
-
-    try:
         backend = model.backends[0]
         backend.run(x)
         target = batches_per_block * batch
@@ -142,11 +151,7 @@ def paired_throughput(onnx: Path, endpoint: str, image: np.ndarray, *, batch: in
             if r:
                 offline.append(offline_rate)
                 served.append(served_rate)
-        return {"offline": offline, "served": served}
-    finally:
-        sock.close()
-        context.term()
-        model.close()
+    return {"offline": offline, "served": served}
 
 
 def engine_run_throughput(onnx: Path, batch: int, threads: int, folder: Path) -> float:

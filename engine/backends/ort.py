@@ -8,12 +8,12 @@ process.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from engine.backends.base import Backend
+from engine.backends.devices import cpu_model
 from engine.dataconfig import ModelInfo
 
 PRECISION_METADATA_KEY = "engine.precision"
@@ -169,7 +169,7 @@ class OrtBackend(Backend):
         return {
             "backend": self.name,
             "device": self.device,
-            "device_name": _cpu_name() if self.device == "cpu" else self.device,
+            "device_name": cpu_model() if self.device == "cpu" else self.device,
             "providers": list(self.providers),
             "threads": self.threads,
             "memory_mb": None if self._memory_mb is None else round(self._memory_mb, 1),
@@ -179,16 +179,3 @@ class OrtBackend(Backend):
 
     def close(self) -> None:
         self.session = None
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or f"cpu ({os.cpu_count()} cores)"

@@ -208,9 +208,9 @@ class TorchBackend(Backend):
             device_name = torch.cuda.get_device_name(self._dev)
             memory = torch.cuda.memory_allocated(self._dev) / 2**20
         else:
-            from engine.backends.ort import _cpu_name
+            from engine.backends.devices import cpu_model
 
-            device_name, memory = _cpu_name(), self._param_mb
+            device_name, memory = cpu_model(), self._param_mb
         return {
             "backend": self.name,
             "device": self.device,

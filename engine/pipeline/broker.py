@@ -114,8 +114,7 @@ class Broker:
         self.timings = Timings()
         self.backends: list[dict] = []
         self.t_measure = self.t_end = 0.0
-        self.measured_from = 0
-        self.measuring = not cfg.warmup  # per-item timings are kept only once the clock runs
+        self.measured_from = 0  # items finished when the clock started (0: from the start)
         self.peak_rss_bytes = 0
 
     # ---- sockets and processes -------------------------------------------------
@@ -293,7 +292,6 @@ class Broker:
     def _maybe_start_measuring(self) -> None:
         """Start the clock once ``--warmup`` items are through (batches may overshoot it)."""
         if not self.measuring and self.finished >= self.cfg.warmup:
-            self.measuring = True
             self.measured_from = self.finished
             self.t_measure = time.perf_counter()
 
@@ -408,6 +406,11 @@ class Broker:
         self.ring.close()
         if self._ipc_path:
             Path(self._ipc_path).unlink(missing_ok=True)
+
+    @property
+    def measuring(self) -> bool:
+        """Whether the clock runs: per-item timings are kept only from then on."""
+        return self.cfg.warmup == 0 or self.measured_from > 0
 
     @property
     def measured_seconds(self) -> float:
