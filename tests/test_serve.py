@@ -20,6 +20,7 @@ from engine.dataconfig import ModelInfo
 from engine.serving.batcher import DynamicBatcher
 from engine.serving.launch import ServerProcess
 from engine.serving.security import is_local_endpoint
+from engine.serving.service_time import ServiceTimes
 from engine.models.tinynet import write_tiny_onnx
 
 NUM_CLASSES = 10
@@ -274,6 +275,44 @@ def test_client_vanishing_mid_request_does_not_disturb_others(server, context):
         assert reply["ok"] and reply["id"] == f"stay-{i}"
 
 
+def ping_stats(sock):
+    sock.send(msgpack.packb({"op": "ping"}))
+    return recv(sock)[1]["stats"]
+
+
+@pytest.mark.parametrize("inline_max_us", [10**9, 0])
+def test_idle_server_answers_short_requests_on_its_socket_thread(tiny_onnx, context, inline_max_us):
+    """The inline path gives the same answers and errors as the worker path, and can be turned off.
+
+    A huge limit makes every estimated request short, so the count does not depend on timing.
+    """
+    with ServerProcess(["--onnx", str(tiny_onnx), "--max-batch", "4", "--workers", "2", "--threads", "1",
+                        "--inline-max-us", str(inline_max_us)]) as proc:
+        sock = dealer(context, proc.endpoint)
+        image = photo(12, 120, 160)
+        expected_classes, expected_probs = reference_topk(tiny_onnx, image, 3)
+        jpeg = encoded(image, "JPEG")
+        for i in range(6):  # the first of each encoding is measured on the worker path
+            sock.send_multipart(raw_request(image, i, topk=3))
+            _, reply = recv(sock)
+            assert reply["ok"] and reply["id"] == i
+            assert [e["class"] for e in reply["topk"]] == expected_classes
+            np.testing.assert_allclose([e["prob"] for e in reply["topk"]], expected_probs, rtol=1e-4, atol=1e-6)
+        sock.send_multipart([header(id="jpeg", encoding="jpeg"), jpeg])
+        assert recv(sock)[1]["ok"]
+        sock.send_multipart([header(id="corrupt", encoding="jpeg"), jpeg[:40] + b"\x13" * 300])
+        _, reply = recv(sock)
+        assert reply["ok"] is False and reply["id"] == "corrupt" and "request 'corrupt'" in reply["error"]
+        sock.send_multipart([header(id="after", encoding="jpeg"), jpeg])
+        assert recv(sock)[1]["ok"]
+        stats = ping_stats(sock)
+        assert stats["served"] == 8 and stats["errors"] == 1 and stats["in_flight"] == 0
+        if inline_max_us:
+            assert stats["inline"] == 7  # all but the first raw and the first jpeg
+        else:
+            assert stats["inline"] == 0
+
+
 def test_full_queue_answers_busy(tiny_onnx, context):
     with ServerProcess(["--onnx", str(tiny_onnx), "--max-batch", "1", "--workers", "1", "--threads", "1",
                         "--max-inflight", "2"]) as proc:
@@ -407,7 +446,39 @@ def test_loopback_detection(endpoint, local):
     assert is_local_endpoint(endpoint) is local
 
 
+class TestServiceTimes:
+    def test_no_estimate_until_both_parts_were_measured(self):
+        times = ServiceTimes()
+        assert times.estimate_us("raw", 1000) is None
+        times.record_preprocess("raw", 1000, 200.0)
+        assert times.estimate_us("raw", 1000) is None
+        times.record_infer(50.0)
+        assert times.estimate_us("raw", 1000) == pytest.approx(250.0)
+        assert times.estimate_us("jpeg", 1000) is None  # per encoding
+
+    def test_medians_ignore_a_cold_start_and_larger_payloads_scale_up(self):
+        times = ServiceTimes()
+        times.record_infer(6000.0)
+        times.record_preprocess("raw", 1000, 1500.0)
+        for _ in range(4):
+            times.record_infer(300.0)
+            times.record_preprocess("raw", 1000, 200.0)
+        assert times.estimate_us("raw", 1000) == pytest.approx(500.0)
+        assert times.estimate_us("raw", 100) == pytest.approx(500.0)  # never scaled down
+        assert times.estimate_us("raw", 10_000) == pytest.approx(2300.0)
+
+
 class TestDynamicBatcher:
+    def test_try_claim_only_when_nothing_waits(self):
+        batcher = DynamicBatcher(max_batch=4, max_delay_s=1.0, instances=["a", "b"])
+        assert batcher.try_claim() in ("a", "b")
+        assert batcher.put("x") is None  # the delay holds it
+        assert batcher.try_claim() is None  # a claim must not overtake "x"
+        batcher.drain()
+        assert batcher.next_batch()[0] == ["x"]
+        assert batcher.try_claim() is None  # no idle instance left
+
+
     def test_full_batch_goes_to_the_thread_that_fills_it(self):
         batcher = DynamicBatcher(max_batch=4, max_delay_s=10.0, instances=["gpu0"])
         assert [batcher.put(i) for i in range(3)] == [None, None, None]

@@ -84,6 +84,16 @@ class DynamicBatcher:
                     return self._take()
                 self._cond.wait(None if wait == float("inf") or wait <= 0 else wait)
 
+    def try_claim(self):
+        """An idle instance for a caller that runs one item itself, or None.
+
+        Only when nothing is queued, so a claim never overtakes waiting items.
+        """
+        with self._cond:
+            if self._idle and not self._items and not self._closed:
+                return self._idle.pop()
+            return None
+
     def release(self, instance) -> None:
         """Hand back an instance after running a batch on it."""
         with self._cond:

@@ -12,6 +12,9 @@ Threads and who owns what:
   runs the backend and softmax/top-k, and pushes the packed replies. When a worker's
   item makes a batch due while an instance is idle, the worker runs that batch itself
   (one thread hand-off fewer at low load).
+- at low load (nothing else in flight, no queue delay) a request whose estimated service
+  time is below ``inline_max_us`` runs on the socket thread itself, start to finish: two
+  thread wake-ups fewer on the latency path (see :mod:`engine.serving.service_time`).
 
 ZeroMQ sockets are not thread safe, so every worker and instance thread has its own
 PUSH socket into the socket thread. Every admitted request produces exactly one reply
@@ -35,6 +38,7 @@ from engine.serving import protocol
 from engine.serving.batcher import DynamicBatcher
 from engine.serving.model import ServedModel
 from engine.serving.payload import decode_payload
+from engine.serving.service_time import ServiceTimes
 
 REPLIES_ENDPOINT = "inproc://engine.serve.replies"
 _STATUS = struct.Struct("<Q?")  # request sequence number, ok
@@ -79,13 +83,15 @@ class Server:
 
     def __init__(self, model: ServedModel, socket: zmq.Socket, *, max_batch: int = 8,
                  max_queue_delay_us: int = 0, workers: int = 2, limits: Limits | None = None,
-                 drain_timeout_s: float = 30.0, log=None):
+                 drain_timeout_s: float = 30.0, inline_max_us: float = 1000.0, log=None):
         if workers < 1:
             raise ValueError(f"workers {workers}: must be >= 1")
         self.model = model
         self.router = socket
         self.limits = limits or Limits()
         self.drain_timeout_s = drain_timeout_s
+        self.inline_max_us = inline_max_us
+        self.service_times = ServiceTimes()
         self.log = log or (lambda msg: print(f"engine.serve: {msg}", file=sys.stderr, flush=True))
         self.context = socket.context
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)  # replies to vanished peers are dropped
@@ -151,10 +157,14 @@ class Server:
                 frames = self.pull.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            seq, ok = _STATUS.unpack(frames[0])
-            self._inflight_bytes -= self._inflight.pop(seq)
-            self._stats["served" if ok else "errors"] += 1
-            self.router.send_multipart(frames[1:])
+            self._deliver(frames)
+
+    def _deliver(self, frames: list) -> None:
+        """Send one reply made by :func:`_result` or :func:`_error` and retire its request."""
+        seq, ok = _STATUS.unpack(frames[0])
+        self._inflight_bytes -= self._inflight.pop(seq)
+        self._stats["served" if ok else "errors"] += 1
+        self.router.send_multipart(frames[1:])
 
     def _read_requests(self) -> None:
         for _ in range(ROUTER_BURST):
@@ -214,7 +224,31 @@ class Server:
         self._seq += 1
         self._inflight[self._seq] = size
         self._inflight_bytes += size
-        self.jobs.put(_Job(self._seq, envelope, request, t_recv))
+        job = _Job(self._seq, envelope, request, t_recv)
+        if not self._serve_inline(job):
+            self.jobs.put(job)
+
+    def _serve_inline(self, job: _Job) -> bool:
+        """Answer ``job`` on this thread if the server is idle and the job is short.
+
+        Only without a queue delay: then an idle server's batch of one is due at once
+        either way, so running it here keeps the batching semantics.
+        """
+        if len(self._inflight) != 1 or self.batcher.max_delay_s > 0:
+            return False
+        estimate = self.service_times.estimate_us(job.request.encoding, len(job.request.payload))
+        if estimate is None or estimate > self.inline_max_us:
+            return False
+        instance = self.batcher.try_claim()
+        if instance is None:
+            return False
+        self._stats["inline"] += 1
+        ready = self._prepare(job, self._deliver)
+        if ready is None:
+            self.batcher.release(instance)
+        else:
+            self._run_batch([ready], instance, self._deliver)
+        return True
 
     def stats(self) -> dict:
         with self._batch_lock:
@@ -224,6 +258,7 @@ class Server:
             "served": self._stats["served"],
             "errors": self._stats["errors"],
             "busy": self._stats["busy"],
+            "inline": self._stats["inline"],
             "in_flight": len(self._inflight),
             "queue_depth": self.jobs.qsize() + self.batcher.depth(),
             "batch_sizes": histogram,
@@ -248,25 +283,34 @@ class Server:
         push.connect(REPLIES_ENDPOINT)
         return push
 
+    def _prepare(self, job: _Job, send) -> _Ready | None:
+        """Decode and preprocess ``job``; on failure ``send`` its error reply and return None."""
+        t_start = time.perf_counter()
+        request = job.request
+        try:
+            image = decode_payload(request, max_pixels=self.limits.max_pixels)
+            tensor = np.empty(self.model.input_shape, np.float32)
+            self.model.preprocess(image, tensor)
+        except DecodeError as e:
+            send(_error(job, str(e)))
+            return None
+        except Exception as e:  # a kernel failure must not kill the thread
+            send(_error(job, f"preprocessing failed ({type(e).__name__}: {e})"))
+            return None
+        t_end = time.perf_counter()
+        self.service_times.record_preprocess(request.encoding, len(request.payload), (t_end - t_start) * 1e6)
+        return _Ready(job, tensor, t_start, t_end)
+
     def _worker_loop(self) -> None:
         push = self._push_socket()
         try:
             while (job := self.jobs.get()) is not None:
-                t_start = time.perf_counter()
-                try:
-                    image = decode_payload(job.request, max_pixels=self.limits.max_pixels)
-                    tensor = np.empty(self.model.input_shape, np.float32)
-                    self.model.preprocess(image, tensor)
-                except DecodeError as e:
-                    push.send_multipart(_error(job, str(e)))
+                ready = self._prepare(job, push.send_multipart)
+                if ready is None:
                     continue
-                except Exception as e:  # a kernel failure must not kill the worker
-                    push.send_multipart(_error(job, f"preprocessing failed ({type(e).__name__}: {e})"))
-                    continue
-                t_end = time.perf_counter()
-                claimed = self.batcher.put(_Ready(job, tensor, t_start, t_end), ready_time=t_end)
+                claimed = self.batcher.put(ready, ready_time=ready.t_pre_end)
                 if claimed is not None:
-                    self._run_batch(*claimed, push)
+                    self._run_batch(*claimed, push.send_multipart)
         finally:
             push.close()
 
@@ -274,12 +318,12 @@ class Server:
         push = self._push_socket()
         try:
             while (claimed := self.batcher.next_batch()) is not None:
-                self._run_batch(*claimed, push)
+                self._run_batch(*claimed, push.send_multipart)
         finally:
             push.close()
 
-    def _run_batch(self, items: list, instance: _Instance, push: zmq.Socket) -> None:
-        """Run one batch on ``instance``, push a reply per item, hand the instance back."""
+    def _run_batch(self, items: list, instance: _Instance, send) -> None:
+        """Run one batch on ``instance``, ``send`` a reply per item, hand the instance back."""
         try:
             t_start = time.perf_counter()
             n = len(items)
@@ -296,12 +340,14 @@ class Server:
                 indices, probs = self.model.topk(logits, max(item.job.request.topk for item in items))
             except Exception as e:  # answer the whole batch, keep serving
                 for item in items:
-                    push.send_multipart(_error(item.job, f"inference failed ({type(e).__name__}: {e})"))
+                    send(_error(item.job, f"inference failed ({type(e).__name__}: {e})"))
                 return
             infer_us = (time.perf_counter() - t_start) * 1e6
+            if n == 1:
+                self.service_times.record_infer(infer_us)
             names = self.model.class_names
             for i, item in enumerate(items):
-                push.send_multipart(_result(item, indices[i], probs[i], names, infer_us, t_start))
+                send(_result(item, indices[i], probs[i], names, infer_us, t_start))
         finally:
             self.batcher.release(instance)
 
