@@ -161,6 +161,41 @@ def test_skip_layers_keeps_those_layers_in_float(workspace, tmp_path):
         build(bad, progress=False)
 
 
+def write_pad_conv_onnx(path, size=SIZE, classes=8):
+    """input -> Pad(2) -> 1x1 Conv -> mean over H, W: the border counts in every logit."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    weights = numpy_helper.from_array(rng.standard_normal((classes, 3, 1, 1)).astype(np.float32), "w")
+    pads = numpy_helper.from_array(np.array([0, 0, 2, 2, 0, 0, 2, 2], np.int64), "pads")
+    graph = helper.make_graph(
+        [helper.make_node("Pad", ["input", "pads", ""], ["padded"], mode="constant", name="pad"),
+         helper.make_node("Conv", ["padded", "w"], ["conv"], name="conv"),
+         helper.make_node("ReduceMean", ["conv"], ["logits"], axes=[2, 3], keepdims=0, name="mean")],
+        "padnet", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])], [weights, pads])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_a_float_first_layer_keeps_its_pad_in_float(workspace, tmp_path):
+    import onnx
+
+    model = write_pad_conv_onnx(tmp_path / "padnet.onnx")
+    cfg = parse_config({"model": {"onnx": str(model)}, "dtype": "int8",
+                        "quantization": {"method": "max", "skip_layers": [0]},
+                        "calibration": {"path": str(workspace / "images"), "count": 6},
+                        "check": {"count": 3}, "output": str(tmp_path / "out")})
+    folder = build(cfg, progress=False)
+    assert json.loads((folder / "build.json").read_text())["quantization"]["float_layers"] == ["conv", "pad"]
+    (pad,) = [n for n in onnx.load(str(folder / "padnet.onnx")).graph.node if n.op_type == "Pad"]
+    assert pad.input[0] == "input", "the Pad reads the float network input, not a dequantized copy"
+    x = np.random.default_rng(1).uniform(-2, 2, (4, 3, SIZE, SIZE)).astype(np.float32)
+    np.testing.assert_allclose(open_backend("ort", folder / "padnet.onnx").run(x)[0],
+                               open_backend("ort", model).run(x)[0], rtol=1e-5, atol=1e-6)
+
+
 def test_preprocess_ops_that_contradict_the_model_are_refused(workspace, tmp_path):
     cfg = parse_config({"model": {"onnx": str(workspace / "tinynet.onnx")}, "dtype": "fp32",
                         "dataset": {"transform_ops": [{"type": "CenterCrop", "crop_size": [20, 20]}]},
