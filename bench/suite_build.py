@@ -12,6 +12,9 @@
    confident answer, is reported beside it, with the agreement on the confident ones.
 3. ``engine.tune.autotune`` (short sweep) against the exhaustive sweep of the same grid
    on the VGG11 int8 model: both picks re-measured back to back. Goal: >= 0.95.
+4. VGG11 int8 and fp32 through the engine again, each at the setting the short sweep
+   picks for it (what ``engine.run --auto`` would run), alternately: reported beside the
+   same-setting ratio of part 1, which carries the goal.
 """
 from __future__ import annotations
 
@@ -206,7 +209,7 @@ def run(quick: bool = True) -> dict:
                      "images": vgg_report["check"]["images"], "top5_overlap": vgg_report["check"]["top5_overlap"],
                      "build_s": vgg_report["time_s"]})
 
-        items = make_npz_set(tmp / "npz", 8 if SMOKE else (64 if quick else 160))
+        items = make_npz_set(tmp / "npz", 24 if SMOKE else (64 if quick else 160))
         datalist = tmp / "list.txt"
         write_datalist(datalist, items)
         batch = 8
@@ -264,6 +267,26 @@ def run(quick: bool = True) -> dict:
         ]
         ratios.append({"name": "autotune pick / exhaustive pick images/s (vgg11 int8, re-measured)",
                        "value": tuned, "goal": ">= 0.95", "met": tuned >= 0.95})
+
+        # 4. int8 vs fp32 through the engine, each at the setting --auto picks for it
+        fp32_pick, _ = autotune(vgg, "cpu", grid, budget, verbose=False)
+        auto_picks = {"fp32": (vgg, fp32_pick), "int8": (vgg_int8, short)}
+
+        def engine_rate_at_pick(tag: str) -> float:
+            model, pick = auto_picks[tag]
+            report = run_engine(datalist, model, tmp / f"report_{next(counter)}.json", "-b", pick["batch"],
+                                "-i", pick["instances"], "--threads", pick["threads"], "--workers", 1,
+                                "--warmup", pick["batch"] * pick["instances"])
+            return report["throughput_qps"]
+
+        at_picks = alternate(engine_rate_at_pick, {tag: tag for tag in auto_picks}, rounds, pick=np.median)
+        for tag, (_, pick) in auto_picks.items():
+            setting = Setting(pick["instances"], pick["threads"], pick["batch"])
+            rows.append({"name": f"vgg11 {tag} engine end to end from npz at its --auto pick {setting}",
+                         "value": at_picks[tag], "unit": "img/s", "rounds": at_picks[f"{tag}_rounds"]})
+        auto_speedup = at_picks["int8"] / at_picks["fp32"]
+        ratios.append({"name": "vgg11 int8 / fp32 images/s through the engine, each at its --auto pick",
+                       "value": auto_speedup, "goal": None, "met": None})
 
     notes += [
         f"{THREADS} threads on a {os.cpu_count()}-core machine shared with other work: models are measured in "

@@ -2,7 +2,8 @@
 
 1. VGG11 fp32 on onnxruntime CPU: the engine's end-to-end images/s over ImageNet-sized
    npz files against a plain onnxruntime loop on pre-made tensors at its best batch
-   size (inference only). Goal: ratio >= 0.95, i.e. preprocessing and transport hidden.
+   size (inference only), the two in alternating rounds. Goal: median per-round ratio
+   >= 0.95, i.e. preprocessing and transport hidden.
 2. Pipeline capacity with a model so cheap that the pipeline is the bottleneck: the
    engine against a torch DataLoader(num_workers=2) running the torchvision transforms
    over the same npz files and feeding the same model. Goal: >= 4x.
@@ -132,14 +133,24 @@ def run(quick: bool = True) -> dict:
         for b, v in loop.items():
             rows.append({"name": f"vgg11 fp32 onnxruntime loop, batch {b} (inference only)", "value": v,
                          "unit": "img/s"})
-        report = run_engine(datalist, vgg, tmp / "vgg_report.json", "-b", best_b, "--threads", threads,
-                            "--workers", 1, "--warmup", best_b, "--iterations", 1 if quick else 2)
-        engine_vgg = report["throughput_qps"]
-        rows.append({"name": f"vgg11 fp32 engine end to end from npz, batch {best_b}", "value": engine_vgg,
-                     "unit": "img/s", "key": True, "stages_us": report["stages_us_per_item"]})
-        ratios.append({"name": "vgg11 engine end-to-end / bare onnxruntime loop (best batch)",
-                       "value": engine_vgg / loop[best_b], "goal": ">= 0.95",
-                       "met": engine_vgg / loop[best_b] >= 0.95})
+        # then both at that batch in alternating rounds, so background load hits both
+        paired_loop, paired_engine = [], []
+        for r in range(1 if smoke else 3):
+            paired_loop.append(ort_loop_throughput(vgg, best_b, threads, seconds=seconds))
+            report = run_engine(datalist, vgg, tmp / f"vgg_report_{r}.json", "-b", best_b, "--threads", threads,
+                                "--workers", 1, "--warmup", best_b, "--iterations", 1 if quick else 2)
+            paired_engine.append(report["throughput_qps"])
+        per_round = [e / b for e, b in zip(paired_engine, paired_loop)]
+        ratio = float(np.median(per_round))
+        rows += [
+            {"name": f"vgg11 fp32 onnxruntime loop, batch {best_b}, paired rounds (inference only)",
+             "value": float(np.median(paired_loop)), "unit": "img/s", "rounds": paired_loop},
+            {"name": f"vgg11 fp32 engine end to end from npz, batch {best_b}, paired rounds",
+             "value": float(np.median(paired_engine)), "unit": "img/s", "key": True, "rounds": paired_engine,
+             "stages_us": report["stages_us_per_item"]},
+        ]
+        ratios.append({"name": "vgg11 engine end-to-end / bare onnxruntime loop (best batch, median of paired rounds)",
+                       "value": ratio, "goal": ">= 0.95", "met": ratio >= 0.95, "per_round": per_round})
 
         # 2. pipeline capacity: cheap model, engine vs DataLoader(num_workers=2) + torchvision
         cheap = write_pool_linear_onnx(tmp / "cheap" / "cheap.onnx")
@@ -172,7 +183,9 @@ def run(quick: bool = True) -> dict:
         ratios.append({"name": f"peak RSS {large} items / {small} items", "value": peaks[large] / peaks[small],
                        "goal": "<= 1.10", "met": peaks[large] / peaks[small] <= 1.10})
     notes.append("VGG11 has random weights (seed 0): speed only. Both sides use 2 onnxruntime threads; "
-                 "the engine's figure includes npz loading, preprocessing, transport, softmax/top-k.")
+                 "the engine's figure includes npz loading, preprocessing, transport, softmax/top-k. The loop "
+                 "picks its best batch first; then loop and engine run at that batch in alternating rounds "
+                 "and the goal ratio is the median of the per-round ratios.")
     return {"suite": "pipeline", "title": "engine end to end vs bare onnxruntime and vs DataLoader+torchvision",
             "rows": rows, "ratios": ratios, "notes": notes,
             "series": {"throughput": {"vgg11 ort fp32 bare loop": {str(k): v for k, v in loop.items()}},
