@@ -43,6 +43,7 @@ OTHER_PHOTOS = ("hubble_deep_field", "retina", "immunohistochemistry", "brick", 
                 "camera", "coins", "moon")
 THREADS = 2
 CONFIDENT = 0.5
+MARGIN_EDGES = (0.0, 0.05, 0.2, 0.4, 1.0)  # buckets of fp32's top-1 minus top-2 probability
 
 
 def photo(name: str) -> Image.Image:
@@ -97,13 +98,16 @@ def agreement_by_group(reference: Path, built: Path, items: list[str]) -> dict:
     config = ModelInfo.load(ModelInfo.path_for(reference)).data_config
     ref = open_backend("ort", reference, threads=THREADS)
     new = open_backend("ort", built, threads=THREADS)
-    same, confidence = [], []
+    same, confidence, margin = [], [], []
     for _, batch in iter_batches(items, config, 8):
         a, b = ref.run(batch)[0], new.run(batch)[0]
         p = np.exp(a - a.max(axis=1, keepdims=True))
-        confidence.extend((p.max(axis=1) / p.sum(axis=1)).tolist())
+        p /= p.sum(axis=1, keepdims=True)
+        top2 = np.sort(p, axis=1)[:, -2:]
+        confidence.extend(top2[:, 1].tolist())
+        margin.extend((top2[:, 1] - top2[:, 0]).tolist())
         same.extend((a.argmax(axis=1) == b.argmax(axis=1)).tolist())
-    same, confidence = np.asarray(same), np.asarray(confidence)
+    same, confidence, margin = np.asarray(same), np.asarray(confidence), np.asarray(margin)
     objects = np.asarray([Path(i).parent.name in OBJECT_PHOTOS for i in items])
 
     def rate(mask):
@@ -111,8 +115,19 @@ def agreement_by_group(reference: Path, built: Path, items: list[str]) -> dict:
 
     return {"objects": rate(objects), "others": rate(~objects), "all": rate(np.ones_like(objects)),
             "confident": rate(confidence > CONFIDENT),
+            "by_fp32_margin": margin_buckets(margin, rate),
             "others_median_confidence": float(np.median(confidence[~objects])) if (~objects).any() else None,
             "objects_median_confidence": float(np.median(confidence[objects])) if objects.any() else None}
+
+
+def margin_buckets(margin: np.ndarray, rate) -> dict:
+    """``rate(mask)`` for each bucket of ``MARGIN_EDGES``, keyed "[lo, hi)" (the last one closed)."""
+    buckets = {}
+    last = len(MARGIN_EDGES) - 2
+    for i, (lo, hi) in enumerate(zip(MARGIN_EDGES, MARGIN_EDGES[1:])):
+        upper = margin <= hi if i == last else margin < hi
+        buckets[f"[{lo}, {hi}{']' if i == last else ')'}"] = rate((margin >= lo) & upper)
+    return buckets
 
 
 def inference_rates(models: dict, batch: int, rounds: int) -> dict:
@@ -183,6 +198,10 @@ def run(quick: bool = True) -> dict:
                 {"name": f"efficientnet_lite0 int8 ({variant}) vs fp32 top-1 agreement, fp32 top-1 prob > {CONFIDENT}",
                  "value": 100 * groups["confident"]["agreement"], "unit": "%",
                  "images": groups["confident"]["images"]},
+                *({"name": f"efficientnet_lite0 int8 ({variant}) vs fp32 top-1 agreement, all photos, "
+                           f"fp32 top-1 minus top-2 probability in {bucket}",
+                   "value": 100 * bucket_rate["agreement"], "unit": "%", "images": bucket_rate["images"]}
+                  for bucket, bucket_rate in groups["by_fp32_margin"].items() if bucket_rate["images"]),
                 {"name": f"efficientnet_lite0 int8 ({variant}) build, all held-out photos (build.json)",
                  "value": 100 * eff_report["check"]["top1_agreement"], "unit": "% top-1 agreement",
                  "top5_overlap": eff_report["check"]["top5_overlap"],
