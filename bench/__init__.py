@@ -12,8 +12,15 @@ A suite is a module ``bench/suite_<name>.py`` with ``run(quick: bool) -> dict``:
       "series": {...},                # raw data for plots (optional)
     }
 
+A suite that cannot run on this machine (the GPU suite without a GPU) raises
+:class:`SuiteSkipped` with the reason; it is reported as skipped, not as a failure.
+
 ``python -m bench`` runs the suites, adds the machine (CPU model, cores, GPU) and the
 date, and writes ``bench/results/<date>-<host>.json`` plus a Markdown summary.
 """
 
-SUITES = ("preprocess", "pipeline", "build", "serve")
+SUITES = ("preprocess", "pipeline", "build", "serve", "gpu")
+
+
+class SuiteSkipped(Exception):
+    """Raised by a suite's ``run`` when this machine lacks what it measures."""

@@ -31,9 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import SuiteSkipped
+
 SMOKE_ENV = "BENCH_SMOKE"
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
-QUICK_BUDGET_S = 600
+QUICK_BUDGET_S = 900
 DEFAULT_TIMEOUT_S = {"quick": QUICK_BUDGET_S, "full": 4 * 3600}
 SCHEMA = 1
 
@@ -81,6 +83,8 @@ def run_suite_here(package: str, name: str, quick: bool) -> dict:
         return {"suite": name, "status": "failed", "error": f"{module_name} has no run(quick) function"}
     try:
         result = module.run(quick)
+    except SuiteSkipped as e:
+        return {"suite": name, "status": "skipped", "error": str(e)}
     except Exception as e:
         return {"suite": name, "status": "failed", "error": f"{type(e).__name__}: {e}",
                 "traceback": traceback.format_exc()}
@@ -225,7 +229,7 @@ def write_report(results: dict, out: Path, stem: str) -> int:
     print(f"[bench] wrote {json_path}, {md_path} and {len(plots)} plots in {out / 'plots'}")
     if results["mode"] == "quick" and results["elapsed_s"] > QUICK_BUDGET_S:
         print(f"[bench] warning: --quick took {results['elapsed_s']:.0f} s, over its {QUICK_BUDGET_S} s budget")
-    not_ok = [n for n, s in results["suites"].items() if s["status"] != "ok"]
+    not_ok = [n for n, s in results["suites"].items() if s["status"] not in ("ok", "skipped")]
     if not_ok:
         print(f"[bench] suites that did not run: {', '.join(not_ok)}", file=sys.stderr)
     return 1 if not_ok else 0

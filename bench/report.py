@@ -2,7 +2,7 @@
 
 A results dict is what ``python -m bench`` writes as JSON: ``date``, ``host``,
 ``command``, ``mode``, ``machine`` (see :mod:`bench.machine`) and ``suites``, each suite's
-dict per the contract in :mod:`bench` plus ``status`` (``ok``, ``failed``, ``missing``),
+dict per the contract in :mod:`bench` plus ``status`` (``ok``, ``skipped``, ``failed``, ``missing``),
 ``elapsed_s`` and, when not ok, ``error``.
 
 Plot data a suite may put in its ``series`` (every key optional; a plot whose data no

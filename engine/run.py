@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preprocess", help="JSON/YAML data config (resize, crop, mean, std, ...) overriding the model's")
     p.add_argument("--backend", default="ort", choices=("ort", "torch"))
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"),
+                   help="--backend torch: autocast precision (fp16 needs CUDA); an ONNX model's precision "
+                        "is the one engine.build gave it")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="--backend torch on CUDA: capture one CUDA graph per batch size")
     p.add_argument("-i", "--instances", type=int, default=1, help="model instances per device process")
     p.add_argument("-p", "--processes", type=int, default=1, help="device worker processes")
     p.add_argument("-b", "--batch", type=int, default=8, help="batch size")
@@ -103,10 +108,19 @@ def apply_autotune(args, model_path: str) -> None:
     from engine.tune import autotune
 
     print(f"engine: --auto: measuring settings for about {args.auto_budget:.0f} s", file=sys.stderr, flush=True)
-    best, _ = autotune(model_path, args.device, time_budget_s=args.auto_budget, kind=args.backend)
+    best, _ = autotune(model_path, args.device, time_budget_s=args.auto_budget, kind=args.backend,
+                       **backend_options(args))
     args.instances, args.threads, args.batch = best["instances"], best["threads"], best["batch"]
     print(f"engine: --auto picked -i {args.instances} --threads {args.threads} -b {args.batch} "
           f"({best['images_per_s']:.1f} img/s measured on the model alone)", file=sys.stderr, flush=True)
+
+
+def backend_options(args) -> dict:
+    """The torch backend's options given on the command line."""
+    options = {"precision": args.precision} if args.precision else {}
+    if args.cuda_graphs:
+        options["cuda_graphs"] = True
+    return options
 
 
 def make_progress(quiet: bool, total: int):
@@ -129,6 +143,9 @@ def make_progress(quiet: bool, total: int):
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if (args.precision or args.cuda_graphs) and args.backend != "torch":
+        parser.error("--precision and --cuda-graphs apply to --backend torch; an ONNX model runs at the "
+                     "precision engine.build gave it (fp32, fp16 or int8)")
     try:
         items = read_datalist(args.datalist) if args.datalist else scan_images(args.images)
         if not items:
@@ -142,7 +159,7 @@ def main(argv=None) -> int:
             model_path=model_path, data_config=info.data_config,
             class_names=info.class_names or (imagenet_class_names() if info.data_config.num_classes == 1000 else None),
             model_label=info.extra.get("weights_label", "weights not recorded in the model info"),
-            backend=args.backend, device=args.device,
+            backend=args.backend, device=args.device, backend_options=backend_options(args),
             instances=args.instances, processes=args.processes, batch=args.batch, threads=threads,
             workers=args.workers, topk=args.topk, iterations=args.iterations, warmup=args.warmup,
             slots=args.slots, batch_delay_ms=args.batch_delay_ms, transport=args.transport,
@@ -185,6 +202,7 @@ def main(argv=None) -> int:
     if broker.exit_signal is not None:
         return 128 + broker.exit_signal
     if broker.stop_reason:
+        print(f"engine: error: the run stopped: {broker.stop_reason}", file=sys.stderr)
         return EXIT_FATAL
     return EXIT_ITEMS_FAILED if sink.errors else EXIT_OK
 

@@ -13,7 +13,7 @@ from bench.update_readme import END, START, main as update_main
 REPO = Path(__file__).resolve().parents[1]
 
 FAKE_SUITES = {
-    "__init__": 'SUITES = ("speed", "preprocess", "broken", "absent", "crash", "stuck", "badshape")\n',
+    "__init__": 'SUITES = ("speed", "preprocess", "broken", "absent", "crash", "stuck", "badshape", "nogpu")\n',
     "suite_speed": """
         import os
         import numpy as np
@@ -67,6 +67,12 @@ FAKE_SUITES = {
                 f.write(str(helper.pid))
             time.sleep(120)
     """,
+    "suite_nogpu": """
+        from bench import SuiteSkipped
+
+        def run(quick):
+            raise SuiteSkipped("no CUDA device visible to torch")
+    """,
     "suite_badshape": """
         def run(quick):
             return [1, 2, 3]
@@ -110,7 +116,8 @@ def test_bench_runs_every_suite_and_reports_failures(fake_package, tmp_path):
     suites = results["suites"]
     assert {n: s["status"] for n, s in suites.items()} == {
         "speed": "ok", "preprocess": "ok", "broken": "failed", "absent": "missing", "crash": "failed",
-        "stuck": "failed", "badshape": "failed"}
+        "stuck": "failed", "badshape": "failed", "nogpu": "skipped"}
+    assert suites["nogpu"]["error"] == "no CUDA device visible to torch"
     assert suites["speed"]["rows"][0]["value"] == 120.0
     assert suites["speed"]["notes"] == ["smoke=1 quick=True"]
     assert suites["broken"]["error"] == "RuntimeError: baseline exploded"
@@ -130,6 +137,14 @@ def test_bench_runs_every_suite_and_reports_failures(fake_package, tmp_path):
     assert "| name | value | unit | stages_us |" in summary
     assert "| baseline | 60 | images/s | decode 10.5, infer 200 |" in summary
     assert f"](plots/{plots['throughput'].name})" in summary
+
+
+def test_a_skipped_suite_is_not_a_failure(fake_package, tmp_path):
+    proc = run_bench(fake_package, "--only", "speed", "--only", "nogpu", "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    [json_path] = tmp_path.glob("*.json")
+    assert json.loads(json_path.read_text())["suites"]["nogpu"]["status"] == "skipped"
+    assert "nogpu: skipped" in proc.stdout
 
 
 def test_bench_only_and_full_and_skipped_plots(fake_package, tmp_path):

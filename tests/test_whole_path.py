@@ -7,6 +7,7 @@ top-1 must equal what torchvision's transforms and the torch model give on the s
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -78,3 +79,29 @@ def test_photos_through_image2npz_run_eval_match_torchvision(tmp_path):
     engine_top1 = {Path(item).stem: entries[0].class_id for item, entries in read_topk_file(tmp_path / "topk.txt").items()}
     assert engine_top1 == reference
     assert engine_top1["coffee_orig"] == 967
+
+
+def test_torch_backend_takes_its_precision_from_the_command_line(tmp_path):
+    _write_photo_folder(tmp_path / "val")
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    common = ["engine.run", "--images", tmp_path / "val", "--model", "efficientnet_lite0", "--backend", "torch",
+              "-b", "4", "--workers", "1", "--quiet"]
+    top1, reports = {}, {}
+    for precision in ("fp32", "bf16"):
+        run = _cli(*common, "--precision", precision, "--save-topk", tmp_path / f"{precision}.txt",
+                   "--report", tmp_path / f"{precision}.json", env=env)
+        assert run.returncode == 0, run.stderr
+        reports[precision] = json.loads((tmp_path / f"{precision}.json").read_text())
+        top1[precision] = {Path(item).stem: entries[0].class_id
+                           for item, entries in read_topk_file(tmp_path / f"{precision}.txt").items()}
+    assert reports["bf16"]["config"]["backend_options"] == {"precision": "bf16"}
+    assert [b["precision"] for b in reports["bf16"]["backends"]] == ["bf16"]
+    assert [b["precision"] for b in reports["fp32"]["backends"]] == ["fp32"]
+    assert top1["bf16"]["coffee_orig"] == top1["fp32"]["coffee_orig"] == 967
+    assert sum(top1["bf16"][k] == top1["fp32"][k] for k in top1["fp32"]) >= 7
+
+    fp16 = _cli(*common, "--precision", "fp16", env=env)
+    assert fp16.returncode == 1 and "fp16 needs a CUDA device" in fp16.stderr
+    ort = _cli("engine.run", "--images", tmp_path / "val", "--model", "efficientnet_lite0", "--precision", "bf16",
+               env=env)
+    assert ort.returncode == 2 and "--precision and --cuda-graphs apply to --backend torch" in ort.stderr

@@ -140,7 +140,8 @@ class Broker:
         else:
             identities = [f"dev-{index}-{i}.{generation}".encode() for i in range(self.cfg.instances)]
             backend_spec = {"kind": self.cfg.backend, "model_path": self.cfg.model_path,
-                            "device": self.cfg.device, "threads": self.cfg.threads}
+                            "device": self.cfg.device, "threads": self.cfg.threads,
+                            "options": self.cfg.backend_options}
             target, args = device_main, (identities, self.endpoint, self.ring.spec(), backend_spec, self.cfg.batch)
         process = self.mp.Process(target=target, args=args, name=f"engine-{role}-{index}", daemon=True)
         process.start()

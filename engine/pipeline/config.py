@@ -21,6 +21,7 @@ class RunConfig:
     model_label: str = ""
     backend: str = "ort"
     device: str = "cpu"
+    backend_options: dict = field(default_factory=dict)  # e.g. torch's precision, cuda_graphs
     instances: int = 1
     processes: int = 1
     batch: int = 8

@@ -27,7 +27,8 @@ def _instance_loop(ctx, identity: bytes, endpoint: str, ring: SlotRing, backend_
     try:
         try:
             backend = open_backend(backend_spec["kind"], backend_spec["model_path"],
-                                   device=backend_spec["device"], threads=backend_spec["threads"])
+                                   device=backend_spec["device"], threads=backend_spec["threads"],
+                                   **backend_spec["options"])
             backend.warmup(batch)
         except Exception as exc:  # noqa: BLE001 - reported to the broker, which stops the run
             wire.send(sock, {"type": "fatal", "error": f"backend failed to load: {type(exc).__name__}: {exc}"})
