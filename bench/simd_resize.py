@@ -18,10 +18,13 @@ import numpy as np
 from PIL import Image
 
 
-def _median_ms(fn, repeat):
-    """Same measurement as suite_preprocess._median_ms, repeated here because this script
-    runs in .venv-simd, where the project (numba, the kernels) is not installed."""
-    for _ in range(10):
+def median_ms(fn, repeat: int, warmup: int = 10) -> float:
+    """Median milliseconds of ``repeat`` calls after ``warmup`` untimed ones.
+
+    It lives here, in the one bench module that must run in .venv-simd (where the project
+    is not installed); suite_preprocess imports it from here.
+    """
+    for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeat):
@@ -87,8 +90,8 @@ def main():
         "pil_version": Image.__version__,
         "simd": "post" in Image.__version__,
         "resized_size": list(size),
-        "resize_ms": _median_ms(resize_only, args.repeat),
-        "resize_crop_normalize_ms": _median_ms(resize_crop_normalize, args.repeat),
+        "resize_ms": median_ms(resize_only, args.repeat),
+        "resize_crop_normalize_ms": median_ms(resize_crop_normalize, args.repeat),
     }))
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.simd_resize import median_ms
 from engine.backends.devices import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,17 +51,6 @@ def _photo() -> np.ndarray:
     from skimage import data
 
     return np.asarray(Image.fromarray(data.astronaut()).resize((500, 375), Image.BILINEAR))
-
-
-def _median_ms(fn, repeat: int, warmup: int = 10) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
 
 
 def _timed(fn, count: int) -> list[float]:
@@ -215,7 +205,7 @@ def run(quick: bool) -> dict:
     batch_out = np.empty((batch, 3, CROP, CROP), np.float32)
     per_second = {}
     for workers in (1, 2):
-        ms = _median_ms(lambda: resize_crop_normalize_batch(images, batch_out, workers=workers),
+        ms = median_ms(lambda: resize_crop_normalize_batch(images, batch_out, workers=workers),
                         5 if quick else 20, warmup=2)
         per_second[workers] = batch / (ms / 1e3)
 
