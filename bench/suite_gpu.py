@@ -21,6 +21,7 @@ dry run of the suite on a machine without a GPU (its figures mean nothing).
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,8 +67,6 @@ def torch_loop_rate(module, device: str, dtype, batch: int, seconds: float) -> f
 
 
 def run(quick: bool = True) -> dict:
-    import tempfile
-
     import torch
 
     from engine.export import export_onnx
