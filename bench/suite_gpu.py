@@ -9,7 +9,9 @@ the same card, the same network (timm vgg16, seeded random weights: speed only) 
    sizes tried.
 2. The engine: ``python -m engine.run --backend torch --device cuda --precision fp16
    --cuda-graphs`` over ImageNet-sized npz files at the loop's best batch: npz loading
-   and preprocessing on the CPU, the copy to the card, inference, softmax/top-k.
+   and resize/crop on the CPU, the uint8 copy to the card, normalize and inference on
+   it, softmax/top-k, with engine.run's defaults for a GPU (3 instances, one CUDA stream
+   each). Single runs beside it: 2 and 4 instances, and 2 device processes of 2.
 
 Measured in alternating rounds; the ratio is engine / loop (median of the per-round
 ratios), and each figure is also given as a share of the card's dense fp16 tensor rate:
@@ -82,6 +84,7 @@ def run(quick: bool = True) -> dict:
     batches = (8,) if SMOKE else ((32, 64, 128) if quick else (32, 64, 128, 256))
     seconds = 1.0 if SMOKE else (3.0 if quick else 8.0)
     rounds = 1 if SMOKE else (2 if quick else 4)
+    run_seconds = 6.0 if quick else 15.0
     rows, ratios, notes = [], [], []
 
     def share_of_peak(images_per_s: float) -> float | None:
@@ -99,12 +102,13 @@ def run(quick: bool = True) -> dict:
                          "value": rate, "unit": "img/s", "share_of_dense_fp16": share_of_peak(rate)})
 
         files = make_npz_set(tmp / "npz", 64)
-        batches_per_run = 4 if SMOKE else (20 if quick else 50)
+        # enough batches for several seconds at the loop's rate, so start-up and drain stay small
+        batches_per_run = 4 if SMOKE else int(np.clip(np.ceil(run_seconds * loop[best_b] / best_b), 20, 600))
         datalist = tmp / "list.txt"
         write_datalist(datalist, [files[i % len(files)] for i in range(best_b * batches_per_run)])
         workers = max(1, (os.cpu_count() or 2) - 2)
         engine_args = ["--backend", "torch", "--device", device, "--precision", precision, "-b", best_b,
-                       "--workers", workers, "--warmup", 2 * best_b]
+                       "--workers", workers, "--warmup", best_b * min(4, batches_per_run // 4)]
         if on_gpu:
             engine_args.append("--cuda-graphs")
         paired_loop, paired_engine = [], []
@@ -115,14 +119,24 @@ def run(quick: bool = True) -> dict:
         per_round = [e / b for e, b in zip(paired_engine, paired_loop)]
         ratio = float(np.median(per_round))
         engine_rate = float(np.median(paired_engine))
+        config = report["config"]
+        setting = (f"batch {best_b}, {config['instances']} instances, {workers} preprocess workers, "
+                   f"normalize on {config['normalize_on']}" + (", CUDA graphs" if on_gpu else ""))
         rows += [
             {"name": f"vgg16 {precision} torch loop, batch {best_b}, paired rounds (inference only)",
              "value": float(np.median(paired_loop)), "unit": "img/s", "rounds": paired_loop},
-            {"name": f"vgg16 {precision} engine end to end from npz, batch {best_b}, {workers} preprocess "
-                     "workers, CUDA graphs" if on_gpu else f"vgg16 {precision} engine end to end (dry run)",
+            {"name": f"vgg16 {precision} engine end to end from npz, {setting}" if on_gpu
+                     else f"vgg16 {precision} engine end to end (dry run)",
              "value": engine_rate, "unit": "img/s", "rounds": paired_engine,
              "share_of_dense_fp16": share_of_peak(engine_rate), "stages_us": report["stages_us_per_item"]},
         ]
+        variants = (("2 instances", ["-i", "2"]), ("4 instances", ["-i", "4"]),
+                    ("2 device processes x 2 instances", ["-p", "2", "-i", "2"]))
+        for label, extra in ([] if SMOKE else variants):
+            other = run_engine(datalist, onnx, tmp / "report_variant.json", *engine_args, *extra)
+            rows.append({"name": f"vgg16 {precision} engine end to end, {label}", "value": other["throughput_qps"],
+                         "unit": "img/s", "share_of_dense_fp16": share_of_peak(other["throughput_qps"]),
+                         "stages_us": other["stages_us_per_item"]})
         ratios.append({"name": f"vgg16 {precision} engine end to end / torch loop on pre-made device tensors "
                                f"(batch {best_b}, median of paired rounds)",
                        "value": ratio, "goal": None, "met": None, "per_round": per_round})
@@ -130,8 +144,9 @@ def run(quick: bool = True) -> dict:
         f"Card: {card}; dense fp16 tensor rate {peak} TFLOP/s (data sheet)" if on_gpu else
         "Dry run on the CPU (BENCH_GPU_DEVICE=cpu): bf16, no CUDA graphs; figures mean nothing.",
         f"VGG16 is {GFLOP_PER_IMAGE:.1f} GFLOP per image; share_of_dense_fp16 = images/s x GFLOP / peak.",
-        "VGG16 has seeded random weights (speed only). The engine's figure includes npz loading and "
-        "preprocessing on the CPU and the float32 copy to the card.",
+        "VGG16 has seeded random weights (speed only). The engine's figures include npz loading and "
+        "preprocessing on the CPU and the copy to the card (uint8 crops when normalizing on the device, "
+        "float32 when on the host).",
     ]
     return {"suite": "gpu", "title": "VGG16 fp16 on a GPU: engine end to end vs a plain torch loop",
             "rows": rows, "ratios": ratios, "notes": notes}

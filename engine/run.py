@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
+from engine.backends import resolve_device
 from engine.dataconfig import DataConfig, ModelInfo
 from engine.decode import DEFAULT_MAX_PIXELS
 from engine.datalist import read_datalist, scan_images
@@ -51,7 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "is the one engine.build gave it")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="--backend torch on CUDA: capture one CUDA graph per batch size")
-    p.add_argument("-i", "--instances", type=int, default=1, help="model instances per device process")
+    p.add_argument("--normalize-on", choices=("auto", "host", "device"), default="auto",
+                   help="where (x/255 - mean)/std happens: host (float32 slots) or device (uint8 slots, a "
+                        "quarter of the bytes; --backend torch); auto: device for torch on CUDA, else host")
+    p.add_argument("-i", "--instances", type=int, default=None,
+                   help="model instances per device process (default 1; 3 on a GPU, each on its own CUDA "
+                        "stream, so their host-side work overlaps each other's kernels)")
     p.add_argument("-p", "--processes", type=int, default=1, help="device worker processes")
     p.add_argument("-b", "--batch", type=int, default=8, help="batch size")
     p.add_argument("--workers", type=int, default=default_workers(cores), help="preprocess processes")
@@ -123,6 +129,13 @@ def backend_options(args) -> dict:
     return options
 
 
+def normalize_on(choice: str, backend: str, device: str) -> str:
+    """``auto``: on the device for torch on a GPU (uint8 over PCIe), else on the host."""
+    if choice != "auto":
+        return choice
+    return "device" if backend == "torch" and device.startswith("cuda") else "host"
+
+
 def make_progress(quiet: bool, total: int):
     if quiet:
         return None, None
@@ -146,12 +159,18 @@ def main(argv=None) -> int:
     if (args.precision or args.cuda_graphs) and args.backend != "torch":
         parser.error("--precision and --cuda-graphs apply to --backend torch; an ONNX model runs at the "
                      "precision engine.build gave it (fp32, fp16 or int8)")
+    if args.normalize_on == "device" and args.backend != "torch":
+        parser.error("--normalize-on device applies to --backend torch; an ONNX model takes the normalized "
+                     "float32 input it was exported with")
     try:
         items = read_datalist(args.datalist) if args.datalist else scan_images(args.images)
         if not items:
             raise ValueError(f"{args.datalist or args.images}: no items to run")
         labels = LabelSource(args.label, args.labels_from_folders)
         model_path, info = resolve_model(args)
+        args.device = resolve_device(args.device, args.backend)
+        if args.instances is None:
+            args.instances = 3 if args.device.startswith("cuda") else 1
         if args.auto:
             apply_autotune(args, model_path)
         threads = args.threads or max(1, (os.cpu_count() or 1) // args.instances)
@@ -160,6 +179,7 @@ def main(argv=None) -> int:
             class_names=info.class_names or (imagenet_class_names() if info.data_config.num_classes == 1000 else None),
             model_label=info.extra.get("weights_label", "weights not recorded in the model info"),
             backend=args.backend, device=args.device, backend_options=backend_options(args),
+            normalize_on=normalize_on(args.normalize_on, args.backend, args.device),
             instances=args.instances, processes=args.processes, batch=args.batch, threads=threads,
             workers=args.workers, topk=args.topk, iterations=args.iterations, warmup=args.warmup,
             slots=args.slots, batch_delay_ms=args.batch_delay_ms, transport=args.transport,
@@ -173,7 +193,7 @@ def main(argv=None) -> int:
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     print(f"engine: {len(items)} items x {cfg.iterations}; model {Path(model_path).name} ({cfg.model_label}); "
-          f"backend {cfg.backend}/{cfg.device}; -i {cfg.instances} -p {cfg.processes} -b {cfg.batch}; "
+          f"backend {cfg.backend}/{cfg.device}; normalize on {cfg.normalize_on}; -i {cfg.instances} -p {cfg.processes} -b {cfg.batch}; "
           f"workers {cfg.workers}; threads {cfg.threads}; slots {cfg.slots}; transport {cfg.transport}",
           file=sys.stderr, flush=True)
     sink = Sink(items, topk=cfg.topk, class_names=cfg.class_names, labels=labels, path_output=args.path_output,

@@ -158,7 +158,43 @@ def test_torch_cuda_graphs_fp16_match_cpu(tiny):
     for _ in range(2):  # first call captures, second replays
         (got,) = gpu.run(x)
         np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-2)
-    assert gpu.describe()["device_name"]
+    (part,) = gpu.run(x[:3])  # replays the batch-4 graph, zero-padded
+    np.testing.assert_allclose(part, want[:3], rtol=2e-2, atol=2e-2)
+    assert len(gpu._graphs) == 1
+    assert gpu.describe()["device_name"] and gpu.describe()["cuda_graphs"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not has_cuda(), reason="no CUDA GPU")
+def test_torch_cuda_uint8_input_in_two_threads_matches_cpu():
+    """Two instances (one CUDA stream each, graphs captured concurrently) run uint8 crops
+    at once; every answer is its own input's, the same each time, and matches the CPU's
+    float32 result within TF32 convolution error."""
+    rng = np.random.default_rng(5)
+    crops = [rng.integers(0, 256, (4, 3, SIZE, SIZE), dtype=np.uint8) for _ in range(2)]
+    cpu = open_backend("torch", module=tiny_torch_module(), data_config=CONFIG)
+    mean = np.asarray(CONFIG.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(CONFIG.std, np.float32).reshape(1, 3, 1, 1)
+    want = [cpu.run(((c / 255.0 - mean) / std).astype(np.float32))[0] for c in crops]
+    gpus = [open_backend("torch", device="cuda", module=tiny_torch_module(), data_config=CONFIG,
+                         cuda_graphs=True) for _ in range(2)]
+    got = [[] for _ in gpus]
+
+    def work(i):
+        for _ in range(20):
+            got[i].append(gpus[i].run_uint8(crops[i])[0])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(2):
+        assert len(got[i]) == 20
+        for g in got[i]:
+            np.testing.assert_array_equal(g, got[i][0])
+        np.testing.assert_allclose(got[i][0], want[i], rtol=1e-2, atol=1e-2)
+    assert np.abs(want[0] - want[1]).max() > 0.5  # the two inputs' answers are far apart
 
 
 @pytest.mark.gpu

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.update_readme import END, START, main as update_main
+from bench.update_readme import END, GPU_END, GPU_START, START, main as update_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -193,6 +193,35 @@ def test_update_readme_rewrites_only_between_markers(tmp_path):
 
     assert update_main(["--readme", str(readme), str(results / "a.json")]) == 0
     assert "| pipeline | engine / torch loop | 2 | >= 3 | not met |" in readme.read_text()
+
+
+def test_update_readme_gpu_table_comes_from_the_newest_gpu_run(tmp_path):
+    """A GPU-only run (another machine) fills the GPU table and leaves the main table to
+    the newest run in which a CPU suite ran."""
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{START}\n{END}\n\n## GPU\n{GPU_START}\nstale\n{GPU_END}\n")
+    results = tmp_path / "results"
+    results.mkdir()
+    results_file(results / "cpu.json", "2026-03-01T00:00:00+00:00", value=3.5)
+    gpu_suite = {"status": "ok", "rows": [{"name": "vgg16 fp16 engine", "value": 6938.0, "unit": "img/s"}],
+                 "ratios": [{"name": "engine / torch loop", "value": 0.8168, "goal": None, "met": None}]}
+    for name, date, suites in (
+            ("gpu-old.json", "2026-04-01T00:00:00+00:00", {"gpu": {**gpu_suite, "rows": []}}),
+            ("gpu.json", "2026-05-01T00:00:00+00:00", {"gpu": gpu_suite}),
+            ("gpu-skipped.json", "2026-06-01T00:00:00+00:00", {"gpu": {"status": "skipped", "error": "no CUDA"}})):
+        (results / name).write_text(json.dumps({
+            "date": date, "host": "gpubox", "command": "python -m bench --only gpu", "smoke": False,
+            "machine": {"cpu_model": "Big CPU", "cores_usable": 16, "memory_gb": 128,
+                        "gpus": [{"name": "NVIDIA H200", "memory_mb": 143771.0}]},
+            "suites": suites}))
+    assert update_main(["--readme", str(readme), "--results-dir", str(results)]) == 0
+    text = readme.read_text()
+    main, gpu = text[text.index(START):text.index(END)], text[text.index(GPU_START):text.index(GPU_END)]
+    assert "Measured 2026-03-01" in main and "| pipeline | engine / torch loop | 3.5 |" in main
+    assert "6938" not in main
+    assert "Measured 2026-05-01" in gpu and "NVIDIA H200" in gpu and "results/gpu.json" in gpu
+    assert "| gpu | engine / torch loop | 0.8168 | - | - |" in gpu and "| gpu | vgg16 fp16 engine | 6938 | img/s |" in gpu
+    assert "pipeline" not in gpu and "stale" not in text
 
 
 def test_update_readme_fails_clearly(tmp_path, capsys):

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision.transforms as T
@@ -105,3 +106,50 @@ def test_torch_backend_takes_its_precision_from_the_command_line(tmp_path):
     ort = _cli("engine.run", "--images", tmp_path / "val", "--model", "efficientnet_lite0", "--precision", "bf16",
                env=env)
     assert ort.returncode == 2 and "--precision and --cuda-graphs apply to --backend torch" in ort.stderr
+
+
+def test_torch_backend_normalizes_uint8_crops_on_the_device(tmp_path):
+    """--normalize-on device: the slots hold the uint8 crop and the torch backend does the
+    to-float and normalize step; the results equal the host-normalized run's."""
+    _write_photo_folder(tmp_path / "val")
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    common = ["engine.run", "--images", tmp_path / "val", "--model", "efficientnet_lite0", "--backend", "torch",
+              "-b", "3", "--workers", "1", "--quiet"]
+    logits = {}
+    for where in ("host", "device"):
+        run = _cli(*common, "--normalize-on", where, "--path_output", tmp_path / where,
+                   "--report", tmp_path / f"{where}.json", env=env)
+        assert run.returncode == 0, run.stderr
+        assert f"normalize on {where}" in run.stderr
+        assert json.loads((tmp_path / f"{where}.json").read_text())["config"]["normalize_on"] == where
+        logits[where] = np.concatenate([np.load(f)["output_0"] for f in sorted((tmp_path / where).glob("*.npz"))])
+    assert logits["device"].shape == (8, 1000)
+    np.testing.assert_allclose(logits["device"], logits["host"], rtol=1e-3, atol=1e-3)
+    assert (logits["device"].argmax(1) == logits["host"].argmax(1)).all()
+
+    ort = _cli("engine.run", "--images", tmp_path / "val", "--model", "efficientnet_lite0",
+               "--normalize-on", "device", env=env)
+    assert ort.returncode == 2 and "--normalize-on device applies to --backend torch" in ort.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_cuda_fp16_graphs_run_agrees_with_cpu(tmp_path):
+    """engine.run on the GPU (fp16, CUDA graphs, uint8 slots, a partial last batch) gives
+    the CPU fp32 run's top-1 on the photos."""
+    _write_photo_folder(tmp_path / "val")
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    common = ["engine.run", "--images", tmp_path / "val", "--model", "efficientnet_lite0", "--backend", "torch",
+              "-b", "3", "--workers", "2", "--quiet"]
+    top1 = {}
+    for name, extra in (("cpu", ["--device", "cpu"]),
+                        ("cuda", ["--device", "cuda", "--precision", "fp16", "--cuda-graphs"])):
+        run = _cli(*common, *extra, "--save-topk", tmp_path / f"{name}.txt", "--report", tmp_path / f"{name}.json",
+                   env=env)
+        assert run.returncode == 0, run.stderr
+        top1[name] = {Path(item).stem: entries[0].class_id
+                      for item, entries in read_topk_file(tmp_path / f"{name}.txt").items()}
+    report = json.loads((tmp_path / "cuda.json").read_text())
+    assert report["config"]["normalize_on"] == "device"
+    assert report["backends"][0]["cuda_graphs"] and report["backends"][0]["precision"] == "fp16"
+    assert len(top1["cuda"]) == 8 and top1["cuda"] == top1["cpu"]

@@ -34,6 +34,11 @@ class Backend(abc.ABC):
     def describe(self) -> dict:
         """Device name, provider(s), threads, memory used (MB, None when unknown), precision."""
 
+    def input_buffer(self, batch: int, dtype=np.float32) -> np.ndarray:
+        """A ``(batch, C, H, W)`` array to gather batches into; a GPU backend gives
+        page-locked memory, which its copy to the device reads directly."""
+        return np.empty((batch, *self.input_shape), dtype)
+
     def warmup(self, batch_size: int, iterations: int = 2) -> None:
         """Run a few zero batches so allocation and kernel selection happen before timing."""
         if batch_size < 1:

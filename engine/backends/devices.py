@@ -61,6 +61,8 @@ def resolve_device(device: str, kind: str | None = None) -> str:
     base, _, index = device.partition(":")
     if base not in DEVICES or (index and (base != "cuda" or not index.isdigit())):
         raise ValueError(f"device {device!r}: expected one of auto, cpu, cuda, cuda:N")
+    if base == "cpu":
+        return device
     present = available_devices(kind)
     if base == "auto":
         return "cuda" if "cuda" in present else "cpu"

@@ -2,12 +2,16 @@
 
 On CUDA it offers what makes a GPU fast for fixed-shape classifiers: ``channels_last``
 memory layout, fp16/bf16 autocast, CUDA graphs captured once per batch size (a replay
-launches the whole network at once, no per-layer Python), optional ``torch.compile``,
-and ``run_uint8``: the host sends the uint8 crop (a quarter of the bytes of float32 over
+launches the whole network at once, no per-layer Python; a smaller batch replays the
+smallest captured graph that holds it, zero-padded), optional ``torch.compile``, one CUDA
+stream per backend (so instances in one process overlap their copies and kernels), and
+``run_uint8``: the host sends the uint8 crop (a quarter of the bytes of float32 over
 PCIe) and the GPU does the to-float and normalize step.
 """
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +20,7 @@ from engine.backends.base import Backend
 from engine.dataconfig import DataConfig, ModelInfo
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+_CAPTURE_LOCK = threading.Lock()
 
 
 def _load_zoo_model(name: str, library: str, weights, seed: int):
@@ -35,6 +40,15 @@ def _model_from_info(model_path) -> tuple[str, str, str | None, int, ModelInfo]:
     if weights_file and not Path(weights_file).is_absolute():
         weights_file = str(info_path.parent / weights_file)
     return info.name, info.library, weights_file, int(info.weights.get("seed", 0)), info
+
+
+@dataclass
+class _CapturedGraph:
+    """A CUDA graph with its static device input and output tensors."""
+
+    cuda_graph: object
+    device_input: object
+    outputs: list
 
 
 class TorchBackend(Backend):
@@ -115,6 +129,8 @@ class TorchBackend(Backend):
             module = torch.compile(module, mode="reduce-overhead" if cuda_graphs else "default")
         self.module = module
         self._graphs: dict = {}
+        self._stream = torch.cuda.Stream(self._dev) if base == "cuda" else None
+        self._pinned: list = []
 
         self.name = f"torch-{base}"
         self.input_name = info.input_name if info else input_name
@@ -143,42 +159,69 @@ class TorchBackend(Backend):
         x = x_u8.float() * self._u8_scale + self._u8_bias
         return self._forward(x)
 
-    def _call(self, fn, key, host: np.ndarray) -> list[np.ndarray]:
+    def _call(self, fn, kind: str, host: np.ndarray) -> list[np.ndarray]:
         torch = self.torch
         x = torch.from_numpy(host)
-        if not self._use_graphs:
+        if self._stream is None:
             with torch.inference_mode():
-                outs = fn(x.to(self._dev, non_blocking=False))
-            return [o.cpu().numpy() for o in outs]
-        graph = self._graphs.get(key)
-        if graph is None:
-            graph = self._capture(fn, x)
-            self._graphs[key] = graph
-        cuda_graph, static_in, static_outs = graph
-        static_in.copy_(x.pin_memory(), non_blocking=True)
-        cuda_graph.replay()
-        return [o.cpu().numpy() for o in static_outs]
+                return [o.numpy() for o in fn(x)]
+        # A batch gathered into input_buffer() is page-locked: its copy to the card is a DMA
+        # with no staging copy. The outputs' .cpu() waits for the stream, so the buffer is
+        # free again when this returns.
+        with torch.cuda.stream(self._stream):
+            if not self._use_graphs:
+                with torch.inference_mode():
+                    outs = fn(x.to(self._dev, non_blocking=True))
+                return [o.cpu().numpy() for o in outs]
+            n = host.shape[0]
+            graph = self._graph_for(fn, kind, host)
+            graph.device_input[:n].copy_(x, non_blocking=True)
+            graph.cuda_graph.replay()
+            return [o[:n].cpu().numpy() for o in graph.outputs]
 
-    def _capture(self, fn, example):
-        """Capture ``fn`` on a static device input of ``example``'s shape and dtype."""
+    def _graph_for(self, fn, kind: str, host: np.ndarray) -> "_CapturedGraph":
+        """The smallest graph of this input kind that holds the batch, captured if none does."""
+        n, sample_shape = host.shape[0], host.shape[1:]
+        fits = [g for (k, shape, size), g in self._graphs.items() if k == kind and shape == sample_shape and size >= n]
+        if fits:
+            return min(fits, key=lambda g: g.device_input.shape[0])
+        graph = self._capture(fn, host)
+        self._graphs[(kind, sample_shape, n)] = graph
+        return graph
+
+    def _capture(self, fn, example: np.ndarray) -> "_CapturedGraph":
+        """Capture ``fn`` on a static device input of ``example``'s shape and dtype.
+
+        One capture at a time per process, in thread-local error mode: instances in other
+        threads keep running their own streams (copies, replays) meanwhile.
+        """
         torch = self.torch
-        static_in = torch.empty(example.shape, dtype=example.dtype, device=self._dev)
-        static_in.copy_(example)
-        side = torch.cuda.Stream(self._dev)
-        side.wait_stream(torch.cuda.current_stream(self._dev))
-        with torch.cuda.stream(side), torch.inference_mode():
-            for _ in range(3):  # let cuDNN pick its algorithms before capture
-                fn(static_in)
-        torch.cuda.current_stream(self._dev).wait_stream(side)
-        cuda_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(cuda_graph), torch.inference_mode():
-            static_outs = fn(static_in)
-        return cuda_graph, static_in, static_outs
+        device_input = torch.from_numpy(example).to(self._dev)
+        with _CAPTURE_LOCK:
+            with torch.inference_mode():
+                for _ in range(3):  # let cuDNN pick its algorithms before capture
+                    fn(device_input)
+            self._stream.synchronize()
+            cuda_graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(cuda_graph, stream=self._stream, capture_error_mode="thread_local"), \
+                    torch.inference_mode():
+                outputs = fn(device_input)
+        return _CapturedGraph(cuda_graph, device_input, outputs)
+
+    def input_buffer(self, batch: int, dtype=np.float32) -> np.ndarray:
+        """A page-locked ``(batch, C, H, W)`` host array on CUDA, a plain one on the CPU."""
+        if self._stream is None:
+            return super().input_buffer(batch, dtype)
+        torch = self.torch
+        torch_dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.uint8): torch.uint8}[np.dtype(dtype)]
+        pinned = torch.empty((batch, *self.input_shape), dtype=torch_dtype, pin_memory=True)
+        self._pinned.append(pinned)  # the numpy view does not keep the tensor alive
+        return pinned.numpy()
 
     # -- the Backend interface --------------------------------------------------------
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         batch = self.check_batch(batch)
-        return self._call(self._forward, ("f32", batch.shape), batch)
+        return self._call(self._forward, "f32", batch)
 
     def run_uint8(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run a uint8 crop batch, ``(N, 3, H, W)`` or ``(N, H, W, 3)``, not yet normalized.
@@ -193,9 +236,9 @@ class TorchBackend(Backend):
         c, h, w = self.input_shape
         batch = np.ascontiguousarray(batch)
         if batch.shape[1:] == (c, h, w):
-            return self._call(self._forward_uint8, ("u8-nchw", batch.shape), batch)
+            return self._call(self._forward_uint8, "u8-nchw", batch)
         if batch.shape[1:] == (h, w, c):
-            return self._call(self._forward_uint8_nhwc, ("u8-nhwc", batch.shape), batch)
+            return self._call(self._forward_uint8_nhwc, "u8-nhwc", batch)
         raise ValueError(f"{self.name}: uint8 batch shape {batch.shape} matches neither "
                          f"(N, {c}, {h}, {w}) nor (N, {h}, {w}, {c})")
 
@@ -226,6 +269,7 @@ class TorchBackend(Backend):
 
     def close(self) -> None:
         self._graphs.clear()
+        self._pinned.clear()
         self.module = None
         if self._dev.type == "cuda":
             self.torch.cuda.empty_cache()

@@ -94,7 +94,7 @@ class Broker:
         self.endpoint, self._ipc_path = self._bind()
         sweep_stale_segments()
         crop = cfg.data_config.crop
-        self.ring = SlotRing.create(cfg.slots, (3, crop, crop), np.float32)
+        self.ring = SlotRing.create(cfg.slots, (3, crop, crop), cfg.slot_dtype)
         self.free_slots = deque(range(cfg.slots))
         self.next_seq = 0
         self.requeued: deque[int] = deque()

@@ -4,7 +4,11 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from engine.dataconfig import DataConfig
+
+NORMALIZE_ON = ("host", "device")
 
 
 def default_workers(cores: int) -> int:
@@ -22,6 +26,7 @@ class RunConfig:
     backend: str = "ort"
     device: str = "cpu"
     backend_options: dict = field(default_factory=dict)  # e.g. torch's precision, cuda_graphs
+    normalize_on: str = "host"  # "device": slots hold the uint8 crop, the backend normalizes
     instances: int = 1
     processes: int = 1
     batch: int = 8
@@ -48,12 +53,22 @@ class RunConfig:
             raise ValueError(f"--warmup must be >= 0, got {self.warmup}")
         if self.transport not in ("ipc", "tcp"):
             raise ValueError(f"transport {self.transport!r}: use 'ipc' or 'tcp'")
+        if self.normalize_on not in NORMALIZE_ON:
+            raise ValueError(f"--normalize-on {self.normalize_on!r}: use one of {', '.join(NORMALIZE_ON)}")
+        if self.normalize_on == "device" and self.backend != "torch":
+            raise ValueError(f"--normalize-on device needs --backend torch; the {self.backend} backend "
+                             "takes the normalized float32 input its model was exported with")
         if self.output_dtype not in ("float32", "float16"):
             raise ValueError(f"output dtype {self.output_dtype!r}: use float32 or float16")
         if self.topk > self.data_config.num_classes:
             raise ValueError(f"--topk {self.topk} exceeds the model's {self.data_config.num_classes} classes")
         if not self.slots:
             self.slots = self.default_slots()
+
+    @property
+    def slot_dtype(self) -> np.dtype:
+        """What the shared-memory slots hold: the normalized float32 input, or the uint8 crop."""
+        return np.dtype(np.uint8 if self.normalize_on == "device" else np.float32)
 
     @property
     def chunk(self) -> int:
