@@ -30,6 +30,7 @@ import onnx
 from onnx import helper
 
 from engine.backends.ort import PRECISION_METADATA_KEY
+from engine.bias_correction import correct_biases
 from engine.buildconfig import BuildConfig, ConfigError, check_preprocess_ops, load_config
 from engine.calibration import (
     ImageCalibrationReader,
@@ -305,6 +306,8 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
         )
     finally:
         reader.close()
+    corrected = (correct_biases(prepared, dst, items, info.data_config, batch_size) if cfg.bias_correction
+                 else None)
     keep_float_outputs(dst)
     return {
         "format": "QDQ",
@@ -317,6 +320,7 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
         "percentile": cfg.percentile if cfg.method == "percentile" else None,
         "batch_size": batch_size,
         "float_layers": skipped,
+        "bias_correction": corrected,
     }
 
 

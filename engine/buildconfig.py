@@ -11,7 +11,8 @@ Native form::
       input_shape: [1, 3, 224, 224]
     dtype: int8                  # fp32 | fp16 | int8
     quantization: {method: percentile, per_channel: true, percentile: 99.999,
-                   skip_layers: [0, -1]}   # layers kept in float: first and last here
+                   skip_layers: [0, -1],   # layers kept in float: first and last here
+                   bias_correction: true}  # undo the weight rounding's mean shift (default)
     calibration: {path: ImageNet/val, count: 1000, labels: val_label.txt}
     check: {count: 200}          # held-out images for the accuracy check
     softmax: true
@@ -41,7 +42,7 @@ NATIVE = {
     "model.onnx": None, "model.input_name": None, "model.input_shape": None,
     "dtype": None,
     "quantization.method": None, "quantization.per_channel": True, "quantization.percentile": None,
-    "quantization.skip_layers": None,
+    "quantization.skip_layers": None, "quantization.bias_correction": True,
     "calibration.path": None, "calibration.count": 1000, "calibration.labels": None,
     "calibration.suffix": None, "calibration.batch_size": 8,
     "check.path": None, "check.count": 200, "check.labels": None,
@@ -158,6 +159,7 @@ class BuildConfig:
     per_channel: bool
     percentile: float
     skip_layers: list[int]        # weighted layers (Conv/Gemm/MatMul, graph order) kept in float
+    bias_correction: bool         # undo the weight rounding's mean shift (engine.bias_correction)
     calibration_path: Path | None
     calibration_count: int
     calibration_labels: Path | None
@@ -233,7 +235,7 @@ def parse_config(mapping: dict, base_dir: str | Path = ".") -> BuildConfig:
             raise ConfigError(f"{source('dtype')}: int8 needs calibration images (calibration.path / dataset.path)")
     else:
         for native in ("quantization.method", "quantization.percentile", "quantization.per_channel",
-                       "quantization.skip_layers"):
+                       "quantization.skip_layers", "quantization.bias_correction"):
             if native in values and values[native] != []:
                 raise ConfigError(f"{source(native)}: quantization settings given but dtype is {dtype}")
     method = METHODS[method_label] if dtype == "int8" else None
@@ -268,7 +270,7 @@ def parse_config(mapping: dict, base_dir: str | Path = ".") -> BuildConfig:
         bad = next(n for n in ("calibration.count", "calibration.batch_size", "check.count")
                    if get(n) < (0 if n == "check.count" else 1))
         raise ConfigError(f"{source(bad)}: {get(bad)!r} is out of range")
-    for native in ("softmax", "quantization.per_channel"):
+    for native in ("softmax", "quantization.per_channel", "quantization.bias_correction"):
         _expect(source(native), get(native), bool, "true or false")
     skip = get("quantization.skip_layers") or []
     if not isinstance(skip, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in skip):
@@ -291,6 +293,7 @@ def parse_config(mapping: dict, base_dir: str | Path = ".") -> BuildConfig:
         per_channel=get("quantization.per_channel"),
         percentile=float(percentile),
         skip_layers=skip,
+        bias_correction=get("quantization.bias_correction"),
         calibration_path=_resolve(base, get("calibration.path")),
         calibration_count=get("calibration.count"),
         calibration_labels=_resolve(base, get("calibration.labels")),

@@ -196,6 +196,68 @@ def test_a_float_first_layer_keeps_its_pad_in_float(workspace, tmp_path):
                                open_backend("ort", model).run(x)[0], rtol=1e-5, atol=1e-6)
 
 
+def write_two_conv_onnx(path, size=SIZE, hidden=16, classes=8):
+    """input -> 1x1 Conv -> Relu -> 1x1 Conv -> mean over H, W: the second conv's inputs
+    are all >= 0, so its weight rounding shifts every logit's mean."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(11)
+    inits = [numpy_helper.from_array(a.astype(np.float32), name) for name, a in (
+        ("w1", rng.standard_normal((hidden, 3, 1, 1))), ("b1", rng.standard_normal(hidden) * 0.1),
+        ("w2", rng.standard_normal((classes, hidden, 1, 1)) * 0.3), ("b2", rng.standard_normal(classes) * 0.1))]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], name="conv1"),
+         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+         helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2"),
+         helper.make_node("ReduceMean", ["c2"], ["logits"], axes=[2, 3], keepdims=0, name="mean")],
+        "twoconv", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_bias_correction_removes_the_weight_rounding_mean_shift(workspace, tmp_path):
+    """With bias correction the int8 model's mean logits over the calibration images sit
+    much closer to fp32's than without; the biases move, the quantized weights do not."""
+    import onnx
+    from onnx import numpy_helper
+
+    from engine.calibration import iter_batches
+
+    model = write_two_conv_onnx(tmp_path / "twoconv.onnx")
+    folders, reports = {}, {}
+    for corrected in (False, True):
+        cfg = parse_config({"model": {"onnx": str(model)}, "dtype": "int8",
+                            "quantization": {"method": "max", "bias_correction": corrected},
+                            "calibration": {"path": str(workspace / "images"), "count": 12},
+                            "check": {"count": 3}, "output": str(tmp_path / str(corrected))})
+        folders[corrected] = build(cfg, progress=False)
+        reports[corrected] = json.loads((folders[corrected] / "build.json").read_text())
+    assert reports[False]["quantization"]["bias_correction"] is None
+    assert reports[True]["quantization"]["bias_correction"]["layers"] == 2
+
+    def initializers(folder):
+        return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(folder / "twoconv.onnx")).graph.initializer}
+
+    plain, fixed = initializers(folders[False]), initializers(folders[True])
+    np.testing.assert_array_equal(plain["w2_quantized"], fixed["w2_quantized"])
+    assert not np.array_equal(plain["b2_quantized"], fixed["b2_quantized"])
+
+    items = reports[True]["calibration"]["items"]
+    config = ModelInfo.load(ModelInfo.path_for(folders[True] / "twoconv.onnx")).data_config
+    backends = {k: open_backend("ort", path) for k, path in (
+        ("fp32", model), ("plain", folders[False] / "twoconv.onnx"), ("fixed", folders[True] / "twoconv.onnx"))}
+    logits = {k: [] for k in backends}
+    for _, batch in iter_batches(items, config, 4):
+        for k, backend in backends.items():
+            logits[k].append(backend.run(batch)[0])
+    means = {k: np.concatenate(v).mean(axis=0) for k, v in logits.items()}
+    shift_plain = np.abs(means["plain"] - means["fp32"]).mean()
+    shift_fixed = np.abs(means["fixed"] - means["fp32"]).mean()
+    assert shift_fixed < 0.5 * shift_plain, (shift_fixed, shift_plain)
+
+
 def test_preprocess_ops_that_contradict_the_model_are_refused(workspace, tmp_path):
     cfg = parse_config({"model": {"onnx": str(workspace / "tinynet.onnx")}, "dtype": "fp32",
                         "dataset": {"transform_ops": [{"type": "CenterCrop", "crop_size": [20, 20]}]},
