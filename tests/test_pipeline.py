@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 import kernels
+from engine.backends import available_devices
 from engine.dataconfig import ModelInfo
 from engine.decode import load_item
 from photos import write_photo
@@ -153,6 +154,16 @@ def test_missing_model_is_a_clear_fatal_error(tmp_path, good_items):
     proc = run_engine(["--datalist", datalist, "--onnx", tmp_path / "nope.onnx"])
     assert proc.returncode == 1
     assert "nope.onnx: no such file" in proc.stderr
+
+
+@pytest.mark.skipif("cuda" in available_devices("ort"), reason="this machine has a CUDA GPU for onnxruntime")
+def test_cuda_without_a_gpu_is_a_clear_fatal_error_before_any_worker_starts(tmp_path, model, good_items):
+    datalist = tmp_path / "list.txt"
+    datalist.write_text("\n".join(good_items))
+    proc = run_engine(["--datalist", datalist, "--onnx", model, "--device", "cuda", "--report", tmp_path / "r.json"])
+    assert proc.returncode == 1
+    assert "device 'cuda': no usable CUDA GPU for onnxruntime" in proc.stderr
+    assert "items x" not in proc.stderr and not (tmp_path / "r.json").exists()
 
 
 class EngineProcess:
