@@ -144,7 +144,7 @@ def make_progress(quiet: bool, total: int):
     def update(broker) -> None:
         bar.update(broker.finished - bar.n)
         acc = broker.sink.accuracy()
-        postfix = {"img/s": f"{broker.measured_items / max(1e-9, broker.measured_seconds):.1f}",
+        postfix = {"img/s": f"{broker.throughput:.1f}",
                    "errors": broker.failed}
         if acc["labelled"]:
             postfix.update(top1=f"{acc['top1']:.2f}", top5=f"{acc['top5']:.2f}")

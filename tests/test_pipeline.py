@@ -21,6 +21,7 @@ import pytest
 
 import kernels
 from engine.backends import available_devices
+from engine.pipeline.broker import work_in_window
 from engine.dataconfig import ModelInfo
 from engine.decode import load_item
 from photos import write_photo
@@ -146,6 +147,18 @@ def test_tcp_transport(tmp_path, model, good_items):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["counts"]["done"] == len(good_items)
     assert report["measured_items"] == len(good_items) - 3, "warm-up items are not timed"
+    # one instance: the batch queued behind the one that started the clock begins inside the window
+    assert report["throughput_qps"] * report["forward_time_s"] == pytest.approx(report["measured_items"])
+
+
+def test_batches_at_the_edges_of_the_timed_window_count_in_part():
+    spans = [(10.0, 14.0, 8),   # running when the clock starts at 12: half inside
+             (12.0, 16.0, 8),   # wholly inside
+             (16.0, 22.0, 6),   # running when it stops at 20: two thirds inside
+             (11.0, 11.0, 1),   # a failed item before the start: not counted
+             (15.0, 15.0, 1),   # one inside: counted
+             (8.0, 12.0, 8)]    # the batch that started the clock: wholly before
+    assert work_in_window(spans, 12.0, 20.0) == pytest.approx(4 + 8 + 4 + 1)
 
 
 def test_missing_model_is_a_clear_fatal_error(tmp_path, good_items):

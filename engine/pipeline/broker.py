@@ -44,6 +44,19 @@ class RunStopped(RuntimeError):
     """The run cannot go on (a stage failed to start, too many worker deaths)."""
 
 
+def work_in_window(spans, start: float, stop: float) -> float:
+    """Items processed inside [start, stop]: each ``(started, done, items)`` span counts for
+    the share of its time that lies inside, a point (``started == done``) in full when
+    start < done <= stop."""
+    work = 0.0
+    for started, done, items in spans:
+        if done <= started:
+            work += items if start < done <= stop else 0
+        else:
+            work += items * max(0.0, min(done, stop) - max(started, start)) / (done - started)
+    return work
+
+
 @dataclass
 class Worker:
     identity: bytes
@@ -52,6 +65,8 @@ class Worker:
     ready: bool = False
     inflight: dict = field(default_factory=dict)  # task id -> items
     backend: dict | None = None
+    sent_at: dict = field(default_factory=dict)  # device task id -> when it was sent
+    last_done: float = 0.0  # when this device instance last returned a batch
 
     def load(self) -> int:
         return sum(len(items) for items in self.inflight.values())
@@ -115,6 +130,7 @@ class Broker:
         self.backends: list[dict] = []
         self.t_measure = self.t_end = 0.0
         self.measured_from = 0  # items finished when the clock started (0: from the start)
+        self.spans: list[tuple[float, float, int]] = []  # (started, done, items) per batch or failed item
         self.peak_rss_bytes = 0
 
     # ---- sockets and processes -------------------------------------------------
@@ -222,6 +238,7 @@ class Broker:
             self.item_timing[seq] = (load_us, pre_us, round((now - t_ready) * 1e6))
         task_id = next(self.task_ids)
         worker.inflight[task_id] = items
+        worker.sent_at[task_id] = now
         wire.send(self.sock, {"type": "batch", "id": task_id, "items": items}, identity=worker.identity)
 
     # ---- messages ----------------------------------------------------------------
@@ -247,14 +264,23 @@ class Broker:
                 self._finish_error(seq, slot, reason)
         elif kind == "dev_done":
             worker.inflight.pop(header["id"], None)
-            self._finish_batch(header, arrays)
+            now = time.perf_counter()
+            # a queued batch starts when the instance's previous one is done
+            started = max(worker.sent_at.pop(header["id"], now), worker.last_done)
+            worker.last_done = now
+            self._finish_batch(header, arrays, started, now)
         elif kind == "dev_error":
             worker.inflight.pop(header["id"], None)
+            now = time.perf_counter()
+            started = max(worker.sent_at.pop(header["id"], now), worker.last_done)
+            worker.last_done = now
+            self.spans.append((started, now, len(header["items"])))
             for seq, slot in header["items"]:
-                self._finish_error(seq, slot, header["error"])
+                self._finish_error(seq, slot, header["error"], counted=True)
 
-    def _finish_batch(self, header: dict, arrays: list) -> None:
+    def _finish_batch(self, header: dict, arrays: list, started: float, done: float) -> None:
         items = header["items"]
+        self.spans.append((started, done, len(items)))
         t0 = time.perf_counter()
         ok = self.sink.results([seq for seq, _ in items], arrays)
         t1 = time.perf_counter()
@@ -278,10 +304,14 @@ class Broker:
                 tm.postprocess.append(post_us)
                 if t_dispatch is not None:
                     tm.e2e.append((t1 - t_dispatch) * 1e6)
-        self._maybe_start_measuring()
+        self._maybe_start_measuring(done)
 
-    def _finish_error(self, seq: int, slot: int | None, reason: str) -> None:
+    def _finish_error(self, seq: int, slot: int | None, reason: str, *, counted: bool = False) -> None:
+        """``counted``: the item is already in a device batch's span."""
         self.sink.error(seq, reason)
+        if not counted:
+            now = time.perf_counter()
+            self.spans.append((now, now, 1))
         if slot is not None:
             self.free_slots.append(slot)
         self.item_timing.pop(seq, None)
@@ -290,11 +320,12 @@ class Broker:
         self.failed += 1
         self._maybe_start_measuring()
 
-    def _maybe_start_measuring(self) -> None:
-        """Start the clock once ``--warmup`` items are through (batches may overshoot it)."""
+    def _maybe_start_measuring(self, at: float | None = None) -> None:
+        """Start the clock once ``--warmup`` items are through (batches may overshoot it),
+        at ``at``: the completion that got them through."""
         if not self.measuring and self.finished >= self.cfg.warmup:
             self.measured_from = self.finished
-            self.t_measure = time.perf_counter()
+            self.t_measure = at or time.perf_counter()
 
     # ---- supervision -------------------------------------------------------------
     def _sample_memory(self) -> None:
@@ -413,11 +444,35 @@ class Broker:
         """Whether the clock runs: per-item timings are kept only from then on."""
         return self.cfg.warmup == 0 or self.measured_from > 0
 
+    def timed_window(self) -> tuple[float, float]:
+        """The clock's start and end. After the run the end is the earliest last batch of
+        the device instances that worked after the start: from then on some instance had
+        no more work, and the others' last batches alone would read low."""
+        stop = self.t_end or time.perf_counter()
+        if self.t_end:
+            lasts = [w.last_done for w in self.workers.values() if w.role == "dev" and w.last_done > self.t_measure]
+            if len(lasts) > 1:
+                stop = min(lasts)
+        return self.t_measure, stop
+
     @property
     def measured_seconds(self) -> float:
-        """Seconds of the timed part of the run (so far, while it runs)."""
-        return max(1e-9, (self.t_end or time.perf_counter()) - self.t_measure)
+        """Seconds of the timed window (so far, while it runs)."""
+        start, stop = self.timed_window()
+        return max(1e-9, stop - start)
 
     @property
     def measured_items(self) -> int:
         return self.finished - self.measured_from
+
+    @property
+    def throughput(self) -> float:
+        """Items per second. After the run: the work inside the timed window, each batch
+        counted for the share of its device time inside it (a batch already running when
+        the clock started, or still running when it stopped, counts in part); counting
+        such batches whole made short runs with several instances read up to a batch per
+        instance high or low. While it runs: items finished over the time so far."""
+        if not self.t_end:
+            return self.measured_items / self.measured_seconds
+        start, stop = self.timed_window()
+        return work_in_window(self.spans, start, stop) / max(1e-9, stop - start)
