@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "is the one engine.build gave it")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="--backend torch on CUDA: capture one CUDA graph per batch size")
+    p.add_argument("--compile", action="store_true",
+                   help="--backend torch: torch.compile the model first (seconds to minutes at start)")
     p.add_argument("--normalize-on", choices=("auto", "host", "device"), default="auto",
                    help="where (x/255 - mean)/std happens: host (float32 slots) or device (uint8 slots, a "
                         "quarter of the bytes; --backend torch); auto: device for torch on CUDA, else host")
@@ -126,6 +128,8 @@ def backend_options(args) -> dict:
     options = {"precision": args.precision} if args.precision else {}
     if args.cuda_graphs:
         options["cuda_graphs"] = True
+    if args.compile:
+        options["compile"] = True
     return options
 
 
@@ -156,9 +160,9 @@ def make_progress(quiet: bool, total: int):
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if (args.precision or args.cuda_graphs) and args.backend != "torch":
-        parser.error("--precision and --cuda-graphs apply to --backend torch; an ONNX model runs at the "
-                     "precision engine.build gave it (fp32, fp16 or int8)")
+    if (args.precision or args.cuda_graphs or args.compile) and args.backend != "torch":
+        parser.error("--precision, --cuda-graphs and --compile apply to --backend torch; an ONNX model runs "
+                     "at the precision engine.build gave it (fp32, fp16 or int8)")
     if args.normalize_on == "device" and args.backend != "torch":
         parser.error("--normalize-on device applies to --backend torch; an ONNX model takes the normalized "
                      "float32 input it was exported with")

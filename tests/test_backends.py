@@ -148,6 +148,15 @@ def test_torch_refuses_impossible_settings():
         open_backend("torch")
 
 
+@pytest.mark.slow
+def test_torch_compile_matches_eager():
+    x = batch_of(4, seed=3)
+    (eager,) = open_backend("torch", module=tiny_torch_module(), data_config=CONFIG).run(x)
+    compiled = open_backend("torch", module=tiny_torch_module(), data_config=CONFIG, compile=True)
+    for _ in range(2):
+        np.testing.assert_allclose(compiled.run(x)[0], eager, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not has_cuda(), reason="no CUDA GPU")
 def test_torch_cuda_graphs_fp16_match_cpu(tiny):
