@@ -323,33 +323,37 @@ class Server:
             push.close()
 
     def _run_batch(self, items: list, instance: _Instance, send) -> None:
-        """Run one batch on ``instance``, ``send`` a reply per item, hand the instance back."""
+        """Run one batch on ``instance``, hand the instance back, then ``send`` a reply per
+        item: released first, so a client that answers its reply at once finds the server
+        idle (and can be served inline)."""
         try:
-            t_start = time.perf_counter()
-            n = len(items)
-            with self._batch_lock:
-                self._batch_sizes[n] += 1
-            if n == 1:
-                batch = items[0].tensor[None]
-            else:
-                batch = instance.batch[:n]
-                for i, item in enumerate(items):
-                    batch[i] = item.tensor
-            try:
-                logits = instance.backend.run(batch)[0]
-                indices, probs = self.model.topk(logits, max(item.job.request.topk for item in items))
-            except Exception as e:  # answer the whole batch, keep serving
-                for item in items:
-                    send(_error(item.job, f"inference failed ({type(e).__name__}: {e})"))
-                return
-            infer_us = (time.perf_counter() - t_start) * 1e6
-            if n == 1:
-                self.service_times.record_infer(infer_us)
-            names = self.model.class_names
-            for i, item in enumerate(items):
-                send(_result(item, indices[i], probs[i], names, infer_us, t_start))
+            replies = self._answer_batch(items, instance)
         finally:
             self.batcher.release(instance)
+        for frames in replies:
+            send(frames)
+
+    def _answer_batch(self, items: list, instance: _Instance) -> list[list]:
+        t_start = time.perf_counter()
+        n = len(items)
+        with self._batch_lock:
+            self._batch_sizes[n] += 1
+        if n == 1:
+            batch = items[0].tensor[None]
+        else:
+            batch = instance.batch[:n]
+            for i, item in enumerate(items):
+                batch[i] = item.tensor
+        try:
+            logits = instance.backend.run(batch)[0]
+            indices, probs = self.model.topk(logits, max(item.job.request.topk for item in items))
+        except Exception as e:  # answer the whole batch, keep serving
+            return [_error(item.job, f"inference failed ({type(e).__name__}: {e})") for item in items]
+        infer_us = (time.perf_counter() - t_start) * 1e6
+        if n == 1:
+            self.service_times.record_infer(infer_us)
+        names = self.model.class_names
+        return [_result(item, indices[i], probs[i], names, infer_us, t_start) for i, item in enumerate(items)]
 
 
 def _error(job: _Job, message: str) -> list:
