@@ -27,7 +27,6 @@ from engine.dataconfig import DataConfig
 
 @dataclass
 class _Conv:
-    name: str
     weight: str          # float initializer name in the float model
     weight_dq: onnx.NodeProto
     bias_dq: onnx.NodeProto
@@ -48,7 +47,7 @@ def _quantized_convs(model: onnx.ModelProto) -> list[_Conv]:
         if x_q is None or x_q.op_type != "QuantizeLinear" or not w_dq.input[0].endswith("_quantized"):
             continue
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        convs.append(_Conv(node.name, w_dq.input[0][: -len("_quantized")], w_dq, b_dq, x_q.input[0], group))
+        convs.append(_Conv(w_dq.input[0][: -len("_quantized")], w_dq, b_dq, x_q.input[0], group))
     return convs
 
 
