@@ -130,7 +130,6 @@ class TorchBackend(Backend):
         self.module = module
         self._graphs: dict = {}
         self._stream = torch.cuda.Stream(self._dev) if base == "cuda" else None
-        self._pinned: list = []
 
         self.name = f"torch-{base}"
         self.input_name = info.input_name if info else input_name
@@ -214,9 +213,7 @@ class TorchBackend(Backend):
             return super().input_buffer(batch, dtype)
         torch = self.torch
         torch_dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.uint8): torch.uint8}[np.dtype(dtype)]
-        pinned = torch.empty((batch, *self.input_shape), dtype=torch_dtype, pin_memory=True)
-        self._pinned.append(pinned)  # the numpy view does not keep the tensor alive
-        return pinned.numpy()
+        return torch.empty((batch, *self.input_shape), dtype=torch_dtype, pin_memory=True).numpy()
 
     # -- the Backend interface --------------------------------------------------------
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
@@ -269,7 +266,6 @@ class TorchBackend(Backend):
 
     def close(self) -> None:
         self._graphs.clear()
-        self._pinned.clear()
         self.module = None
         if self._dev.type == "cuda":
             self.torch.cuda.empty_cache()

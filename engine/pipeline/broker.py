@@ -71,6 +71,14 @@ class Worker:
     def load(self) -> int:
         return sum(len(items) for items in self.inflight.values())
 
+    def finish_batch(self, task_id: int, now: float) -> float:
+        """Retire device task ``task_id``, returned at ``now``; returns when it started on the
+        device: a queued batch starts when the instance's previous one is done."""
+        self.inflight.pop(task_id, None)
+        started = max(self.sent_at.pop(task_id, now), self.last_done)
+        self.last_done = now
+        return started
+
 
 @dataclass
 class Proc:
@@ -263,18 +271,11 @@ class Broker:
             for seq, slot, reason in header["errors"]:
                 self._finish_error(seq, slot, reason)
         elif kind == "dev_done":
-            worker.inflight.pop(header["id"], None)
             now = time.perf_counter()
-            # a queued batch starts when the instance's previous one is done
-            started = max(worker.sent_at.pop(header["id"], now), worker.last_done)
-            worker.last_done = now
-            self._finish_batch(header, arrays, started, now)
+            self._finish_batch(header, arrays, worker.finish_batch(header["id"], now), now)
         elif kind == "dev_error":
-            worker.inflight.pop(header["id"], None)
             now = time.perf_counter()
-            started = max(worker.sent_at.pop(header["id"], now), worker.last_done)
-            worker.last_done = now
-            self.spans.append((started, now, len(header["items"])))
+            self.spans.append((worker.finish_batch(header["id"], now), now, len(header["items"])))
             for seq, slot in header["items"]:
                 self._finish_error(seq, slot, header["error"], counted=True)
 
