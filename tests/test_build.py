@@ -161,6 +161,35 @@ def test_skip_layers_keeps_those_layers_in_float(workspace, tmp_path):
         build(bad, progress=False)
 
 
+def test_a_float_layer_between_int8_layers_runs_in_float(workspace, tmp_path):
+    """onnxruntime quantizes the weights of a Conv between a DequantizeLinear and a
+    QuantizeLinear itself when it loads the model (per tensor); the middle layer kept in
+    float must not match that pattern, so its results are the same with graph
+    optimizations on and off."""
+    import onnx
+    import onnxruntime as ort
+
+    cfg = parse_config({"model": {"onnx": str(workspace / "tinynet.onnx")}, "dtype": "int8",
+                        "quantization": {"method": "max", "skip_layers": [1]},
+                        "calibration": {"path": str(workspace / "images"), "count": 6},
+                        "check": {"count": 3}, "output": str(tmp_path)})
+    folder = build(cfg, progress=False)
+    report = json.loads((folder / "build.json").read_text())
+    (middle,) = report["quantization"]["float_layers"]
+    graph = onnx.load(str(folder / "tinynet.onnx")).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    (conv,) = [n for n in graph.node if n.name == middle]
+    assert conv.input[1] == "w2" and producers[conv.input[0]].op_type == "Clip"
+    x = np.random.default_rng(3).uniform(-2, 2, (4, 3, SIZE, SIZE)).astype(np.float32)
+    outputs = []
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(str(folder / "tinynet.onnx"), options, providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, {"input": x})[0])
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-4, atol=1e-4)
+
+
 def write_pad_conv_onnx(path, size=SIZE, classes=8):
     """input -> Pad(2) -> 1x1 Conv -> mean over H, W: the border counts in every logit."""
     import onnx
