@@ -237,10 +237,12 @@ def keep_float_outputs(path: Path) -> int:
 
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 # Ops in front of a float layer that stay in float with it. A quantized Pad between the
-# quantized network input (zero point 114 for ImageNet normalization) and a float first
-# layer came out wrong in onnxruntime's int8 graph; EfficientNet-Lite0 (TF "same"
-# padding before the stem) lost 2.8 dB of logit SNR to it: 11.0 -> 13.8 dB and top-1
-# agreement 80.0% -> 83.1% on held-out object photos once the Pad stays in float.
+# network input and a float first layer feeds that layer through a DequantizeLinear:
+# before guard_float_layers, onnxruntime then quantized the layer's weights itself
+# (EfficientNet-Lite0, TF "same" padding before the stem: 11.0 dB logit SNR, 13.8 dB with
+# the Pad in float, before bias correction). With the guard, the quantized Pad still
+# costs the first layer its 8-bit input rounding: 16.0 dB against 17.5 dB with the Pad in
+# float (bias correction on, 2026-11-26).
 FLOAT_WITH_LAYER = ("Pad",)
 
 
