@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from engine.backends.ort import PRECISION_METADATA_KEY
 from engine.bias_correction import correct_biases
@@ -41,6 +41,7 @@ from engine.calibration import (
     spread_over_classes,
 )
 from engine.dataconfig import DataConfig, ModelInfo
+from engine.float_fallback import WEIGHTED_OPS, apply_float_fallback, guard_float_layers
 from engine.labels import LabelSource
 
 BACKEND_SUFFIX = "ort"
@@ -235,7 +236,6 @@ def keep_float_outputs(path: Path) -> int:
     return removed
 
 
-WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 # Ops in front of a float layer that stay in float with it. A quantized Pad between the
 # network input and a float first layer feeds that layer through a DequantizeLinear:
 # before guard_float_layers, onnxruntime then quantized the layer's weights itself
@@ -244,6 +244,17 @@ WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 # costs the first layer its 8-bit input rounding: 16.0 dB against 17.5 dB with the Pad in
 # float (bias correction on, 2026-11-26).
 FLOAT_WITH_LAYER = ("Pad",)
+
+
+def name_unnamed_nodes(model_path: Path) -> None:
+    """Give every unnamed node a name: the quantizer excludes nodes by name, and the
+    float fallback finds a layer's float weights by it."""
+    model = onnx.load(str(model_path))
+    unnamed = [n for n in model.graph.node if not n.name]
+    for i, node in enumerate(unnamed):
+        node.name = f"engine_{node.op_type}_{i}"
+    if unnamed:
+        onnx.save(model, str(model_path))
 
 
 def skipped_nodes(model_path: Path, cfg: BuildConfig) -> list[str]:
@@ -257,11 +268,6 @@ def skipped_nodes(model_path: Path, cfg: BuildConfig) -> list[str]:
     if not cfg.skip_layers:
         return []
     model = onnx.load(str(model_path))
-    unnamed = [n for n in model.graph.node if not n.name]
-    for i, node in enumerate(unnamed):  # the quantizer excludes nodes by name
-        node.name = f"engine_{node.op_type}_{i}"
-    if unnamed:
-        onnx.save(model, str(model_path))
     nodes = [n for n in model.graph.node if n.op_type in WEIGHTED_OPS]
     producers = {out: n for n in model.graph.node for out in n.output}
     key = cfg.sources.get("quantization.skip_layers", "quantization.skip_layers")
@@ -278,48 +284,9 @@ def skipped_nodes(model_path: Path, cfg: BuildConfig) -> list[str]:
     return names
 
 
-def guard_float_layers(path: Path, names: list[str]) -> int:
-    """Put a Clip between each float layer in ``names`` and the DequantizeLinear feeding it.
-
-    The quantizer leaves an excluded layer's weights in float but still feeds it from a
-    DequantizeLinear, and the next layer's QuantizeLinear follows it. When onnxruntime
-    loads such a model, its WeightBiasQuantization transformer takes any Conv/Gemm between
-    a DequantizeLinear and a QuantizeLinear (Relu/Clip allowed in between) for part of the
-    int8 graph and quantizes the float weights itself: 8-bit, symmetric, one scale per
-    tensor. The layer meant to stay in float ran in the coarsest int8 there is: with
-    EfficientNet-Lite0's first depthwise conv kept in float, logit SNR against fp32 was
-    10.4 dB with graph optimizations on and 21.3 dB with them off. The transformer only
-    matches a layer whose input comes straight from a DequantizeLinear; the Clip's bounds
-    are the dequantized range, so it changes no value. (Reading the float tensor in front
-    of the QuantizeLinear instead would be wrong: the quantizer drops a Relu or Clip whose
-    work the QuantizeLinear's range does.) Returns the number of layers guarded.
-    """
-    model = onnx.load(str(path))
-    graph = model.graph
-    producers = {out: node for node in graph.node for out in node.output}
-    initializers = {i.name: i for i in graph.initializer}
-    wanted = set(names)
-    guarded = 0
-    for node in list(graph.node):
-        dq = producers.get(node.input[0]) if node.op_type in WEIGHTED_OPS and node.name in wanted else None
-        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3:
-            continue
-        scale = numpy_helper.to_array(initializers[dq.input[1]]).astype(np.float64)
-        zero = numpy_helper.to_array(initializers[dq.input[2]])
-        limits = np.iinfo(zero.dtype)
-        bounds = [(float(limit) - zero.astype(np.float64)) * scale for limit in (limits.min, limits.max)]
-        if any(b.size != 1 for b in bounds):
-            continue  # a per-axis activation scale: not a pattern the transformer matches
-        names_ = [f"{node.name}_float_input_{side}" for side in ("min", "max")]
-        for name, bound in zip(names_, bounds):
-            graph.initializer.append(numpy_helper.from_array(np.asarray(bound, np.float32).reshape(()), name))
-        guarded_input = f"{node.name}_float_input"
-        clip = helper.make_node("Clip", [node.input[0], *names_], [guarded_input], name=guarded_input)
-        graph.node.insert(list(graph.node).index(node), clip)
-        node.input[0] = guarded_input
-        guarded += 1
-    onnx.save(model, str(path))
-    return guarded
+# Calibration images the float fallback ranks layers on (the first ones: the calibration
+# list is spread over the classes in order). Each layer costs a pass over them.
+FALLBACK_IMAGES = 64
 
 
 def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: BuildConfig,
@@ -329,6 +296,7 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
 
     prepared = work / "prepared.onnx"
     quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+    name_unnamed_nodes(prepared)
     skipped = skipped_nodes(prepared, cfg)
     types = int8_types()
     method = {"max": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
@@ -359,6 +327,11 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
     corrected = (correct_biases(prepared, dst, items, info.data_config, batch_size) if cfg.bias_correction
                  else None)
     keep_float_outputs(dst)
+    fallback = None
+    if cfg.float_fallback:
+        batches = [batch for _, batch in iter_batches(items[:FALLBACK_IMAGES], info.data_config, batch_size)]
+        fallback = apply_float_fallback(prepared, dst, batches, cfg.float_fallback,
+                                        threads=max(1, os.cpu_count() or 1), progress=progress)
     return {
         "format": "QDQ",
         "activation_type": "uint8",
@@ -371,6 +344,7 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
         "batch_size": batch_size,
         "float_layers": skipped,
         "bias_correction": corrected,
+        "float_fallback": fallback,
     }
 
 

@@ -12,6 +12,7 @@ Native form::
     dtype: int8                  # fp32 | fp16 | int8
     quantization: {method: percentile, per_channel: true, percentile: 99.999,
                    skip_layers: [0, -1],   # layers kept in float: first and last here
+                   float_fallback: 4,      # and the 4 int8 layers that cost the most, measured
                    bias_correction: true}  # undo the weight rounding's mean shift (default)
     calibration: {path: ImageNet/val, count: 1000, labels: val_label.txt}
     check: {count: 200}          # held-out images for the accuracy check
@@ -42,7 +43,7 @@ NATIVE = {
     "model.onnx": None, "model.input_name": None, "model.input_shape": None,
     "dtype": None,
     "quantization.method": None, "quantization.per_channel": True, "quantization.percentile": None,
-    "quantization.skip_layers": None, "quantization.bias_correction": True,
+    "quantization.skip_layers": None, "quantization.bias_correction": True, "quantization.float_fallback": 0,
     "calibration.path": None, "calibration.count": 1000, "calibration.labels": None,
     "calibration.suffix": None, "calibration.batch_size": 8,
     "check.path": None, "check.count": 200, "check.labels": None,
@@ -160,6 +161,7 @@ class BuildConfig:
     percentile: float
     skip_layers: list[int]        # weighted layers (Conv/Gemm/MatMul, graph order) kept in float
     bias_correction: bool         # undo the weight rounding's mean shift (engine.bias_correction)
+    float_fallback: int           # int8 layers put back in float by measured cost (engine.float_fallback)
     calibration_path: Path | None
     calibration_count: int
     calibration_labels: Path | None
@@ -235,7 +237,7 @@ def parse_config(mapping: dict, base_dir: str | Path = ".") -> BuildConfig:
             raise ConfigError(f"{source('dtype')}: int8 needs calibration images (calibration.path / dataset.path)")
     else:
         for native in ("quantization.method", "quantization.percentile", "quantization.per_channel",
-                       "quantization.skip_layers", "quantization.bias_correction"):
+                       "quantization.skip_layers", "quantization.bias_correction", "quantization.float_fallback"):
             if native in values and values[native] != []:
                 raise ConfigError(f"{source(native)}: quantization settings given but dtype is {dtype}")
     method = METHODS[method_label] if dtype == "int8" else None
@@ -264,11 +266,12 @@ def parse_config(mapping: dict, base_dir: str | Path = ".") -> BuildConfig:
             raise ConfigError(f"{source('model.input_shape')}: expected [N, C, H, W], got {shape!r}")
 
     for native, what in (("calibration.count", "an integer >= 1"), ("check.count", "an integer >= 0"),
+                         ("quantization.float_fallback", "an integer >= 0"),
                          ("calibration.batch_size", "an integer >= 1"), ("model.seed", "an integer")):
         _expect(source(native), get(native), int, what)
-    if get("calibration.count") < 1 or get("calibration.batch_size") < 1 or get("check.count") < 0:
-        bad = next(n for n in ("calibration.count", "calibration.batch_size", "check.count")
-                   if get(n) < (0 if n == "check.count" else 1))
+    minimum = {"calibration.count": 1, "calibration.batch_size": 1, "check.count": 0, "quantization.float_fallback": 0}
+    bad = next((n for n, least in minimum.items() if get(n) < least), None)
+    if bad is not None:
         raise ConfigError(f"{source(bad)}: {get(bad)!r} is out of range")
     for native in ("softmax", "quantization.per_channel", "quantization.bias_correction"):
         _expect(source(native), get(native), bool, "true or false")
@@ -294,6 +297,7 @@ def parse_config(mapping: dict, base_dir: str | Path = ".") -> BuildConfig:
         percentile=float(percentile),
         skip_layers=skip,
         bias_correction=get("quantization.bias_correction"),
+        float_fallback=get("quantization.float_fallback"),
         calibration_path=_resolve(base, get("calibration.path")),
         calibration_count=get("calibration.count"),
         calibration_labels=_resolve(base, get("calibration.labels")),

@@ -132,6 +132,10 @@ def test_seed_compiler_keys_map_onto_native_ones(workspace):
     ({"model": {"checkpoint": "m.onnx", "onnx": "n.onnx"}}, "model.onnx: sets model.onnx to 'n.onnx'"),
     ({"dtype": "fp32"}, "give model.name"),
     ({"model": {"onnx": "m.onnx"}, "calibration": {"path": "x", "count": 0}}, "calibration.count: 0"),
+    ({"model": {"onnx": "m.onnx"}, "calibration": {"path": "x"}, "quantization": {"float_fallback": -1}},
+     "quantization.float_fallback: -1 is out of range"),
+    ({"model": {"onnx": "m.onnx"}, "dtype": "fp16", "quantization": {"float_fallback": 2}},
+     "quantization.float_fallback: quantization settings given but dtype is fp16"),
     ({"model": {"onnx": "m.onnx"}, "engine": {"common": {"do_quantization": "yes"}}},
      "engine.common.do_quantization: expected true or false"),
 ])
@@ -188,6 +192,28 @@ def test_a_float_layer_between_int8_layers_runs_in_float(workspace, tmp_path):
         session = ort.InferenceSession(str(folder / "tinynet.onnx"), options, providers=["CPUExecutionProvider"])
         outputs.append(session.run(None, {"input": x})[0])
     np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-4, atol=1e-4)
+
+
+def test_float_fallback_puts_back_the_layers_that_cost_most(workspace, tmp_path):
+    import onnx
+
+    cfg = parse_config({"model": {"onnx": str(workspace / "tinynet.onnx")}, "dtype": "int8",
+                        "quantization": {"method": "max", "float_fallback": 1},
+                        "calibration": {"path": str(workspace / "images"), "count": 8},
+                        "check": {"count": 4}, "output": str(tmp_path)})
+    folder = build(cfg, progress=False)
+    fallback = json.loads((folder / "build.json").read_text())["quantization"]["float_fallback"]
+    gains = list(fallback["gain_db_alone"].items())
+    assert len(gains) == 3 and [g for _, g in gains] == sorted((g for _, g in gains), reverse=True)
+    assert fallback["layers"] == [gains[0][0]] and gains[0][1] > 0 and fallback["images"] == 8
+    snr = fallback["output_snr_db"]
+    assert snr["with_fallback"] > snr["int8"]
+    graph = onnx.load(str(folder / "tinynet.onnx")).graph
+    (layer,) = [n for n in graph.node if n.name == fallback["layers"][0]]
+    floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    assert layer.input[1] in floats, "the layer's weights are float again"
+    others = [n for n in graph.node if n.op_type in ("Conv", "Gemm") and n is not layer]
+    assert all(n.input[1] not in floats for n in others), "the other layers stay int8"
 
 
 def write_pad_conv_onnx(path, size=SIZE, classes=8):
