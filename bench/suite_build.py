@@ -10,8 +10,9 @@
    spread over their sources; top-1 agreement with fp32 on the held-out photos. Goal
    >= 99% on photos of objects ImageNet has classes for. Also built with the float
    fallback of the 4 int8 layers that cost the most (``quantization.float_fallback``),
-   with each variant's logit SNR against fp32 and inference-only speed. The same figure on texture/medical/astronomy photos, where the fp32 model itself has no
-   confident answer, is reported beside it, with the agreement on the confident ones.
+   with each variant's logit SNR against fp32 and inference-only speed. The same figure
+   on texture/medical/astronomy photos, where the fp32 model itself has no confident
+   answer, is reported beside it, with the agreement on the confident ones.
 3. ``engine.tune.autotune`` (short sweep) against the exhaustive sweep of the same grid
    on the VGG11 int8 model: both picks re-measured back to back. Goal: >= 0.95.
 4. VGG11 int8 and fp32 through the engine again, each at the setting the short sweep

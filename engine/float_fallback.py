@@ -48,14 +48,16 @@ def guard_graph(graph: onnx.GraphProto, names) -> int:
     guarded = 0
     for node in list(graph.node):
         dq = producers.get(node.input[0]) if node.op_type in WEIGHTED_OPS and node.name in wanted else None
-        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3:
+        if dq is None or dq.op_type != "DequantizeLinear":
             continue
         scale = numpy_helper.to_array(initializers[dq.input[1]]).astype(np.float64)
-        zero = numpy_helper.to_array(initializers[dq.input[2]])
+        has_zero = len(dq.input) > 2 and dq.input[2]
+        zero = numpy_helper.to_array(initializers[dq.input[2]]) if has_zero else np.zeros((), np.uint8)
         if scale.size != 1 or zero.size != 1:
             continue  # a per-axis activation scale: not a pattern the transformer matches
         limits = np.iinfo(zero.dtype)
-        bounds = [(float(limit) - float(zero.reshape(()))) * float(scale.reshape(())) for limit in (limits.min, limits.max)]
+        offset, step = float(zero.reshape(())), float(scale.reshape(()))
+        bounds = [(float(limit) - offset) * step for limit in (limits.min, limits.max)]
         guarded_input = f"{node.name}_float_input"
         bound_names = [f"{guarded_input}_{side}" for side in ("min", "max")]
         for name, bound in zip(bound_names, bounds):
