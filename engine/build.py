@@ -41,7 +41,7 @@ from engine.calibration import (
     spread_over_classes,
 )
 from engine.dataconfig import DataConfig, ModelInfo
-from engine.float_fallback import WEIGHTED_OPS, apply_float_fallback, guard_float_layers
+from engine.float_fallback import WEIGHTED_OPS, apply_float_fallback, guard_float_layers, output_snr_db
 from engine.labels import LabelSource
 
 BACKEND_SUFFIX = "ort"
@@ -351,7 +351,9 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
 # -- accuracy check --------------------------------------------------------------------
 def accuracy_check(reference: Path, built: Path, items: list[str], config: DataConfig,
                    labels: LabelSource | None, progress: bool) -> dict:
-    """Top-1 agreement and top-5 overlap of ``built`` vs ``reference`` on ``items``."""
+    """Top-1 agreement, top-5 overlap and output SNR (dB, of the model's first output:
+    logits, or probabilities with softmax) of ``built`` vs ``reference`` on ``items``.
+    The SNR still tells builds apart where agreement is decided by near-ties."""
     from tqdm import tqdm
 
     from engine.backends import open_backend
@@ -359,21 +361,22 @@ def accuracy_check(reference: Path, built: Path, items: list[str], config: DataC
     threads = max(1, os.cpu_count() or 1)
     ref = open_backend("ort", reference, threads=threads)
     new = open_backend("ort", built, threads=threads)
-    ref_top5, new_top5, truth = [], [], []
+    ref_outputs, new_outputs, truth = [], [], []
     with tqdm(total=len(items), desc="checking", unit="img", disable=not progress) as bar:
         for chunk, batch in iter_batches(items, config, 8):
-            for outs, store in ((ref.run(batch), ref_top5), (new.run(batch), new_top5)):
-                store.append(np.argsort(-outs[0], axis=1, kind="stable")[:, :5])
+            ref_outputs.append(ref.run(batch)[0])
+            new_outputs.append(new.run(batch)[0])
             truth.extend(labels(i) if labels is not None else None for i in chunk)
             bar.update(len(chunk))
     ref.close()
     new.close()
-    a, b = np.concatenate(ref_top5), np.concatenate(new_top5)
+    a, b = (np.argsort(-np.concatenate(outs), axis=1, kind="stable")[:, :5] for outs in (ref_outputs, new_outputs))
     overlap = [len(set(x) & set(y)) / 5 for x, y in zip(a, b)]
     result = {
         "images": len(items),
         "top1_agreement": float(np.mean(a[:, 0] == b[:, 0])),
         "top5_overlap": float(np.mean(overlap)),
+        "output_snr_db": round(output_snr_db(ref_outputs, new_outputs), 2),
     }
     known = [i for i, t in enumerate(truth) if t is not None]
     if known:
@@ -509,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"built {folder}  ({report['dtype']}, {report['method']}, {report['time_s']:.1f} s)")
     if check.get("images"):
         line = (f"check on {check['images']} held-out images: top-1 agreement {100 * check['top1_agreement']:.2f}%"
-                f", top-5 overlap {100 * check['top5_overlap']:.2f}%")
+                f", top-5 overlap {100 * check['top5_overlap']:.2f}%, output SNR {check['output_snr_db']:.1f} dB")
         if "fp32_top1" in check:
             line += (f"; top-1 fp32 {100 * check['fp32_top1']:.2f}% built {100 * check['built_top1']:.2f}%"
                      f", top-5 fp32 {100 * check['fp32_top5']:.2f}% built {100 * check['built_top5']:.2f}%")

@@ -60,6 +60,7 @@ def test_int8_build_writes_a_complete_deploy_folder(workspace, tmp_path):
     check = report["check"]
     assert check["images"] == 9 and check["labelled_images"] == 9
     assert check["top1_agreement"] >= 0.8 and check["top5_overlap"] >= 0.8
+    assert 10 < check["output_snr_db"] < 60, "int8 is neither exact nor noise"
     for key in ("fp32_top1", "fp32_top5", "built_top1", "built_top5"):
         assert 0.0 <= check[key] <= 1.0
     assert report["time_s"] > 0
@@ -83,7 +84,7 @@ def test_fp16_build_keeps_float32_io_and_matches(workspace, tmp_path):
     assert folder.name == f"tinynet-fp16-none-3_{SIZE}_{SIZE}-ort"
     report = json.loads((folder / "build.json").read_text())
     assert report["calibration"]["images_used"] == 0 and report["check"]["images"] == 6
-    assert report["check"]["top1_agreement"] >= 0.8
+    assert report["check"]["top1_agreement"] >= 0.8 and report["check"]["output_snr_db"] > 50
     x = np.random.default_rng(1).standard_normal((2, 3, SIZE, SIZE)).astype(np.float32)
     built = open_backend("ort", folder / "tinynet.onnx")
     assert built.precision == "fp16"
