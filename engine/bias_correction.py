@@ -26,7 +26,9 @@ from engine.dataconfig import DataConfig
 
 
 @dataclass
-class _Conv:
+class QuantizedConv:
+    """A convolution of an int8 QDQ model whose input, weights and bias are all quantized."""
+    node: onnx.NodeProto
     weight: str          # float initializer name in the float model
     weight_dq: onnx.NodeProto
     bias_dq: onnx.NodeProto
@@ -34,7 +36,8 @@ class _Conv:
     group: int
 
 
-def _quantized_convs(model: onnx.ModelProto) -> list[_Conv]:
+def quantized_convs(model: onnx.ModelProto) -> list[QuantizedConv]:
+    """The model's :class:`QuantizedConv` layers, in graph order."""
     producers = {out: node for node in model.graph.node for out in node.output}
     convs = []
     for node in model.graph.node:
@@ -47,7 +50,7 @@ def _quantized_convs(model: onnx.ModelProto) -> list[_Conv]:
         if x_q is None or x_q.op_type != "QuantizeLinear" or not w_dq.input[0].endswith("_quantized"):
             continue
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        convs.append(_Conv(w_dq.input[0][: -len("_quantized")], w_dq, b_dq, x_q.input[0], group))
+        convs.append(QuantizedConv(node, w_dq.input[0][: -len("_quantized")], w_dq, b_dq, x_q.input[0], group))
     return convs
 
 
@@ -76,7 +79,7 @@ def correct_biases(float_model: Path, int8_model: Path, items: list[str], config
                    batch_size: int = 8) -> dict:
     """Rewrite ``int8_model``'s quantized conv biases in place; returns what was done."""
     quantized = onnx.load(str(int8_model))
-    convs = _quantized_convs(quantized)
+    convs = quantized_convs(quantized)
     if not convs:
         return {"layers": 0, "mean_abs_shift": 0.0}
     float_weights = {init.name: init for init in onnx.load(str(float_model)).graph.initializer}

@@ -30,6 +30,7 @@ import onnx
 from onnx import helper
 
 from engine.backends.ort import PRECISION_METADATA_KEY
+from engine.adaround import adaround
 from engine.bias_correction import correct_biases
 from engine.buildconfig import BuildConfig, ConfigError, check_preprocess_ops, load_config
 from engine.calibration import (
@@ -284,6 +285,9 @@ def skipped_nodes(model_path: Path, cfg: BuildConfig) -> list[str]:
     return names
 
 
+# Calibration images AdaRound fits each layer's rounding on (fewer still for big layers,
+# see engine.adaround.MAX_ELEMENTS).
+ADAROUND_IMAGES = 8
 # Calibration images the float fallback ranks layers on (the first ones: the calibration
 # list is spread over the classes in order). Each layer costs a pass over them.
 FALLBACK_IMAGES = 64
@@ -293,6 +297,7 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
                   work: Path, progress: bool) -> dict:
     """Static QDQ quantization calibrated on ``items``; returns what was chosen."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quant_pre_process, quantize_static
+    from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType
 
     prepared = work / "prepared.onnx"
     quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
@@ -324,6 +329,12 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
     finally:
         reader.close()
     guard_float_layers(dst, skipped)
+    rounded = None
+    if cfg.adaround:
+        _, batch = next(iter_batches(items[:ADAROUND_IMAGES], info.data_config, ADAROUND_IMAGES))
+        weight_range = get_qmin_qmax_for_qType(types["weight_type"].tensor_type,
+                                               reduce_range=types["reduce_range"], symmetric=True)
+        rounded = adaround(prepared, dst, batch, tuple(int(v) for v in weight_range), progress=progress)
     corrected = (correct_biases(prepared, dst, items, info.data_config, batch_size) if cfg.bias_correction
                  else None)
     keep_float_outputs(dst)
@@ -343,6 +354,7 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
         "percentile": cfg.percentile if cfg.method == "percentile" else None,
         "batch_size": batch_size,
         "float_layers": skipped,
+        "adaround": rounded,
         "bias_correction": corrected,
         "float_fallback": fallback,
     }

@@ -13,6 +13,7 @@ Native form::
     quantization: {method: percentile, per_channel: true, percentile: 99.999,
                    skip_layers: [0, -1],   # layers kept in float: first and last here
                    float_fallback: 4,      # and the 4 int8 layers that cost the most, measured
+                   adaround: true,         # learn each weight's rounding direction (slow)
                    bias_correction: true}  # undo the weight rounding's mean shift (default)
     calibration: {path: ImageNet/val, count: 1000, labels: val_label.txt}
     check: {count: 200}          # held-out images for the accuracy check
@@ -44,6 +45,7 @@ NATIVE = {
     "dtype": None,
     "quantization.method": None, "quantization.per_channel": True, "quantization.percentile": None,
     "quantization.skip_layers": None, "quantization.bias_correction": True, "quantization.float_fallback": 0,
+    "quantization.adaround": False,
     "calibration.path": None, "calibration.count": 1000, "calibration.labels": None,
     "calibration.suffix": None, "calibration.batch_size": 8,
     "check.path": None, "check.count": 200, "check.labels": None,
@@ -162,6 +164,7 @@ class BuildConfig:
     skip_layers: list[int]        # weighted layers (Conv/Gemm/MatMul, graph order) kept in float
     bias_correction: bool         # undo the weight rounding's mean shift (engine.bias_correction)
     float_fallback: int           # int8 layers put back in float by measured cost (engine.float_fallback)
+    adaround: bool                # learned weight rounding (engine.adaround)
     calibration_path: Path | None
     calibration_count: int
     calibration_labels: Path | None
@@ -237,7 +240,8 @@ def parse_config(mapping: dict, base_dir: str | Path = ".") -> BuildConfig:
             raise ConfigError(f"{source('dtype')}: int8 needs calibration images (calibration.path / dataset.path)")
     else:
         for native in ("quantization.method", "quantization.percentile", "quantization.per_channel",
-                       "quantization.skip_layers", "quantization.bias_correction", "quantization.float_fallback"):
+                       "quantization.skip_layers", "quantization.bias_correction", "quantization.float_fallback",
+                       "quantization.adaround"):
             if native in values and values[native] != []:
                 raise ConfigError(f"{source(native)}: quantization settings given but dtype is {dtype}")
     method = METHODS[method_label] if dtype == "int8" else None
@@ -273,7 +277,7 @@ def parse_config(mapping: dict, base_dir: str | Path = ".") -> BuildConfig:
     bad = next((n for n, least in minimum.items() if get(n) < least), None)
     if bad is not None:
         raise ConfigError(f"{source(bad)}: {get(bad)!r} is out of range")
-    for native in ("softmax", "quantization.per_channel", "quantization.bias_correction"):
+    for native in ("softmax", "quantization.per_channel", "quantization.bias_correction", "quantization.adaround"):
         _expect(source(native), get(native), bool, "true or false")
     skip = get("quantization.skip_layers") or []
     if not isinstance(skip, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in skip):
@@ -298,6 +302,7 @@ def parse_config(mapping: dict, base_dir: str | Path = ".") -> BuildConfig:
         skip_layers=skip,
         bias_correction=get("quantization.bias_correction"),
         float_fallback=get("quantization.float_fallback"),
+        adaround=get("quantization.adaround"),
         calibration_path=_resolve(base, get("calibration.path")),
         calibration_count=get("calibration.count"),
         calibration_labels=_resolve(base, get("calibration.labels")),

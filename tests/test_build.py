@@ -137,6 +137,8 @@ def test_seed_compiler_keys_map_onto_native_ones(workspace):
      "quantization.float_fallback: -1 is out of range"),
     ({"model": {"onnx": "m.onnx"}, "dtype": "fp16", "quantization": {"float_fallback": 2}},
      "quantization.float_fallback: quantization settings given but dtype is fp16"),
+    ({"model": {"onnx": "m.onnx"}, "calibration": {"path": "x"}, "quantization": {"adaround": "yes"}},
+     "quantization.adaround: expected true or false"),
     ({"model": {"onnx": "m.onnx"}, "engine": {"common": {"do_quantization": "yes"}}},
      "engine.common.do_quantization: expected true or false"),
 ])
@@ -215,6 +217,33 @@ def test_float_fallback_puts_back_the_layers_that_cost_most(workspace, tmp_path)
     assert layer.input[1] in floats, "the layer's weights are float again"
     others = [n for n in graph.node if n.op_type in ("Conv", "Gemm") and n is not layer]
     assert all(n.input[1] not in floats for n in others), "the other layers stay int8"
+
+
+def test_adaround_learns_roundings_that_reconstruct_the_layers_better(workspace, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    def int8_build(adaround, out):
+        cfg = parse_config({"model": {"onnx": str(workspace / "tinynet.onnx")}, "dtype": "int8",
+                            "quantization": {"method": "max", "adaround": adaround, "bias_correction": False},
+                            "calibration": {"path": str(workspace / "images"), "count": 8},
+                            "check": {"count": 4}, "output": str(out)})
+        folder = build(cfg, progress=False)
+        graph = onnx.load(str(folder / "tinynet.onnx")).graph
+        weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer
+                   if i.data_type == onnx.TensorProto.INT8 and i.name.endswith("_quantized")}
+        return json.loads((folder / "build.json").read_text()), weights
+
+    report, learned = int8_build(True, tmp_path / "ada")
+    _, nearest = int8_build(False, tmp_path / "nearest")
+    layers = report["quantization"]["adaround"]["layers"]
+    assert len(layers) == 2, "both convolutions (the Gemm is not a convolution)"
+    assert all(v["mse_adaround"] <= v["mse_nearest"] for v in layers.values())
+    assert any(v["mse_adaround"] < 0.95 * v["mse_nearest"] for v in layers.values())
+    changed = [name for name in nearest if not np.array_equal(nearest[name], learned[name])]
+    assert changed and all(np.abs(nearest[n].astype(int) - learned[n]).max() == 1 for n in changed), \
+        "only rounding directions change: each weight moves by at most one step"
+    assert all(np.abs(w.astype(int)).max() <= 64 for w in learned.values()) or not int8_types()["reduce_range"]
 
 
 def write_pad_conv_onnx(path, size=SIZE, classes=8):
