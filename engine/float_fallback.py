@@ -156,15 +156,14 @@ def _outputs(model: onnx.ModelProto, batches: list[np.ndarray], threads: int) ->
     return [session.run(None, {name: batch})[0] for batch in batches]
 
 
-def rank_layers(float_path: Path, int8_path: Path, batches: list[np.ndarray], *, threads: int = 1,
+def rank_layers(float_model: onnx.ModelProto, int8_model: onnx.ModelProto, batches: list[np.ndarray],
+                reference: list[np.ndarray], *, threads: int = 1,
                 progress: bool = False) -> tuple[float, list[tuple[str, float]]]:
-    """The int8 model's output SNR against the float model's on ``batches``, and for each
-    quantized layer the SNR gained when it alone runs in float, largest gain first."""
+    """The int8 model's output SNR against ``reference`` (the float model's outputs on
+    ``batches``), and for each quantized layer the SNR gained when it alone runs in
+    float, largest gain first."""
     from tqdm import tqdm
 
-    float_model = onnx.load(str(float_path))
-    int8_model = onnx.load(str(int8_path))
-    reference = _outputs(float_model, batches, threads)
     base = output_snr_db(reference, _outputs(int8_model, batches, threads))
     gains = []
     for name in tqdm(quantized_layers(int8_model), desc="ranking layers", unit="layer", disable=not progress):
@@ -178,11 +177,13 @@ def apply_float_fallback(float_path: Path, int8_path: Path, batches: list[np.nda
                          threads: int = 1, progress: bool = False) -> dict:
     """Put the ``count`` layers with the largest gain (none that gains nothing) back in
     float in ``int8_path``, rewritten in place; returns what was measured and done."""
-    base, gains = rank_layers(float_path, int8_path, batches, threads=threads, progress=progress)
-    chosen = [name for name, gain in gains[:count] if gain > 0]
     float_model = onnx.load(str(float_path))
-    model = with_float_layers(onnx.load(str(int8_path)), float_model, chosen)
-    after = output_snr_db(_outputs(float_model, batches, threads), _outputs(model, batches, threads))
+    int8_model = onnx.load(str(int8_path))
+    reference = _outputs(float_model, batches, threads)
+    base, gains = rank_layers(float_model, int8_model, batches, reference, threads=threads, progress=progress)
+    chosen = [name for name, gain in gains[:count] if gain > 0]
+    model = with_float_layers(int8_model, float_model, chosen)
+    after = output_snr_db(reference, _outputs(model, batches, threads))
     onnx.save(model, str(int8_path))
     return {
         "layers": chosen,
