@@ -23,23 +23,13 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from engine.bias_correction import QuantizedConv, quantized_convs
+from engine.bias_correction import QuantizedConv, quantized_convs, session_with_outputs
 
 # The rectified sigmoid of the paper: h(V) = clip(sigmoid(V) * (ZETA - GAMMA) + GAMMA, 0, 1).
 ZETA, GAMMA = 1.1, -0.1
 # Activation elements one layer is fitted on at most (images are dropped beyond that):
 # bounds the time of the big, early layers of VGG-like models.
 MAX_ELEMENTS = 2_000_000
-
-
-def float_activations(float_model: Path, tensors: list[str], batch: np.ndarray) -> dict[str, np.ndarray]:
-    """The float model's ``tensors`` on ``batch``."""
-    import onnxruntime as ort
-
-    model = onnx.load(str(float_model))
-    model.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in tensors)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return dict(zip(tensors, session.run(tensors, {session.get_inputs()[0].name: batch})))
 
 
 def _conv_settings(conv: QuantizedConv) -> dict | None:
@@ -112,11 +102,14 @@ def adaround(float_model: Path, int8_model: Path, batch: np.ndarray, weight_rang
     model = onnx.load(str(int8_model))
     float_initializers = {init.name: init for init in onnx.load(str(float_model)).graph.initializer}
     initializers = {init.name: init for init in model.graph.initializer}
-    convs = [c for c in quantized_convs(model) if c.weight in float_initializers and _conv_settings(c)]
-    activations = float_activations(float_model, sorted({c.activation for c in convs}), batch)
+    convs = [(c, settings) for c in quantized_convs(model)
+             if c.weight in float_initializers and (settings := _conv_settings(c))]
+    tensors = sorted({c.activation for c, _ in convs})
+    session = session_with_outputs(float_model, tensors)
+    activations = dict(zip(tensors, session.run(tensors, {session.get_inputs()[0].name: batch})))
     low, high = weight_range
     layers = {}
-    for index, conv in enumerate(tqdm(convs, desc="adaround", unit="layer", disable=not progress)):
+    for index, (conv, settings) in enumerate(tqdm(convs, desc="adaround", unit="layer", disable=not progress)):
         x = activations[conv.activation]
         x = x[: max(1, MAX_ELEMENTS // max(1, x[0].size))]
         w = numpy_helper.to_array(float_initializers[conv.weight])
@@ -126,7 +119,7 @@ def adaround(float_model: Path, int8_model: Path, batch: np.ndarray, weight_rang
         if np.any(zero != 0) or scale.size not in (1, w.shape[0]):
             continue  # asymmetric or blocked weights: not the scheme the build uses
         scale = np.broadcast_to(scale.reshape(-1), (w.shape[0],))
-        integers, before, after = _round_layer(x, w, scale, low, high, _conv_settings(conv), iterations, index)
+        integers, before, after = _round_layer(x, w, scale, low, high, settings, iterations, index)
         quantized = initializers[conv.weight_dq.input[0]]
         dtype = numpy_helper.to_array(quantized).dtype
         quantized.CopyFrom(numpy_helper.from_array(integers.astype(dtype), quantized.name))

@@ -54,14 +54,19 @@ def quantized_convs(model: onnx.ModelProto) -> list[QuantizedConv]:
     return convs
 
 
-def input_channel_means(float_model: Path, tensors: list[str], items: list[str], config: DataConfig,
-                        batch_size: int = 8) -> dict[str, np.ndarray]:
-    """Per-channel means of ``tensors`` (N, C, ...) of the float model over ``items``."""
+def session_with_outputs(float_model: Path, tensors: list[str]):
+    """An onnxruntime session of the float model that also outputs ``tensors``."""
     import onnxruntime as ort
 
     model = onnx.load(str(float_model))
     model.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in tensors)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def input_channel_means(float_model: Path, tensors: list[str], items: list[str], config: DataConfig,
+                        batch_size: int = 8) -> dict[str, np.ndarray]:
+    """Per-channel means of ``tensors`` (N, C, ...) of the float model over ``items``."""
+    session = session_with_outputs(float_model, tensors)
     input_name = session.get_inputs()[0].name
     sums = dict.fromkeys(tensors, 0.0)
     count = 0
