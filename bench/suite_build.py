@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import yaml
 from PIL import Image
 
@@ -40,6 +41,7 @@ from engine.buildconfig import load_config
 from engine.calibration import iter_batches
 from engine.dataconfig import ModelInfo
 from engine.datalist import write_datalist
+from engine.error_budget import activations_alone, simulated_outputs
 
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"
 OBJECT_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "grace_hopper")
@@ -99,21 +101,27 @@ def run_build(tmp: Path, tag: str, config: dict) -> Path:
     return build(load_config(path), progress=False)
 
 
-def agreement_by_group(reference: Path, built: Path, items: list[str]) -> dict:
-    """Top-1 agreement of ``built`` with ``reference`` per photo group and on confident images."""
-    config = ModelInfo.load(ModelInfo.path_for(reference)).data_config
-    ref = open_backend("ort", reference, threads=THREADS)
-    new = open_backend("ort", built, threads=THREADS)
-    same, confidence, margin = [], [], []
-    for _, batch in iter_batches(items, config, 8):
-        a, b = ref.run(batch)[0], new.run(batch)[0]
-        p = np.exp(a - a.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
-        top2 = np.sort(p, axis=1)[:, -2:]
-        confidence.extend(top2[:, 1].tolist())
-        margin.extend((top2[:, 1] - top2[:, 0]).tolist())
-        same.extend((a.argmax(axis=1) == b.argmax(axis=1)).tolist())
-    same, confidence, margin = np.asarray(same), np.asarray(confidence), np.asarray(margin)
+def logits(model, items: list[str], config, simulated: bool = False) -> np.ndarray:
+    """First output of ``model`` (a path, or with ``simulated`` an ONNX model run as float
+    arithmetic, see :func:`engine.error_budget.simulated_outputs`) on ``items``."""
+    batches = [batch for _, batch in iter_batches(items, config, 8)]
+    if simulated:
+        return np.concatenate(simulated_outputs(model, batches, THREADS))
+    backend = open_backend("ort", model, threads=THREADS)
+    try:
+        return np.concatenate([backend.run(batch)[0] for batch in batches])
+    finally:
+        backend.close()
+
+
+def agreement_by_group(a: np.ndarray, b: np.ndarray, items: list[str]) -> dict:
+    """Top-1 agreement of outputs ``b`` with reference outputs ``a`` (rows: ``items``)
+    per photo group and on the images fp32 is confident about."""
+    p = np.exp(a - a.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    top2 = np.sort(p, axis=1)[:, -2:]
+    confidence, margin = top2[:, 1], top2[:, 1] - top2[:, 0]
+    same = a.argmax(axis=1) == b.argmax(axis=1)
     objects = np.asarray([Path(i).parent.name in OBJECT_PHOTOS for i in items])
 
     def rate(mask):
@@ -191,6 +199,7 @@ def run(quick: bool = True) -> dict:
                                          {"skip_layers": [0, -1], "float_fallback": 4},
                                          "all layers int8": {"skip_layers": []}}))
         eff_models = {"fp32": eff}
+        reference_items, reference = None, None
         for variant, quantization in variants.items():
             eff_folder = run_build(tmp, "eff", {
                 "model": {"onnx": str(eff)}, "dtype": "int8",
@@ -200,7 +209,11 @@ def run(quick: bool = True) -> dict:
                 "output": str(tmp / "deploy" / "".join(c if c.isalnum() else "_" for c in variant))})
             eff_models[variant] = eff_folder / "efficientnet_lite0.onnx"
             eff_report = json.loads((eff_folder / "build.json").read_text())
-            groups = agreement_by_group(eff, eff_folder / "efficientnet_lite0.onnx", eff_report["check_items"])
+            check_items = eff_report["check_items"]
+            config = ModelInfo.load(ModelInfo.path_for(eff)).data_config
+            if check_items != reference_items:
+                reference_items, reference = check_items, logits(eff, check_items, config)
+            groups = agreement_by_group(reference, logits(eff_models[variant], check_items, config), check_items)
             series[f"efficientnet_lite0_agreement, {variant}"] = groups
             rows += [
                 {"name": f"efficientnet_lite0 int8 ({variant}) vs fp32 top-1 agreement, object photos",
@@ -223,10 +236,26 @@ def run(quick: bool = True) -> dict:
                  "top5_overlap": eff_report["check"]["top5_overlap"],
                  "calibration_images": eff_report["calibration"]["images_used"], "build_s": eff_report["time_s"]},
             ]
+            budget = eff_report["check"]["error_budget"]
+            rows += [{"name": f"efficientnet_lite0 int8 ({variant}) logit SNR against fp32 with only the int8 "
+                              f"{source.replace('_alone', '')} (float arithmetic)",
+                      "value": budget[source]["output_snr_db"], "unit": "dB", "images": budget["images"]}
+                     for source in ("weights_alone", "activations_alone")]
             if variant == RECOMMENDED:
                 objects = groups["objects"]["agreement"]
                 ratios.append({"name": f"efficientnet_lite0 int8 ({variant})/fp32 top-1 agreement on object photos",
                                "value": objects, "goal": ">= 0.99", "met": objects >= 0.99})
+                # The ceiling of every weight-side method (adaround, float fallback): the
+                # same build with all its weights back in float, only activations int8.
+                ceiling = activations_alone(onnx.load(str(eff_models[variant])), onnx.load(str(eff)))
+                ceiling_groups = agreement_by_group(reference, logits(ceiling, check_items, config, simulated=True),
+                                                    check_items)
+                series[f"efficientnet_lite0_agreement, {variant}, int8 activations alone"] = ceiling_groups
+                rows.append({"name": f"efficientnet_lite0 int8 ({variant}) with float weights (only activations "
+                                     "int8, float arithmetic) vs fp32 top-1 agreement, object photos",
+                             "value": 100 * ceiling_groups["objects"]["agreement"], "unit": "%",
+                             "images": ceiling_groups["objects"]["images"],
+                             "all_photos": 100 * ceiling_groups["all"]["agreement"]})
             for step in ("adaround", "float_fallback"):
                 if eff_report["quantization"][step]:
                     series[f"efficientnet_lite0_{step}, {variant}"] = eff_report["quantization"][step]

@@ -42,6 +42,7 @@ from engine.calibration import (
     spread_over_classes,
 )
 from engine.dataconfig import DataConfig, ModelInfo
+from engine.error_budget import error_budget, simulated_outputs
 from engine.float_fallback import WEIGHTED_OPS, apply_float_fallback, guard_float_layers, output_snr_db
 from engine.labels import LabelSource
 
@@ -288,6 +289,11 @@ def skipped_nodes(model_path: Path, cfg: BuildConfig) -> list[str]:
 # Calibration images AdaRound fits each layer's rounding on (fewer still for big layers,
 # see engine.adaround.MAX_ELEMENTS).
 ADAROUND_IMAGES = 8
+# Held-out images the error budget runs on (the first of the check list, which is spread
+# over the classes in order): three float-arithmetic passes of the int8 model each.
+ERROR_BUDGET_IMAGES = 64
+# The float model the quantizer reads (shape-inferred, every node named), in the build's work folder.
+PREPARED_MODEL = "prepared.onnx"
 # Calibration images the float fallback ranks layers on (the first ones: the calibration
 # list is spread over the classes in order). Each layer costs a pass over them.
 FALLBACK_IMAGES = 64
@@ -299,7 +305,7 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quant_pre_process, quantize_static
     from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType
 
-    prepared = work / "prepared.onnx"
+    prepared = work / PREPARED_MODEL
     quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
     name_unnamed_nodes(prepared)
     skipped = skipped_nodes(prepared, cfg)
@@ -400,6 +406,16 @@ def accuracy_check(reference: Path, built: Path, items: list[str], config: DataC
     return result
 
 
+def int8_error_budget(prepared: Path, built: Path, items: list[str], config: DataConfig) -> dict:
+    """:func:`engine.error_budget.error_budget` of the int8 model ``built`` against the
+    float model it was quantized from, on ``items``."""
+    threads = max(1, os.cpu_count() or 1)
+    batches = [batch for _, batch in iter_batches(items, config, 8)]
+    float_model = onnx.load(str(prepared))
+    reference = simulated_outputs(float_model, batches, threads)
+    return error_budget(float_model, onnx.load(str(built)), batches, reference, threads)
+
+
 def _labels_for(label_file: Path | None, items: list[str]) -> LabelSource | None:
     if label_file is not None:
         return LabelSource(label_file)
@@ -462,6 +478,11 @@ def build(cfg: BuildConfig, *, progress: bool = True) -> Path:
         if check_items:
             check = accuracy_check(src, built, check_items, info.data_config, check_labels, progress)
         timings["check_s"] = time.perf_counter() - t
+        if check is not None and cfg.dtype == "int8":
+            t = time.perf_counter()
+            check["error_budget"] = int8_error_budget(work / PREPARED_MODEL, built,
+                                                      check_items[:ERROR_BUDGET_IMAGES], info.data_config)
+            timings["error_budget_s"] = time.perf_counter() - t
 
     extra = dict(info.extra)
     extra.update({"precision": cfg.dtype, "softmax": cfg.softmax or softmax_done,
@@ -529,6 +550,12 @@ def main(argv: list[str] | None = None) -> int:
             line += (f"; top-1 fp32 {100 * check['fp32_top1']:.2f}% built {100 * check['built_top1']:.2f}%"
                      f", top-5 fp32 {100 * check['fp32_top5']:.2f}% built {100 * check['built_top5']:.2f}%")
         print(line)
+    budget = check.get("error_budget")
+    if budget:
+        print(f"error budget on {budget['images']} of them, as float arithmetic: output SNR "
+              f"{budget['both']['output_snr_db']:.1f} dB, int8 weights alone "
+              f"{budget['weights_alone']['output_snr_db']:.1f} dB, int8 activations alone "
+              f"{budget['activations_alone']['output_snr_db']:.1f} dB")
     return 0
 
 

@@ -128,11 +128,11 @@ def with_float_layers(model: onnx.ModelProto, float_model: onnx.ModelProto, name
                 present.add(name)
             node.input[slot] = name
     guard_graph(graph, names)
-    _drop_unused(graph)
+    drop_unused(graph)
     return result
 
 
-def _drop_unused(graph: onnx.GraphProto) -> None:
+def drop_unused(graph: onnx.GraphProto) -> None:
     """Remove DequantizeLinear nodes and initializers nothing reads any more."""
     while True:
         used = {name for node in graph.node for name in node.input} | {out.name for out in graph.output}

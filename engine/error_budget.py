@@ -1,0 +1,99 @@
+"""Where an int8 model's error comes from: its weights or its activations.
+
+An int8 build's output differs from fp32's for two reasons: weights rounded to the int8
+grid, and activations rounded (and clipped) to it at every QuantizeLinear. Which one
+dominates decides what can help: learned rounding (``quantization.adaround``) and the
+float fallback act on weights, a different calibration method on activations. This
+module rebuilds the finished QDQ model twice, each time with one source of error left
+out, and runs the three models as float arithmetic (graph optimizations off, so no int8
+kernels): the model's own output SNR against fp32 next to these tells how much of the
+error each source makes, and how much the int8 kernels add on top (saturation, see
+``engine.build.int8_types``).
+
+- weights alone: every activation QuantizeLinear/DequantizeLinear pair becomes a Clip
+  over the range it could represent, so values are still clipped where the quantizer
+  relied on the range (it drops a Relu or Clip whose work the QuantizeLinear does) but
+  no longer rounded.
+- activations alone: every quantized layer gets its float weights and bias back
+  (``engine.float_fallback.with_float_layers``).
+
+Measured on EfficientNet-Lite0 (first and last layers float, 2026-11-26): weights alone
+17.5-18 dB, activations alone 26-28 dB against 17.5 dB for the whole model, and the
+activations-alone model still disagreed with fp32 on 1-3 of 65 object photos.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from engine.float_fallback import drop_unused, output_snr_db, quantized_layers, with_float_layers
+
+
+def weights_alone(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the QDQ ``model`` whose activations are clipped to their int8 range
+    but not rounded: each activation QuantizeLinear becomes a Clip and each
+    DequantizeLinear reading it an Identity (tensor names kept)."""
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    graph = result.graph
+    initializers = {init.name: init for init in graph.initializer}
+    clipped = set()
+    for index, node in enumerate(graph.node):
+        if node.op_type != "QuantizeLinear" or node.input[0] in initializers:
+            continue
+        scale = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float64)
+        has_zero = len(node.input) > 2 and node.input[2]
+        zero = numpy_helper.to_array(initializers[node.input[2]]) if has_zero else np.zeros((), np.uint8)
+        if scale.size != 1 or zero.size != 1:
+            raise ValueError(f"error budget: activation QuantizeLinear {node.name} has a per-axis scale")
+        limits = np.iinfo(zero.dtype)
+        offset, step = float(zero.reshape(())), float(scale.reshape(()))
+        bound_names = [f"{node.output[0]}_clip_{side}" for side in ("min", "max")]
+        for name, limit in zip(bound_names, (limits.min, limits.max)):
+            graph.initializer.append(numpy_helper.from_array(np.asarray((limit - offset) * step, np.float32), name))
+        graph.node[index].CopyFrom(helper.make_node("Clip", [node.input[0], *bound_names], [node.output[0]],
+                                                    name=f"{node.name}_clip"))
+        clipped.add(node.output[0])
+    for index, node in enumerate(graph.node):
+        if node.op_type == "DequantizeLinear" and node.input[0] in clipped:
+            graph.node[index].CopyFrom(helper.make_node("Identity", [node.input[0]], list(node.output),
+                                                        name=f"{node.name}_identity"))
+    del graph.value_info[:]  # shape inference recorded the int8 types of the tensors made float here
+    drop_unused(graph)
+    return result
+
+
+def activations_alone(model: onnx.ModelProto, float_model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the QDQ ``model`` with every quantized layer's float weights and bias back."""
+    return with_float_layers(model, float_model, quantized_layers(model))
+
+
+def simulated_outputs(model: onnx.ModelProto, batches: list[np.ndarray], threads: int) -> list[np.ndarray]:
+    """The first output of ``model`` on each batch, computed with graph optimizations off:
+    a QDQ model then runs as float arithmetic with explicit rounding, not int8 kernels."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return [session.run(None, {name: batch})[0] for batch in batches]
+
+
+def error_budget(float_model: onnx.ModelProto, int8_model: onnx.ModelProto, batches: list[np.ndarray],
+                 reference: list[np.ndarray], threads: int) -> dict:
+    """Output SNR (dB) and top-1 agreement against ``reference`` (fp32's outputs on
+    ``batches``) of the whole int8 model and of each source of error alone, all run as
+    float arithmetic."""
+    variants = {"weights_alone": weights_alone(int8_model),
+                "activations_alone": activations_alone(int8_model, float_model),
+                "both": int8_model}
+    expected = np.concatenate([r.argmax(axis=1) for r in reference])
+    result = {"images": int(sum(len(b) for b in batches)), "simulated": True}
+    for tag, variant in variants.items():
+        outputs = simulated_outputs(variant, batches, threads)
+        agreement = float(np.mean(np.concatenate([o.argmax(axis=1) for o in outputs]) == expected))
+        result[tag] = {"output_snr_db": round(output_snr_db(reference, outputs), 2), "top1_agreement": agreement}
+    return result
