@@ -480,8 +480,11 @@ def build(cfg: BuildConfig, *, progress: bool = True) -> Path:
         timings["check_s"] = time.perf_counter() - t
         if check is not None and cfg.dtype == "int8":
             t = time.perf_counter()
-            check["error_budget"] = int8_error_budget(work / PREPARED_MODEL, built,
-                                                      check_items[:ERROR_BUDGET_IMAGES], info.data_config)
+            try:
+                check["error_budget"] = int8_error_budget(work / PREPARED_MODEL, built,
+                                                          check_items[:ERROR_BUDGET_IMAGES], info.data_config)
+            except ValueError as e:  # a QDQ layout the budget cannot take apart; the model is fine
+                check["error_budget"] = {"error": str(e)}
             timings["error_budget_s"] = time.perf_counter() - t
 
     extra = dict(info.extra)
@@ -551,7 +554,9 @@ def main(argv: list[str] | None = None) -> int:
                      f", top-5 fp32 {100 * check['fp32_top5']:.2f}% built {100 * check['built_top5']:.2f}%")
         print(line)
     budget = check.get("error_budget")
-    if budget:
+    if budget and "error" in budget:
+        print(f"no error budget: {budget['error']}")
+    elif budget:
         print(f"error budget on {budget['images']} of them, as float arithmetic: output SNR "
               f"{budget['both']['output_snr_db']:.1f} dB, int8 weights alone "
               f"{budget['weights_alone']['output_snr_db']:.1f} dB, int8 activations alone "

@@ -38,6 +38,10 @@ def weights_alone(model: onnx.ModelProto) -> onnx.ModelProto:
     result.CopyFrom(model)
     graph = result.graph
     initializers = {init.name: init for init in graph.initializer}
+    readers = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
     clipped = set()
     for index, node in enumerate(graph.node):
         if node.op_type != "QuantizeLinear" or node.input[0] in initializers:
@@ -47,6 +51,10 @@ def weights_alone(model: onnx.ModelProto) -> onnx.ModelProto:
         zero = numpy_helper.to_array(initializers[node.input[2]]) if has_zero else np.zeros((), np.uint8)
         if scale.size != 1 or zero.size != 1:
             raise ValueError(f"error budget: activation QuantizeLinear {node.name} has a per-axis scale")
+        others = [r.name for r in readers.get(node.output[0], []) if r.op_type != "DequantizeLinear"]
+        if others:
+            raise ValueError(f"error budget: activation QuantizeLinear {node.name} is read by "
+                             f"{', '.join(others)}, not only by DequantizeLinear nodes")
         limits = np.iinfo(zero.dtype)
         offset, step = float(zero.reshape(())), float(scale.reshape(()))
         bound_names = [f"{node.output[0]}_clip_{side}" for side in ("min", "max")]

@@ -106,3 +106,10 @@ def test_int8_build_reports_its_error_budget(tmp_path):
     assert budget["activations_alone"]["output_snr_db"] > budget["both"]["output_snr_db"]
     assert budget["weights_alone"]["output_snr_db"] > budget["both"]["output_snr_db"]
     assert "error_budget_s" in report["timings_s"]
+
+
+def test_weights_alone_refuses_a_quantized_tensor_read_by_anything_but_a_dequantizer():
+    model = qdq_model()
+    model.graph.node.append(helper.make_node("Identity", ["x_q"], ["x_q_copy"], name="raw_reader"))
+    with pytest.raises(ValueError, match="x_q is read by raw_reader"):
+        weights_alone(model)
