@@ -42,7 +42,7 @@ from engine.calibration import (
     spread_over_classes,
 )
 from engine.dataconfig import DataConfig, ModelInfo
-from engine.error_budget import error_budget, simulated_outputs
+from engine.error_budget import error_budget
 from engine.float_fallback import WEIGHTED_OPS, apply_float_fallback, guard_float_layers, output_snr_db
 from engine.labels import LabelSource
 
@@ -409,11 +409,16 @@ def accuracy_check(reference: Path, built: Path, items: list[str], config: DataC
 def int8_error_budget(prepared: Path, built: Path, items: list[str], config: DataConfig) -> dict:
     """:func:`engine.error_budget.error_budget` of the int8 model ``built`` against the
     float model it was quantized from, on ``items``."""
+    from engine.backends import open_backend
+
     threads = max(1, os.cpu_count() or 1)
     batches = [batch for _, batch in iter_batches(items, config, 8)]
-    float_model = onnx.load(str(prepared))
-    reference = simulated_outputs(float_model, batches, threads)
-    return error_budget(float_model, onnx.load(str(built)), batches, reference, threads)
+    fp32 = open_backend("ort", prepared, threads=threads)
+    try:
+        reference = [fp32.run(batch)[0] for batch in batches]
+    finally:
+        fp32.close()
+    return error_budget(onnx.load(str(prepared)), onnx.load(str(built)), batches, reference, threads)
 
 
 def _labels_for(label_file: Path | None, items: list[str]) -> LabelSource | None:

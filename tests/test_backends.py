@@ -116,6 +116,24 @@ def test_device_resolution():
             open_backend("ort", "unused.onnx", device="cuda")
 
 
+@pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
+def test_ort_gpu_session_that_falls_back_to_the_cpu_is_an_error(tiny, monkeypatch, provider):
+    """onnxruntime-gpu without the CUDA libraries (or TensorRT's) starts the session on the
+    next provider with only a log line; here a CPU build told the GPU providers exist does
+    the same, and the backend must refuse rather than run a --device cuda job on the CPU."""
+    import onnxruntime as ort
+
+    from engine.backends.ort import OrtBackend
+
+    available = ort.get_available_providers()
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", *available])
+    expected = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}[provider]
+    with pytest.warns(UserWarning, match="not in available provider names"):
+        with pytest.raises(RuntimeError, match=f"could not start {expected} and ran CPUExecutionProvider instead"):
+            OrtBackend(tiny, device="cuda", provider=provider)
+
+
 def test_torch_cpu_matches_ort_and_uint8_path(tiny):
     torch_backend = open_backend("torch", device="cpu", threads=1, module=tiny_torch_module(), data_config=CONFIG)
     assert torch_backend.name == "torch-cpu"

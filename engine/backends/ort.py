@@ -112,6 +112,10 @@ class OrtBackend(Backend):
                 "(install onnxruntime-gpu for CUDA/TensorRT, or use --device cpu)"
             )
 
+        if base != "cpu" and hasattr(ort, "preload_dlls"):
+            # onnxruntime-gpu finds CUDA and cuDNN in the nvidia-* wheels (torch's CUDA
+            # build brings them) only when asked to, or when torch was imported first.
+            ort.preload_dlls()
         rss_before = _rss_mb()
         try:
             self.session = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
@@ -119,6 +123,14 @@ class OrtBackend(Backend):
             raise RuntimeError(f"ONNX model {model_path}: onnxruntime could not load it ({e})") from None
         self._memory_mb = _rss_mb() - rss_before if base == "cpu" else None
         self.providers = self.session.get_providers()
+        if providers[0][0] not in self.providers:
+            # onnxruntime falls back to the next provider (at last the CPU) when one
+            # cannot start, with only a log line: a --device cuda run would go on on the CPU.
+            raise RuntimeError(
+                f"{self.name}: onnxruntime {ort.__version__} could not start {providers[0][0]} "
+                f"and ran {', '.join(self.providers)} instead: a GPU, the CUDA and cuDNN libraries this "
+                "onnxruntime-gpu build needs (pip install 'onnxruntime-gpu[cuda,cudnn]'), or for "
+                "TensorRT its libraries, are missing")
 
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
