@@ -292,6 +292,14 @@ ADAROUND_IMAGES = 8
 # Held-out images the error budget runs on (the first of the check list, which is spread
 # over the classes in order): three float-arithmetic passes of the int8 model each.
 ERROR_BUDGET_IMAGES = 64
+# What engine.build prints after the error budget, by the source that limits the build.
+ERROR_BUDGET_HINTS = {
+    "weights": "the int8 weights limit this build: quantization.adaround and quantization.float_fallback "
+               "act on them",
+    "activations": "the int8 activations limit this build: try another quantization.method, more "
+                   "calibration images, or quantization.skip_layers for the layers around the worst tensors",
+    "both": "weights and activations add comparable error to this build",
+}
 # The float model the quantizer reads (shape-inferred, every node named), in the build's work folder.
 PREPARED_MODEL = "prepared.onnx"
 # Calibration images the float fallback ranks layers on (the first ones: the calibration
@@ -566,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{budget['both']['output_snr_db']:.1f} dB, int8 weights alone "
               f"{budget['weights_alone']['output_snr_db']:.1f} dB, int8 activations alone "
               f"{budget['activations_alone']['output_snr_db']:.1f} dB")
+        print(ERROR_BUDGET_HINTS[budget["limited_by"]])
     return 0
 
 

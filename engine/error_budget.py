@@ -104,4 +104,20 @@ def error_budget(float_model: onnx.ModelProto, int8_model: onnx.ModelProto, batc
         outputs = simulated_outputs(variant, batches, threads)
         agreement = float(np.mean(np.concatenate([o.argmax(axis=1) for o in outputs]) == expected))
         result[tag] = {"output_snr_db": round(output_snr_db(reference, outputs), 2), "top1_agreement": agreement}
+    result["limited_by"] = limited_by(result["weights_alone"]["output_snr_db"],
+                                      result["activations_alone"]["output_snr_db"])
     return result
+
+
+# Noise powers add: 3 dB apart, the noisier source makes two thirds of the total.
+DOMINANT_DB = 3.0
+
+
+def limited_by(weights_snr_db: float, activations_snr_db: float) -> str:
+    """``"weights"`` or ``"activations"`` when that source alone has an SNR at least
+    ``DOMINANT_DB`` below the other's (it makes at least twice the other's noise), else ``"both"``."""
+    if weights_snr_db <= activations_snr_db - DOMINANT_DB:
+        return "weights"
+    if activations_snr_db <= weights_snr_db - DOMINANT_DB:
+        return "activations"
+    return "both"

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from engine.build import build
 from engine.buildconfig import parse_config
-from engine.error_budget import activations_alone, error_budget, simulated_outputs, weights_alone
+from engine.error_budget import activations_alone, error_budget, limited_by, simulated_outputs, weights_alone
 from engine.models.tinynet import write_tiny_onnx
 from photos import PHOTOS, write_photo
 
@@ -86,6 +86,14 @@ def test_error_budget_reports_each_source_against_the_reference():
     for source, outputs in expected.items():
         assert budget[source]["output_snr_db"] == pytest.approx(snr(outputs), abs=0.01)
         assert 0 <= budget[source]["top1_agreement"] <= 1
+    gap = snr(expected["activations_alone"]) - snr(expected["weights_alone"])
+    assert budget["limited_by"] == ("weights" if gap >= 3 else "activations" if gap <= -3 else "both")
+
+
+def test_limited_by_names_the_source_with_at_least_twice_the_noise():
+    assert limited_by(18.0, 28.0) == "weights"
+    assert limited_by(30.0, 26.0) == "activations"
+    assert limited_by(25.0, 26.5) == limited_by(26.5, 25.0) == "both"
 
 
 def test_int8_build_reports_its_error_budget(tmp_path):
@@ -93,13 +101,14 @@ def test_int8_build_reports_its_error_budget(tmp_path):
         write_photo(tmp_path / "images" / photo / f"{photo}_{j}.jpg", photo, size=(40 + 7 * j, 36 + 5 * j))
     write_tiny_onnx(tmp_path / "tinynet.onnx", size=32, classes=10)
     cfg = parse_config({"model": {"onnx": str(tmp_path / "tinynet.onnx")}, "dtype": "int8",
-                        "quantization": {"method": "max"}, "calibration": {"path": str(tmp_path / "images"), "count": 4},
+                        "quantization": {"method": "max"},
+                        "calibration": {"path": str(tmp_path / "images"), "count": 4},
                         "check": {"count": 5}, "output": str(tmp_path / "out")})
     report = json.loads((build(cfg, progress=False) / "build.json").read_text())
     check = report["check"]
     budget = check["error_budget"]
     assert budget["images"] == check["images"] == 5
-    assert set(budget) == {"images", "simulated", "weights_alone", "activations_alone", "both"}
+    assert set(budget) == {"images", "simulated", "weights_alone", "activations_alone", "both", "limited_by"}
     # With no int16 saturation (reduce_range on AVX2, VNNI elsewhere) the int8 kernels
     # compute what the float arithmetic does, up to their own rounding of the requantization.
     assert budget["both"]["output_snr_db"] == pytest.approx(check["output_snr_db"], abs=1.5)
