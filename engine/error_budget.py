@@ -27,7 +27,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from engine.float_fallback import drop_unused, output_snr_db, quantized_layers, with_float_layers
+from engine.float_fallback import (dequantized_range, drop_unused, output_snr_db, quantized_layers,
+                                   with_float_layers)
 
 
 def weights_alone(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -46,20 +47,16 @@ def weights_alone(model: onnx.ModelProto) -> onnx.ModelProto:
     for index, node in enumerate(graph.node):
         if node.op_type != "QuantizeLinear" or node.input[0] in initializers:
             continue
-        scale = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float64)
-        has_zero = len(node.input) > 2 and node.input[2]
-        zero = numpy_helper.to_array(initializers[node.input[2]]) if has_zero else np.zeros((), np.uint8)
-        if scale.size != 1 or zero.size != 1:
+        bounds = dequantized_range(node, initializers)
+        if bounds is None:
             raise ValueError(f"error budget: activation QuantizeLinear {node.name} has a per-axis scale")
         others = [r.name for r in readers.get(node.output[0], []) if r.op_type != "DequantizeLinear"]
         if others:
             raise ValueError(f"error budget: activation QuantizeLinear {node.name} is read by "
                              f"{', '.join(others)}, not only by DequantizeLinear nodes")
-        limits = np.iinfo(zero.dtype)
-        offset, step = float(zero.reshape(())), float(scale.reshape(()))
         bound_names = [f"{node.output[0]}_clip_{side}" for side in ("min", "max")]
-        for name, limit in zip(bound_names, (limits.min, limits.max)):
-            graph.initializer.append(numpy_helper.from_array(np.asarray((limit - offset) * step, np.float32), name))
+        for name, bound in zip(bound_names, bounds):
+            graph.initializer.append(numpy_helper.from_array(np.asarray(bound, np.float32), name))
         graph.node[index].CopyFrom(helper.make_node("Clip", [node.input[0], *bound_names], [node.output[0]],
                                                     name=f"{node.name}_clip"))
         clipped.add(node.output[0])

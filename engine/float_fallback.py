@@ -27,6 +27,19 @@ from onnx import helper, numpy_helper
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 
 
+def dequantized_range(node: onnx.NodeProto, initializers: dict) -> tuple[float, float] | None:
+    """The float range [lowest, highest] a QuantizeLinear or DequantizeLinear ``node``
+    with one scale and zero point (initializers) can represent; None for a per-axis one."""
+    scale = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float64)
+    has_zero = len(node.input) > 2 and node.input[2]
+    zero = numpy_helper.to_array(initializers[node.input[2]]) if has_zero else np.zeros((), np.uint8)
+    if scale.size != 1 or zero.size != 1:
+        return None
+    limits = np.iinfo(zero.dtype)
+    offset, step = float(zero.reshape(())), float(scale.reshape(()))
+    return (float(limits.min) - offset) * step, (float(limits.max) - offset) * step
+
+
 def guard_graph(graph: onnx.GraphProto, names) -> int:
     """Put a Clip between each float layer in ``names`` and the DequantizeLinear feeding it.
 
@@ -51,14 +64,9 @@ def guard_graph(graph: onnx.GraphProto, names) -> int:
         dq = producers.get(node.input[0]) if node.op_type in WEIGHTED_OPS and node.name in wanted else None
         if dq is None or dq.op_type != "DequantizeLinear":
             continue
-        scale = numpy_helper.to_array(initializers[dq.input[1]]).astype(np.float64)
-        has_zero = len(dq.input) > 2 and dq.input[2]
-        zero = numpy_helper.to_array(initializers[dq.input[2]]) if has_zero else np.zeros((), np.uint8)
-        if scale.size != 1 or zero.size != 1:
+        bounds = dequantized_range(dq, initializers)
+        if bounds is None:
             continue  # a per-axis activation scale: not a pattern the transformer matches
-        limits = np.iinfo(zero.dtype)
-        offset, step = float(zero.reshape(())), float(scale.reshape(()))
-        bounds = [(float(limit) - offset) * step for limit in (limits.min, limits.max)]
         guarded_input = f"{node.name}_float_input"
         bound_names = [f"{guarded_input}_{side}" for side in ("min", "max")]
         for name, bound in zip(bound_names, bounds):
