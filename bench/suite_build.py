@@ -367,8 +367,8 @@ def run(quick: bool = True) -> dict:
         "alternating rounds; inference-only and tuning figures are the best round, engine runs the median.",
         "VGG11 has seeded random weights (no trained VGG weights install offline); its agreement figure "
         "measures quantization noise on a net whose logits are nearly tied, not a deployable accuracy.",
-        "int8: onnxruntime QDQ, uint8 activations, int8 per-channel weights with reduce_range (7-bit) "
-        "because this CPU has AVX2 without VNNI (see engine.build.int8_types).",
+        "int8: onnxruntime QDQ, uint8 activations, int8 per-channel weights in ranges where VPMADDUBSW's "
+        "int16 pairs cannot saturate, because this CPU has AVX2 without VNNI (engine.weight_ranges).",
         f"EfficientNet-Lite0 photos: {per_photo} crops of each of {len(OBJECT_PHOTOS)} object photos "
         f"({', '.join(OBJECT_PHOTOS)}) and {len(OTHER_PHOTOS)} texture/medical/space photos; calibration "
         "round-robin over the photos, agreement on the held-out crops only.",

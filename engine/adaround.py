@@ -93,10 +93,12 @@ def _round_layer(x: np.ndarray, w: np.ndarray, scale: np.ndarray, low: int, high
 
 
 def adaround(float_model: Path, int8_model: Path, batch: np.ndarray, weight_range: tuple[int, int], *,
-             iterations: int = 300, progress: bool = False) -> dict:
+             wider: dict[str, tuple[int, int]] | None = None, iterations: int = 300,
+             progress: bool = False) -> dict:
     """Re-round the quantized convolutions' weights of ``int8_model`` (in place), fitted on
     the float model's activations for ``batch``; returns each layer's output MSE before
-    and after. ``weight_range`` is the integer range the quantizer used."""
+    and after. ``weight_range`` is the integer range the quantizer used, ``wider`` the
+    range of the weights (by float name) it gave another (engine.weight_ranges)."""
     from tqdm import tqdm
 
     model = onnx.load(str(int8_model))
@@ -107,7 +109,7 @@ def adaround(float_model: Path, int8_model: Path, batch: np.ndarray, weight_rang
     tensors = sorted({c.activation for c, _ in convs})
     session = session_with_outputs(float_model, tensors)
     activations = dict(zip(tensors, session.run(tensors, {session.get_inputs()[0].name: batch})))
-    low, high = weight_range
+    wider = wider or {}
     layers = {}
     for index, (conv, settings) in enumerate(tqdm(convs, desc="adaround", unit="layer", disable=not progress)):
         x = activations[conv.activation]
@@ -119,6 +121,7 @@ def adaround(float_model: Path, int8_model: Path, batch: np.ndarray, weight_rang
         if np.any(zero != 0) or scale.size not in (1, w.shape[0]):
             continue  # asymmetric or blocked weights: not the scheme the build uses
         scale = np.broadcast_to(scale.reshape(-1), (w.shape[0],))
+        low, high = wider.get(conv.weight, weight_range)
         integers, before, after = _round_layer(x, w, scale, low, high, settings, iterations, index)
         quantized = initializers[conv.weight_dq.input[0]]
         dtype = numpy_helper.to_array(quantized).dtype
