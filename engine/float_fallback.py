@@ -1,10 +1,13 @@
 """Float layers inside an int8 model: keep them float when onnxruntime loads the model,
 and pick which ones to put back in float (float fallback).
 
-Quantization error is not spread evenly over a network: in EfficientNet-Lite0 the first
-depthwise convolution alone, kept in float, lifts the logit SNR against fp32 from 17.5
-to 21.4 dB; in its build with adaround the ranking gave that layer +1.2 dB and 38 of the
-48 layers under +0.09 dB each (make bench, 2026-11-26). Which layers matter depends on
+Quantization error is not spread evenly over a network: in EfficientNet-Lite0 with 7-bit
+weights the first depthwise convolution alone, kept in float, lifted the logit SNR
+against fp32 from 17.5 to 21.4 dB; in its build with adaround the ranking gave that layer
++1.2 dB and 38 of the 48 layers under +0.09 dB each (make bench, 2026-11-26). With the
+wider ranges of ``engine.weight_ranges`` the ranking picks large early layers whose float
+cost shows: fallback of 4 ran below fp32's speed. The ranking does not weigh a layer's
+cost against its gain. Which layers matter depends on
 the model and its weights, so they are measured, not guessed: each quantized
 Conv/Gemm/MatMul in turn is dequantized back to its float weights in the finished int8
 model, and the model's output on calibration images is compared with fp32's (the
