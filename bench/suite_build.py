@@ -199,6 +199,7 @@ def run(quick: bool = True) -> dict:
                                          {"skip_layers": [0, -1], "float_fallback": 4},
                                          "all layers int8": {"skip_layers": []}}))
         eff_models = {"fp32": eff}
+        config = ModelInfo.load(ModelInfo.path_for(eff)).data_config
         reference_items, reference = None, None
         for variant, quantization in variants.items():
             eff_folder = run_build(tmp, "eff", {
@@ -210,7 +211,6 @@ def run(quick: bool = True) -> dict:
             eff_models[variant] = eff_folder / "efficientnet_lite0.onnx"
             eff_report = json.loads((eff_folder / "build.json").read_text())
             check_items = eff_report["check_items"]
-            config = ModelInfo.load(ModelInfo.path_for(eff)).data_config
             if check_items != reference_items:
                 reference_items, reference = check_items, logits(eff, check_items, config)
             groups = agreement_by_group(reference, logits(eff_models[variant], check_items, config), check_items)

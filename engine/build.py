@@ -77,7 +77,7 @@ def int8_types(flags: set[str] | None = None) -> dict:
     bounds a pair at 255*64*2 = 32640 and removes the saturation. It is the default here,
     and with per-channel weights each convolution's channels then get wider ranges where
     no pair of neighbouring weights can overflow, and depthwise convolutions (int32
-    accumulation) the full 8 bits: see :mod:`engine.weight_ranges` (17.5 -> 22.9 dB on
+    accumulation) the full 8 bits: see :mod:`engine.weight_ranges` (17.5 -> 22.95 dB on
     EfficientNet-Lite0's recommended build, same speed). S8S8 does not help here: on x86
     it is run as U8S8 after shifting the activations, with the same instruction.
     With VNNI (``VPDPBUSD`` accumulates straight into int32) or on ARM (``SDOT``/``UDOT``),

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from engine.build import build, int8_types
 from engine.buildconfig import parse_config
 from engine.models.tinynet import write_tiny_onnx
-from engine.weight_ranges import FULL, PAIR_LIMIT, REDUCED, channel_range, pair_sums, widened_weights
+from engine.weight_ranges import FULL, PAIR_LIMIT, REDUCED, channel_ranges, pair_sums, widened_weights
 from photos import PHOTOS, write_photo
 
 CHANNELS, OUTPUTS, WEIGHT_SCALE = 32, 8, 0.01
@@ -39,14 +39,15 @@ def qdq_layer(kind: str, weights: np.ndarray, cancel: bool = False) -> tuple[onn
              numpy_helper.from_array(weights.astype(np.int8), "w"),
              numpy_helper.from_array(np.full(outputs, WEIGHT_SCALE, np.float32), "w_scale"),
              numpy_helper.from_array(np.zeros(outputs, np.int8), "w_zero"),
-             numpy_helper.from_array((-255 * per_output.sum(axis=1)).astype(np.int32), "b"),
-             numpy_helper.from_array(np.full(outputs, unit, np.float32), "b_scale"),
              numpy_helper.from_array(np.asarray(step, np.float32), "y_scale"),
              numpy_helper.from_array(np.asarray(128, np.uint8), "y_zero")]
     nodes = [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["xq"]),
              helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zero"], ["xd"]),
-             helper.make_node("DequantizeLinear", ["w", "w_scale", "w_zero"], ["wd"], axis=axis),
-             helper.make_node("DequantizeLinear", ["b", "b_scale"], ["bd"], axis=0)]
+             helper.make_node("DequantizeLinear", ["w", "w_scale", "w_zero"], ["wd"], axis=axis)]
+    if cancel:
+        inits += [numpy_helper.from_array((-255 * per_output.sum(axis=1)).astype(np.int32), "b"),
+                  numpy_helper.from_array(np.full(outputs, unit, np.float32), "b_scale")]
+        nodes.append(helper.make_node("DequantizeLinear", ["b", "b_scale"], ["bd"], axis=0))
     if kind == "matmul":
         nodes.append(helper.make_node("MatMul", ["xd", "wd"], ["y"]))
         shape = [4, CHANNELS]
@@ -122,6 +123,10 @@ def test_pair_sums_add_same_signs_and_take_the_larger_of_opposite_ones():
     np.testing.assert_array_equal(pair_sums(np.abs(w[:5]), np.sign(w[:5])), [130, 70, 60])
 
 
+def channel_range(weights: np.ndarray) -> int:
+    return int(channel_ranges(weights[None])[0])
+
+
 def test_channel_range_is_the_widest_whose_rounded_up_pairs_fit():
     lonely_peak = np.array([1.0, 0.05, 0.3, -0.3, 0.2, 0.0])  # the peak's neighbour is small
     limit = channel_range(lonely_peak)
@@ -133,6 +138,25 @@ def test_channel_range_is_the_widest_whose_rounded_up_pairs_fit():
     assert channel_range(np.array([1.0, -1.0, 0.5, -0.5])) == FULL, "opposite signs allow the full range"
     assert channel_range(np.array([1.0, 1.0, 0.0, 0.0])) == REDUCED
     assert channel_range(np.array([1.0, 0.1, 0.2])) == REDUCED, "odd channel counts keep reduce_range"
+
+
+def test_channel_ranges_bisection_finds_what_a_scan_of_every_range_finds():
+    rng = np.random.default_rng(11)
+    weights = rng.standard_normal((150, 16, 3, 3)) * rng.uniform(0.1, 3, (150, 1, 1, 1))
+    weights[::7, ::3] *= 6  # some lonely peaks
+    weights[5] = 0
+
+    def scan(channel):
+        peak = np.abs(channel).max()
+        if peak == 0:
+            return REDUCED
+        return next((r for r in range(FULL, REDUCED, -1)
+                     if pair_sums(np.ceil(np.abs(channel) * r / peak - 1e-9), np.sign(channel)).max() <= PAIR_LIMIT),
+                    REDUCED)
+
+    found = channel_ranges(weights)
+    np.testing.assert_array_equal(found, [scan(c) for c in weights])
+    assert len(set(found.tolist())) > 5, "the layer's channels get different ranges"
 
 
 def test_widened_weights_cover_the_quantized_ordinary_convolutions(tmp_path):
