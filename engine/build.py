@@ -41,6 +41,7 @@ from engine.calibration import (
     list_items,
     spread_over_classes,
 )
+from engine.channel_pairing import pair_channels
 from engine.dataconfig import DataConfig, ModelInfo
 from engine.error_budget import error_budget
 from engine.float_fallback import WEIGHTED_OPS, apply_float_fallback, guard_float_layers, output_snr_db
@@ -332,8 +333,10 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
     extra = {"CalibStridedMinMax": 1, "ActivationSymmetric": False, "WeightSymmetric": True}
     if cfg.method == "percentile":
         extra["CalibPercentile"] = cfg.percentile
-    widened = {}
+    widened, paired = {}, None
     if types["reduce_range"] and cfg.per_channel:
+        _, sample = next(iter_batches(items[:batch_size], info.data_config, batch_size))
+        paired = pair_prepared_channels(prepared, set(skipped), info.input_name, sample)
         widened = widened_weights(onnx.load(str(prepared)), set(skipped))
         extra["TensorQuantOverrides"] = widened
     try:
@@ -374,6 +377,7 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
         "reduce_range": types["reduce_range"],
         "why": types["reason"],
         "widened_weights": _widened_summary(widened),
+        "paired_channels": paired,
         "per_channel": cfg.per_channel,
         "calibration_method": cfg.method,
         "percentile": cfg.percentile if cfg.method == "percentile" else None,
@@ -383,6 +387,42 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
         "bias_correction": corrected,
         "float_fallback": fallback,
     }
+
+
+# How far a reordered float model's outputs may move, relative to their largest magnitude
+# (the sums only run in another order).
+PAIRING_TOLERANCE = 1e-4
+
+
+def pair_prepared_channels(prepared: Path, skipped: set[str], input_name: str, sample: np.ndarray) -> dict:
+    """Reorder the prepared model's private channel chains (``engine.channel_pairing``)
+    and keep the result only if it computes what the model did on ``sample``; returns
+    what build.json records (the reordered layers, or why nothing was)."""
+    import onnxruntime as ort
+
+    model = onnx.load(str(prepared))
+    reordered = onnx.ModelProto()
+    reordered.CopyFrom(model)
+    layers = pair_channels(reordered, skipped)
+    changed = sum("median_range" in layer for layer in layers)
+    if not changed:
+        return {"layers": layers}
+
+    def outputs(proto: onnx.ModelProto) -> list[np.ndarray]:
+        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {input_name: sample})
+
+    for before, after in zip(outputs(model), outputs(reordered)):
+        moved = float(np.abs(before - after).max() / max(float(np.abs(before).max()), 1e-12))
+        if moved > PAIRING_TOLERANCE:
+            return {"layers": [], "error": f"reordering the channels of {changed} layers changed the float "
+                                           f"model's outputs by {moved:.2g} of their largest value; kept the "
+                                           f"original order"}
+    onnx.save(reordered, str(prepared))
+    return {"layers": layers,
+            "why": "channels between a convolution and the 1x1 convolution that reads them reordered so that "
+                   "neighbouring pairs of large same-sign weights, which cap the int8 ranges, are rare; the "
+                   "float model is unchanged (engine/channel_pairing.py)"}
 
 
 def _widened_summary(widened: dict[str, list[dict]]) -> dict | None:

@@ -5,6 +5,11 @@ but the model (server overhead, pipeline plumbing).
 - ``write_tiny_onnx``: conv3x3(3->8, stride 2) + relu -> conv3x3(8->16, stride 2) + relu
   -> global average pool -> gemm(16 -> classes); ``tiny_torch_module`` is the same net in
   torch. About 0.5 ms per 224x224 image on one core.
+- ``write_inverted_residual_onnx``: conv3x3(3->8, stride 2) + relu -> conv1x1(8->16) +
+  clip(0, 6) -> depthwise conv3x3 + clip(0, 6) -> conv1x1(16->8) -> global average pool
+  -> gemm(8 -> classes), MobileNet's block; with ``crowded_pairs`` each output channel of
+  the last 1x1 convolution has its two largest weights, of one sign, on neighbouring
+  input channels (2j, 2j+1), the layout that caps x86 int8 weight ranges.
 - ``write_pool_linear_onnx``: global average pool -> gemm(3 -> classes), about 20 us per
   224x224 image: the model for measuring the plumbing around a model.
 """
@@ -55,6 +60,47 @@ def write_tiny_onnx(path, *, size: int = 32, classes: int = 10, seed: int = 0, b
         initializer=[numpy_helper.from_array(v, k) for k, v in w.items()],
     )
     return _save(graph, path, size, classes, seed, batch, with_info, resize)
+
+
+def write_inverted_residual_onnx(path, *, size: int = 32, classes: int = 10, seed: int = 0, batch="batch",
+                                 crowded_pairs: bool = True) -> Path:
+    """Write the inverted-residual net to ``path`` (and its model-info JSON beside it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    project = rng.standard_normal((8, 16)) * 0.1
+    if crowded_pairs:
+        for out in range(8):
+            sign = 1 if out % 2 else -1
+            project[out, 2 * out:2 * out + 2] = sign * np.array([1.0, 0.9])
+    weights = {
+        "w1": rng.standard_normal((8, 3, 3, 3)) * 0.4, "b1": rng.standard_normal(8) * 0.1,
+        "w2": rng.standard_normal((16, 8, 1, 1)) * 0.4, "b2": rng.standard_normal(16) * 0.1 + 0.5,
+        "w3": rng.standard_normal((16, 1, 3, 3)) * 0.3, "b3": rng.standard_normal(16) * 0.1,
+        "w4": project.reshape(8, 16, 1, 1), "b4": rng.standard_normal(8) * 0.1,
+        "wf": rng.standard_normal((classes, 8)) * 0.5, "bf": rng.standard_normal(classes) * 0.1,
+        "low": np.asarray(0.0), "high": np.asarray(6.0),
+    }
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"]),
+        helper.make_node("Clip", ["c2", "low", "high"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], pads=[1, 1, 1, 1], group=16),
+        helper.make_node("Clip", ["c3", "low", "high"], ["r3"]),
+        helper.make_node("Conv", ["r3", "w4", "b4"], ["c4"]),
+        helper.make_node("GlobalAveragePool", ["c4"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["output"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "inverted_residual",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, classes])],
+        initializer=[numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
+    )
+    return _save(graph, path, size, classes, seed, batch, True, None)
 
 
 def write_pool_linear_onnx(path, *, size: int = 224, classes: int = 1000, seed: int = 0, batch="batch",
