@@ -36,7 +36,7 @@ from PIL import Image
 
 from bench.suite_pipeline import make_npz_set, run_engine
 from engine.backends import open_backend
-from engine.build import build
+from engine.build import PREPARED_MODEL, build
 from engine.buildconfig import load_config
 from engine.calibration import iter_batches
 from engine.dataconfig import ModelInfo
@@ -96,9 +96,11 @@ def export(name: str, folder: Path) -> Path:
 
 
 def run_build(tmp: Path, tag: str, config: dict) -> Path:
+    """Build from ``config`` written as ``tag``.yaml; the build's intermediate files stay
+    in the deploy folder's ``work`` subfolder."""
     path = tmp / f"{tag}.yaml"
     path.write_text(yaml.safe_dump(config))
-    return build(load_config(path), progress=False)
+    return build(load_config(path), progress=False, work_dir=Path(config["output"]) / "work")
 
 
 def logits(model, items: list[str], config, simulated: bool = False) -> np.ndarray:
@@ -247,7 +249,9 @@ def run(quick: bool = True) -> dict:
                                "value": objects, "goal": ">= 0.99", "met": objects >= 0.99})
                 # The ceiling of every weight-side method (adaround, float fallback): the
                 # same build with all its weights back in float, only activations int8.
-                ceiling = activations_alone(onnx.load(str(eff_models[variant])), onnx.load(str(eff)))
+                # Float weights from the model the build quantized (channels in the int8 model's order).
+                prepared = eff_folder.parent / "work" / PREPARED_MODEL
+                ceiling = activations_alone(onnx.load(str(eff_models[variant])), onnx.load(str(prepared)))
                 ceiling_groups = agreement_by_group(reference, logits(ceiling, check_items, config, simulated=True),
                                                     check_items)
                 series[f"efficientnet_lite0_agreement, {variant}, int8 activations alone"] = ceiling_groups

@@ -16,6 +16,7 @@ outputs, so the engine feeds every model the same way.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -504,11 +505,17 @@ def deploy_folder_name(model: str, cfg: BuildConfig, input_size) -> str:
     return f"{model}-{cfg.dtype}-{cfg.method_label}-{shape}-{BACKEND_SUFFIX}"
 
 
-def build(cfg: BuildConfig, *, progress: bool = True) -> Path:
-    """Run the build described by ``cfg``; returns the deploy folder."""
+def build(cfg: BuildConfig, *, progress: bool = True, work_dir: Path | None = None) -> Path:
+    """Run the build described by ``cfg``; returns the deploy folder. Intermediate files
+    go to a temporary folder, or to ``work_dir``, which keeps them: among them
+    ``prepared.onnx``, the float model an int8 model was quantized from, its channels in
+    the int8 model's order (``engine.channel_pairing``)."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="engine-build-") as tmp:
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+    with (tempfile.TemporaryDirectory(prefix="engine-build-") if work_dir is None
+          else contextlib.nullcontext(str(work_dir))) as tmp:
         work = Path(tmp)
         t = time.perf_counter()
         src, info = source_model(cfg, work)
@@ -601,6 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="build config (YAML); see engine/buildconfig.py for the keys")
     p.add_argument("--output", help="folder to create the deploy folder in (overrides the config's output)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--work-dir", help="keep the intermediate files in this folder, among them prepared.onnx: the "
+                                      "float model an int8 model was quantized from, channels in its order")
     return p
 
 
@@ -610,7 +619,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config)
         if args.output:
             cfg = replace(cfg, output=Path(args.output))
-        folder = build(cfg, progress=not args.no_progress)
+        folder = build(cfg, progress=not args.no_progress,
+                       work_dir=None if args.work_dir is None else Path(args.work_dir))
     except KeyError as e:  # the zoo's "model 'x' is not in the zoo; choose from ..."
         print(f"engine.build: {e.args[0]}", file=sys.stderr)
         return 2

@@ -107,10 +107,54 @@ def quantized_layers(model: onnx.ModelProto) -> list[str]:
     return names
 
 
+# How far, in int8 steps, a layer's float weights may lie from its int8 ones: one step
+# for rounding either way (AdaRound), and a little for float error.
+MATCHING_STEPS = 1.01
+
+
+def dequantized_weights(dq: onnx.NodeProto, initializers: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """The float values a DequantizeLinear of initializers gives (per tensor or per axis)
+    and its scale, shaped to broadcast against them; None when its inputs are not all
+    initializers."""
+    if any(name and name not in initializers for name in dq.input):
+        return None
+    values = numpy_helper.to_array(initializers[dq.input[0]]).astype(np.float64)
+    scale = numpy_helper.to_array(initializers[dq.input[1]]).astype(np.float64)
+    zero = (numpy_helper.to_array(initializers[dq.input[2]]).astype(np.float64)
+            if len(dq.input) > 2 and dq.input[2] else np.zeros_like(scale))
+    if scale.size > 1:
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % values.ndim
+        shape = [1] * values.ndim
+        shape[axis] = scale.size
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return (values - zero) * scale, scale
+
+
+def check_same_weights(node: onnx.NodeProto, float_weights: np.ndarray, producers: dict, initializers: dict) -> None:
+    """Refuse float weights that are not the ones ``node``'s int8 weights were quantized
+    from (another model, or the same one with its channels in another order), naming the
+    layer; with them the "float" layer would compute something else."""
+    dq = producers.get(node.input[1])
+    found = None if dq is None or dq.op_type != "DequantizeLinear" else dequantized_weights(dq, initializers)
+    if found is None:
+        return
+    int8_weights, scale = found
+    if int8_weights.shape != float_weights.shape:
+        raise ValueError(f"float fallback: layer {node.name}'s float weights have shape {list(float_weights.shape)}, "
+                         f"its int8 weights {list(int8_weights.shape)}")
+    steps = np.abs(float_weights - int8_weights) / np.where(scale > 0, scale, np.inf)
+    if steps.max() > MATCHING_STEPS:
+        raise ValueError(f"float fallback: layer {node.name}'s float weights lie up to {steps.max():.1f} int8 steps "
+                         f"from its int8 weights: the float model is not the one this int8 model was quantized "
+                         f"from, in the same channel order (engine.build keeps that one as prepared.onnx "
+                         f"with --work-dir)")
+
+
 def with_float_layers(model: onnx.ModelProto, float_model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     """A copy of the int8 ``model`` in which the layers ``names`` use ``float_model``'s
     weights and bias again (the layers are matched by node name, which the quantizer
-    keeps). Their input stays the dequantized activation, behind a Clip over its range
+    keeps, and their float weights must be the ones the int8 weights were quantized
+    from). Their input stays the dequantized activation, behind a Clip over its range
     so onnxruntime does not quantize the weights again at load (see
     :func:`guard_graph`)."""
     result = onnx.ModelProto()
@@ -118,7 +162,9 @@ def with_float_layers(model: onnx.ModelProto, float_model: onnx.ModelProto, name
     graph = result.graph
     float_nodes = {node.name: node for node in float_model.graph.node}
     float_initializers = {init.name: init for init in float_model.graph.initializer}
-    present = {init.name for init in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    initializers = {init.name: init for init in graph.initializer}
+    present = set(initializers)
     wanted = set(names)
     for node in graph.node:
         if node.name not in wanted:
@@ -126,6 +172,9 @@ def with_float_layers(model: onnx.ModelProto, float_model: onnx.ModelProto, name
         original = float_nodes.get(node.name)
         if original is None:
             raise ValueError(f"float fallback: layer {node.name} is not in the float model")
+        if len(original.input) > 1 and original.input[1] in float_initializers:
+            check_same_weights(node, numpy_helper.to_array(float_initializers[original.input[1]]).astype(np.float64),
+                               producers, initializers)
         for slot in range(1, min(len(node.input), len(original.input))):
             source = original.input[slot]
             if source not in float_initializers:

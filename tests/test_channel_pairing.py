@@ -12,9 +12,11 @@ import pytest
 from onnx import helper, numpy_helper
 
 import engine.build
-from engine.build import build, int8_types, pair_prepared_channels
+from engine.build import PREPARED_MODEL, build, int8_types, name_unnamed_nodes, pair_prepared_channels
 from engine.buildconfig import parse_config
 from engine.channel_pairing import pair_channels, pairing_order, private_chains
+from engine.error_budget import activations_alone
+from engine.float_fallback import output_snr_db
 from engine.models.tinynet import write_inverted_residual_onnx
 from engine.weight_ranges import FULL, channel_ranges
 from photos import PHOTOS, write_photo
@@ -112,9 +114,22 @@ def test_int8_build_pairs_channels_and_gains_output_snr(tmp_path, monkeypatch):
                             "quantization": {"method": "max", "skip_layers": [0, 1, -1]},
                             "calibration": {"path": str(tmp_path / "images"), "count": 8},
                             "check": {"count": 30}, "output": str(tmp_path / output)})
-        return json.loads((build(cfg, progress=False) / "build.json").read_text())
+        folder = build(cfg, progress=False, work_dir=tmp_path / f"{output}_work")
+        return json.loads((folder / "build.json").read_text()) | {"folder": folder}
 
     paired = built("paired")
+    # The int8 model's channels follow the reordered float model kept in the work folder,
+    # not the source; float weights from the source are refused, not silently mixed in.
+    int8_model = onnx.load(str(paired["folder"] / paired["model_file"]))
+    source = tmp_path / "named_source.onnx"
+    source.write_bytes((tmp_path / "net.onnx").read_bytes())
+    name_unnamed_nodes(source)  # as the build names them
+    with pytest.raises(ValueError, match="not the one this int8 model was quantized from"):
+        activations_alone(int8_model, onnx.load(str(source)))
+    ceiling = activations_alone(int8_model, onnx.load(str(tmp_path / "paired_work" / PREPARED_MODEL)))
+    x = np.random.default_rng(3).random((2, 3, 32, 32), np.float32)
+    assert output_snr_db([run(onnx.load(str(tmp_path / "net.onnx")), x)], [run(ceiling, x)]) > 30
+
     layers = paired["quantization"]["paired_channels"]["layers"]
     layer = max(layers, key=lambda layer: layer["channels"])  # the 16 channels into the last 1x1
     assert layer["channels"] == 16 and layer["median_range"][0] < 70 and layer["median_range"][1] == FULL
