@@ -95,12 +95,12 @@ def export(name: str, folder: Path) -> Path:
     return export_onnx(create(name, seed=0), folder, size=224)
 
 
-def run_build(tmp: Path, tag: str, config: dict) -> Path:
-    """Build from ``config`` written as ``tag``.yaml; the build's intermediate files stay
-    in the deploy folder's ``work`` subfolder."""
+def run_build(tmp: Path, tag: str, config: dict, work_dir: Path | None = None) -> Path:
+    """Build from ``config`` written as ``tag``.yaml, keeping the intermediate files in
+    ``work_dir`` when given."""
     path = tmp / f"{tag}.yaml"
     path.write_text(yaml.safe_dump(config))
-    return build(load_config(path), progress=False, work_dir=Path(config["output"]) / "work")
+    return build(load_config(path), progress=False, work_dir=work_dir)
 
 
 def logits(model, items: list[str], config, simulated: bool = False) -> np.ndarray:
@@ -204,12 +204,13 @@ def run(quick: bool = True) -> dict:
         config = ModelInfo.load(ModelInfo.path_for(eff)).data_config
         reference_items, reference = None, None
         for variant, quantization in variants.items():
+            output = tmp / "deploy" / "".join(c if c.isalnum() else "_" for c in variant)
             eff_folder = run_build(tmp, "eff", {
                 "model": {"onnx": str(eff)}, "dtype": "int8",
                 "quantization": {"method": "percentile", "per_channel": True, **quantization},
                 "calibration": {"path": str(tmp / "photos"), "count": calib * 14, "batch_size": 8},
                 "check": {"count": 10_000},
-                "output": str(tmp / "deploy" / "".join(c if c.isalnum() else "_" for c in variant))})
+                "output": str(output)}, work_dir=output / "work")
             eff_models[variant] = eff_folder / "efficientnet_lite0.onnx"
             eff_report = json.loads((eff_folder / "build.json").read_text())
             check_items = eff_report["check_items"]
@@ -250,7 +251,7 @@ def run(quick: bool = True) -> dict:
                 # The ceiling of every weight-side method (adaround, float fallback): the
                 # same build with all its weights back in float, only activations int8.
                 # Float weights from the model the build quantized (channels in the int8 model's order).
-                prepared = eff_folder.parent / "work" / PREPARED_MODEL
+                prepared = output / "work" / PREPARED_MODEL
                 ceiling = activations_alone(onnx.load(str(eff_models[variant])), onnx.load(str(prepared)))
                 ceiling_groups = agreement_by_group(reference, logits(ceiling, check_items, config, simulated=True),
                                                     check_items)

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from engine.backends import open_backend
-from engine.build import build, int8_types, main
+from engine.build import PREPARED_MODEL, build, int8_types, main
 from engine.buildconfig import ConfigError, load_config, parse_config
 from engine.calibration import spread_over_classes
 from engine.dataconfig import ModelInfo
@@ -47,9 +47,17 @@ def test_int8_build_writes_a_complete_deploy_folder(workspace, tmp_path):
         "check": {"count": 9},
         "softmax": True,
     })
-    assert main([str(cfg_path), "--output", str(tmp_path), "--no-progress"]) == 0
+    work = tmp_path / "work"
+    assert main([str(cfg_path), "--output", str(tmp_path), "--no-progress", "--work-dir", str(work)]) == 0
     folder = tmp_path / f"tinynet-int8-kl_divergence-3_{SIZE}_{SIZE}-ort"
     assert sorted(p.name for p in folder.iterdir()) == ["build.json", "tinynet.json", "tinynet.onnx"]
+    # --work-dir keeps the float model the int8 one was quantized from, its layers by name.
+    import onnx
+
+    from engine.float_fallback import quantized_layers
+    prepared = {n.name for n in onnx.load(str(work / PREPARED_MODEL)).graph.node}
+    layers = quantized_layers(onnx.load(str(folder / "tinynet.onnx")))
+    assert layers and set(layers) <= prepared
 
     report = json.loads((folder / "build.json").read_text())
     assert report["dtype"] == "int8" and report["calibration_method"] == "entropy"
