@@ -369,7 +369,7 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
     fallback = None
     if cfg.float_fallback:
         batches = [batch for _, batch in iter_batches(items[:FALLBACK_IMAGES], info.data_config, batch_size)]
-        fallback = apply_float_fallback(prepared, dst, batches, cfg.float_fallback,
+        fallback = apply_float_fallback(prepared, dst, batches, cfg.float_fallback, max_macs=cfg.float_fallback_macs,
                                         threads=max(1, os.cpu_count() or 1), progress=progress)
     return {
         "format": "QDQ",

@@ -12,7 +12,8 @@ Native form::
     dtype: int8                  # fp32 | fp16 | int8
     quantization: {method: percentile, per_channel: true, percentile: 99.999,
                    skip_layers: [0, -1],   # layers kept in float: first and last here
-                   float_fallback: 4,      # and the 4 int8 layers that cost the most, measured
+                   float_fallback: 4,      # and the 4 int8 layers that cost the most, measured,
+                   float_fallback_macs: 0.05,  # holding at most 5% of the multiply-accumulates
                    adaround: true,         # learn each weight's rounding direction (slow)
                    bias_correction: true}  # undo the weight rounding's mean shift (default)
     calibration: {path: ImageNet/val, count: 1000, labels: val_label.txt}
@@ -45,7 +46,7 @@ NATIVE = {
     "dtype": None,
     "quantization.method": None, "quantization.per_channel": True, "quantization.percentile": None,
     "quantization.skip_layers": None, "quantization.bias_correction": True, "quantization.float_fallback": 0,
-    "quantization.adaround": False,
+    "quantization.float_fallback_macs": 1.0, "quantization.adaround": False,
     "calibration.path": None, "calibration.count": 1000, "calibration.labels": None,
     "calibration.suffix": None, "calibration.batch_size": 8,
     "check.path": None, "check.count": 200, "check.labels": None,
@@ -164,6 +165,7 @@ class BuildConfig:
     skip_layers: list[int]        # weighted layers (Conv/Gemm/MatMul, graph order) kept in float
     bias_correction: bool         # undo the weight rounding's mean shift (engine.bias_correction)
     float_fallback: int           # int8 layers put back in float by measured cost (engine.float_fallback)
+    float_fallback_macs: float    # the most of the model's multiply-accumulates those layers may hold
     adaround: bool                # learned weight rounding (engine.adaround)
     calibration_path: Path | None
     calibration_count: int
@@ -241,7 +243,7 @@ def parse_config(mapping: dict, base_dir: str | Path = ".") -> BuildConfig:
     else:
         for native in ("quantization.method", "quantization.percentile", "quantization.per_channel",
                        "quantization.skip_layers", "quantization.bias_correction", "quantization.float_fallback",
-                       "quantization.adaround"):
+                       "quantization.float_fallback_macs", "quantization.adaround"):
             if native in values and values[native] != []:
                 raise ConfigError(f"{source(native)}: quantization settings given but dtype is {dtype}")
     method = METHODS[method_label] if dtype == "int8" else None
@@ -279,6 +281,9 @@ def parse_config(mapping: dict, base_dir: str | Path = ".") -> BuildConfig:
         raise ConfigError(f"{source(bad)}: {get(bad)!r} is out of range")
     for native in ("softmax", "quantization.per_channel", "quantization.bias_correction", "quantization.adaround"):
         _expect(source(native), get(native), bool, "true or false")
+    share = get("quantization.float_fallback_macs")
+    if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 < share <= 1:
+        raise ConfigError(f"{source('quantization.float_fallback_macs')}: {share!r} must be a fraction in (0, 1]")
     skip = get("quantization.skip_layers") or []
     if not isinstance(skip, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in skip):
         raise ConfigError(f"{source('quantization.skip_layers')}: expected a list of layer indices, got {skip!r}")
@@ -302,6 +307,7 @@ def parse_config(mapping: dict, base_dir: str | Path = ".") -> BuildConfig:
         skip_layers=skip,
         bias_correction=get("quantization.bias_correction"),
         float_fallback=get("quantization.float_fallback"),
+        float_fallback_macs=float(share),
         adaround=get("quantization.adaround"),
         calibration_path=_resolve(base, get("calibration.path")),
         calibration_count=get("calibration.count"),

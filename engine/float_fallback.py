@@ -5,9 +5,15 @@ Quantization error is not spread evenly over a network: in EfficientNet-Lite0 wi
 weights the first depthwise convolution alone, kept in float, lifted the logit SNR
 against fp32 from 17.5 to 21.4 dB; in its build with adaround the ranking gave that layer
 +1.2 dB and 38 of the 48 layers under +0.09 dB each (make bench, 2026-11-26). With the
-wider ranges of ``engine.weight_ranges`` the ranking picks large early layers whose float
-cost shows: fallback of 4 ran below fp32's speed. The ranking does not weigh a layer's
-cost against its gain. Which layers matter depends on
+wider ranges of ``engine.weight_ranges`` the ranking picked large early layers whose
+float cost showed: fallback of 4 ran below fp32's speed (62 against 72 img/s). The
+layers are taken by gain; ``max_macs`` (``quantization.float_fallback_macs``) skips those
+that would take the float layers over a share of the model's multiply-accumulates. That
+share is a proxy for time that understates memory-bound layers: in EfficientNet-Lite0's
+adaround build with channel pairing, fallback of 4 held 6.3% of the multiply-accumulates
+and ran at 78 img/s; capped at 5% it held 4.7%, swapping an expand layer for a late
+depthwise one, and ran at 74 (fp32 69, int8 without fallback 86; best of 10 alternating
+rounds, batch 8, 2026-11-26). Which layers matter depends on
 the model and its weights, so they are measured, not guessed: each quantized
 Conv/Gemm/MatMul in turn is dequantized back to its float weights in the finished int8
 model, and the model's output on calibration images is compared with fp32's (the
@@ -234,15 +240,55 @@ def rank_layers(float_model: onnx.ModelProto, int8_model: onnx.ModelProto, batch
     return base, gains
 
 
+def layer_macs(model: onnx.ModelProto, sample: np.ndarray) -> dict[str, int]:
+    """Multiply-accumulates per image of each Conv/Gemm/MatMul with initializer weights,
+    from the output shapes of a run on ``sample`` (shape inference cannot follow the
+    computed padding of models like EfficientNet-Lite0)."""
+    import onnxruntime as ort
+
+    initializers = {init.name: init for init in model.graph.initializer}
+    layers = [n for n in model.graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1
+              and n.input[1] in initializers]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    present = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(n.output[0]) for n in layers
+                              if n.output[0] not in present)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    shapes = dict(zip(names, (o.shape for o in session.run(None, {session.get_inputs()[0].name: sample[:1]}))))
+    macs = {}
+    for node in layers:
+        weights = tuple(initializers[node.input[1]].dims)
+        if node.op_type == "Conv":
+            per_output = int(np.prod(weights[1:]))  # input channels per group x kernel taps
+        elif node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute):
+            per_output = weights[1]
+        else:
+            per_output = weights[0]
+        macs[node.name] = int(np.prod(shapes[node.output[0]])) * per_output
+    return macs
+
+
 def apply_float_fallback(float_path: Path, int8_path: Path, batches: list[np.ndarray], count: int, *,
-                         threads: int = 1, progress: bool = False) -> dict:
+                         max_macs: float = 1.0, threads: int = 1, progress: bool = False) -> dict:
     """Put the ``count`` layers with the largest gain (none that gains nothing) back in
-    float in ``int8_path``, rewritten in place; returns what was measured and done."""
+    float in ``int8_path``, rewritten in place, skipping any that would take the float
+    layers over ``max_macs`` of the model's multiply-accumulates (float layers run at
+    float speed, and gains and costs differ by orders of magnitude between layers);
+    returns what was measured and done."""
     float_model = onnx.load(str(float_path))
     int8_model = onnx.load(str(int8_path))
     reference = _outputs(float_model, batches, threads)
     base, gains = rank_layers(float_model, int8_model, batches, reference, threads=threads, progress=progress)
-    chosen = [name for name, gain in gains[:count] if gain > 0]
+    macs = layer_macs(float_model, batches[0])
+    total, used, chosen = sum(macs.values()), 0, []
+    for name, gain in gains:
+        if len(chosen) == count or gain <= 0:
+            break
+        if used + macs[name] <= max_macs * total:
+            chosen.append(name)
+            used += macs[name]
     model = with_float_layers(int8_model, float_model, chosen)
     after = output_snr_db(reference, _outputs(model, batches, threads))
     onnx.save(model, str(int8_path))
@@ -250,5 +296,7 @@ def apply_float_fallback(float_path: Path, int8_path: Path, batches: list[np.nda
         "layers": chosen,
         "images": int(sum(len(b) for b in batches)),
         "output_snr_db": {"int8": round(base, 2), "with_fallback": round(after, 2)},
+        "macs_share": {"float_layers": round(used / total, 4), "limit": max_macs},
         "gain_db_alone": {name: round(gain, 3) for name, gain in gains[:max(count, 10)]},
+        "layer_macs_share": {name: round(macs[name] / total, 4) for name, _ in gains[:max(count, 10)]},
     }

@@ -145,6 +145,10 @@ def test_seed_compiler_keys_map_onto_native_ones(workspace):
      "quantization.float_fallback: -1 is out of range"),
     ({"model": {"onnx": "m.onnx"}, "dtype": "fp16", "quantization": {"float_fallback": 2}},
      "quantization.float_fallback: quantization settings given but dtype is fp16"),
+    ({"model": {"onnx": "m.onnx"}, "calibration": {"path": "x"}, "quantization": {"float_fallback_macs": 0}},
+     "quantization.float_fallback_macs: 0 must be a fraction in (0, 1]"),
+    ({"model": {"onnx": "m.onnx"}, "calibration": {"path": "x"}, "quantization": {"float_fallback_macs": "5%"}},
+     "quantization.float_fallback_macs: '5%' must be a fraction in (0, 1]"),
     ({"model": {"onnx": "m.onnx"}, "calibration": {"path": "x"}, "quantization": {"adaround": "yes"}},
      "quantization.adaround: expected true or false"),
     ({"model": {"onnx": "m.onnx"}, "engine": {"common": {"do_quantization": "yes"}}},
@@ -225,6 +229,44 @@ def test_float_fallback_puts_back_the_layers_that_cost_most(workspace, tmp_path)
     assert layer.input[1] in floats, "the layer's weights are float again"
     others = [n for n in graph.node if n.op_type in ("Conv", "Gemm") and n is not layer]
     assert all(n.input[1] not in floats for n in others), "the other layers stay int8"
+
+
+def test_layer_macs_come_from_the_shapes_of_a_run(tmp_path):
+    import onnx
+
+    from engine.float_fallback import layer_macs
+
+    model = onnx.load(str(write_tiny_onnx(tmp_path / "t.onnx", size=SIZE, classes=10)))
+    for index, node in enumerate(model.graph.node):
+        node.name = f"{node.op_type}_{index}"
+    macs = layer_macs(model, np.zeros((2, 3, SIZE, SIZE), np.float32))
+    # conv 3->8 3x3 stride 2, conv 8->16 3x3 stride 2, gemm 16->10; per image.
+    half, quarter = SIZE // 2, SIZE // 4
+    assert macs == {"Conv_0": 8 * half * half * 3 * 9, "Conv_2": 16 * quarter * quarter * 8 * 9, "Gemm_6": 10 * 16}
+
+
+def test_float_fallback_keeps_within_its_share_of_the_multiply_accumulates(workspace, tmp_path):
+    def fallback(max_macs):
+        cfg = parse_config({"model": {"onnx": str(workspace / "tinynet.onnx")}, "dtype": "int8",
+                            "quantization": {"method": "max", "float_fallback": 3, "float_fallback_macs": max_macs},
+                            "calibration": {"path": str(workspace / "images"), "count": 8},
+                            "check": {"count": 4}, "output": str(tmp_path / str(max_macs))})
+        return json.loads((build(cfg, progress=False) / "build.json").read_text())["quantization"]["float_fallback"]
+
+    free, limited = fallback(1.0), fallback(0.3)
+    shares = free["layer_macs_share"]
+    assert sum(shares.values()) == pytest.approx(1.0, abs=1e-3)
+    assert free["macs_share"]["float_layers"] > 0.3, "without a limit the fallback takes a big layer"
+    assert limited["macs_share"] == {"float_layers": pytest.approx(sum(shares[n] for n in limited["layers"]),
+                                                                   abs=1e-3), "limit": 0.3}
+    assert 0 < limited["macs_share"]["float_layers"] <= 0.3
+    # Layers are taken in order of gain, skipping those that would go over the limit.
+    expected, used = [], 0.0
+    for name, gain in free["gain_db_alone"].items():
+        if gain > 0 and used + shares[name] <= 0.3:
+            expected.append(name)
+            used += shares[name]
+    assert limited["layers"] == expected and set(expected) != set(free["layers"])
 
 
 def test_adaround_learns_roundings_that_reconstruct_the_layers_better(workspace, tmp_path):
