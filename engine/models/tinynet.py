@@ -42,24 +42,30 @@ def write_tiny_onnx(path, *, size: int = 32, classes: int = 10, seed: int = 0, b
     ``tiny class <i>`` and ``resize`` defaulting to ``size + size // 8``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    w = tiny_weights(seed, classes)
-    nodes = [
+    body = [
         helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
         helper.make_node("Relu", ["c1"], ["r1"]),
         helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
         helper.make_node("Relu", ["c2"], ["r2"]),
-        helper.make_node("GlobalAveragePool", ["r2"], ["p"]),
-        helper.make_node("Flatten", ["p"], ["f"], axis=1),
-        helper.make_node("Gemm", ["f", "wf", "bf"], ["output"], transB=1),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "tinynet",
+    graph = _pooled_classifier("tinynet", body, "r2", tiny_weights(seed, classes), batch, size, classes)
+    return _save(graph, path, size, classes, seed, batch, with_info, resize)
+
+
+def _pooled_classifier(name: str, body: list, features: str, weights: dict[str, np.ndarray], batch, size: int,
+                       classes: int):
+    """The graph of ``body`` (from ``input``) then global average pool -> gemm(``wf``,
+    ``bf``) -> ``output``, with ``weights`` as float32 initializers."""
+    head = [helper.make_node("GlobalAveragePool", [features], ["p"]),
+            helper.make_node("Flatten", ["p"], ["f"], axis=1),
+            helper.make_node("Gemm", ["f", "wf", "bf"], ["output"], transB=1)]
+    return helper.make_graph(
+        body + head,
+        name,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, classes])],
-        initializer=[numpy_helper.from_array(v, k) for k, v in w.items()],
+        initializer=[numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
     )
-    return _save(graph, path, size, classes, seed, batch, with_info, resize)
 
 
 def write_inverted_residual_onnx(path, *, size: int = 32, classes: int = 10, seed: int = 0, batch="batch",
@@ -81,7 +87,7 @@ def write_inverted_residual_onnx(path, *, size: int = 32, classes: int = 10, see
         "wf": rng.standard_normal((classes, 8)) * 0.5, "bf": rng.standard_normal(classes) * 0.1,
         "low": np.asarray(0.0), "high": np.asarray(6.0),
     }
-    nodes = [
+    body = [
         helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
         helper.make_node("Relu", ["c1"], ["r1"]),
         helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"]),
@@ -89,17 +95,8 @@ def write_inverted_residual_onnx(path, *, size: int = 32, classes: int = 10, see
         helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], pads=[1, 1, 1, 1], group=16),
         helper.make_node("Clip", ["c3", "low", "high"], ["r3"]),
         helper.make_node("Conv", ["r3", "w4", "b4"], ["c4"]),
-        helper.make_node("GlobalAveragePool", ["c4"], ["p"]),
-        helper.make_node("Flatten", ["p"], ["f"], axis=1),
-        helper.make_node("Gemm", ["f", "wf", "bf"], ["output"], transB=1),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "inverted_residual",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, classes])],
-        initializer=[numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
-    )
+    graph = _pooled_classifier("inverted_residual", body, "c4", weights, batch, size, classes)
     return _save(graph, path, size, classes, seed, batch, True, None)
 
 
