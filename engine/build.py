@@ -337,8 +337,8 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
     widened, paired = {}, None
     if types["reduce_range"] and cfg.per_channel:
         _, sample = next(iter_batches(items[:batch_size], info.data_config, batch_size))
-        paired = pair_prepared_channels(prepared, set(skipped), info.input_name, sample)
-        widened = widened_weights(onnx.load(str(prepared)), set(skipped))
+        paired, float_model = pair_prepared_channels(prepared, set(skipped), info.input_name, sample)
+        widened = widened_weights(float_model, set(skipped))
         extra["TensorQuantOverrides"] = widened
     try:
         quantize_static(
@@ -395,10 +395,12 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
 PAIRING_TOLERANCE = 1e-4
 
 
-def pair_prepared_channels(prepared: Path, skipped: set[str], input_name: str, sample: np.ndarray) -> dict:
+def pair_prepared_channels(prepared: Path, skipped: set[str], input_name: str,
+                           sample: np.ndarray) -> tuple[dict, onnx.ModelProto]:
     """Reorder the prepared model's private channel chains (``engine.channel_pairing``)
     and keep the result only if it computes what the model did on ``sample``; returns
-    what build.json records (the reordered layers, or why nothing was)."""
+    what build.json records (the reordered layers, or why nothing was) and the prepared
+    model as it now is on disk."""
     import onnxruntime as ort
 
     model = onnx.load(str(prepared))
@@ -407,7 +409,7 @@ def pair_prepared_channels(prepared: Path, skipped: set[str], input_name: str, s
     layers = pair_channels(reordered, skipped)
     changed = sum("median_range" in layer for layer in layers)
     if not changed:
-        return {"layers": layers}
+        return {"layers": layers}, model
 
     def outputs(proto: onnx.ModelProto) -> list[np.ndarray]:
         session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -418,12 +420,12 @@ def pair_prepared_channels(prepared: Path, skipped: set[str], input_name: str, s
         if moved > PAIRING_TOLERANCE:
             return {"layers": [], "error": f"reordering the channels of {changed} layers changed the float "
                                            f"model's outputs by {moved:.2g} of their largest value; kept the "
-                                           f"original order"}
+                                           f"original order"}, model
     onnx.save(reordered, str(prepared))
     return {"layers": layers,
             "why": "channels between a convolution and the 1x1 convolution that reads them reordered so that "
                    "neighbouring pairs of large same-sign weights, which cap the int8 ranges, are rare; the "
-                   "float model is unchanged (engine/channel_pairing.py)"}
+                   "float model is unchanged (engine/channel_pairing.py)"}, reordered
 
 
 def _widened_summary(widened: dict[str, list[dict]]) -> dict | None:
