@@ -23,6 +23,7 @@ from onnx import numpy_helper
 
 from engine.calibration import iter_batches
 from engine.dataconfig import DataConfig
+from engine.float_fallback import dequantized_weights
 
 
 @dataclass
@@ -99,10 +100,7 @@ def correct_biases(float_model: Path, int8_model: Path, items: list[str], config
         if conv.weight not in float_weights or initializers[conv.bias_dq.input[0]].data_type != onnx.TensorProto.INT32:
             continue
         w = numpy_helper.to_array(float_weights[conv.weight]).astype(np.float64)
-        q, scale, zero = (array(name) for name in conv.weight_dq.input[:3])
-        per_channel = (-1,) + (1,) * (w.ndim - 1)
-        error = (q - zero.reshape(per_channel if zero.ndim else ())) * scale.reshape(
-            per_channel if scale.ndim else ()) - w
+        error = dequantized_weights(conv.weight_dq, initializers)[0] - w
         out_channels, in_per_group = w.shape[:2]
         error_per_input = error.reshape(out_channels, in_per_group, -1).sum(axis=2)
         groups_mean = means[conv.activation].reshape(conv.group, in_per_group)
