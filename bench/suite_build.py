@@ -4,7 +4,9 @@
    ONNX and built to int8 with ``engine.build``; images/s of the fp32 and the int8
    model through the engine (``engine.run`` over ImageNet-sized npz files, same batch
    and threads), run alternately so background load hits both. Goal: int8 >= 2.0x fp32.
-   Also the inference-only ratio on pre-made tensors, and VGG's top-1 agreement.
+   Also the inference-only ratio on pre-made tensors, the same ratio for the convolution
+   and matrix kernels alone (onnxruntime's profiler: the bound on the whole model's), and
+   VGG's top-1 agreement.
 2. The trained EfficientNet-Lite0 built to int8 (percentile calibration, as the seed did
    for VGG; first and last layers kept in float; the full run also all-int8) from photos
    spread over their sources; top-1 agreement with fp32 on the held-out photos. Goal
@@ -13,7 +15,9 @@
    cost the most (``quantization.float_fallback``), with each variant's logit SNR against
    fp32 and inference-only speed. The same figure
    on texture/medical/astronomy photos, where the fp32 model itself has no confident
-   answer, is reported beside it, with the agreement on the confident ones.
+   answer, is reported beside it, with the agreement on the confident ones. Beside each
+   measured agreement: what Gaussian noise at the build's logit SNR would leave on the
+   same photos, and the SNR that 99% on the object photos needs (``bench.agreement_model``).
 3. ``engine.tune.autotune`` (short sweep) against the exhaustive sweep of the same grid
    on the VGG11 int8 model: both picks re-measured back to back. Goal: >= 0.95.
 4. VGG11 int8 and fp32 through the engine again, each at the setting the short sweep
@@ -34,6 +38,7 @@ import onnx
 import yaml
 from PIL import Image
 
+from bench.agreement_model import expected_agreement, snr_needed
 from bench.suite_pipeline import make_npz_set, run_engine
 from engine.backends import open_backend
 from engine.build import PREPARED_MODEL, build
@@ -116,6 +121,11 @@ def logits(model, items: list[str], config, simulated: bool = False) -> np.ndarr
         backend.close()
 
 
+def object_photos(items: list[str]) -> np.ndarray:
+    """Which of ``items`` are crops of the photos of objects ImageNet has classes for."""
+    return np.asarray([Path(i).parent.name in OBJECT_PHOTOS for i in items])
+
+
 def agreement_by_group(a: np.ndarray, b: np.ndarray, items: list[str]) -> dict:
     """Top-1 agreement of outputs ``b`` with reference outputs ``a`` (rows: ``items``)
     per photo group and on the images fp32 is confident about."""
@@ -124,7 +134,7 @@ def agreement_by_group(a: np.ndarray, b: np.ndarray, items: list[str]) -> dict:
     top2 = np.sort(p, axis=1)[:, -2:]
     confidence, margin = top2[:, 1], top2[:, 1] - top2[:, 0]
     same = a.argmax(axis=1) == b.argmax(axis=1)
-    objects = np.asarray([Path(i).parent.name in OBJECT_PHOTOS for i in items])
+    objects = object_photos(items)
 
     def rate(mask):
         return {"agreement": float(same[mask].mean()) if mask.any() else None, "images": int(mask.sum())}
@@ -165,6 +175,28 @@ def inference_rates(models: dict, batch: int, rounds: int) -> dict:
     for b in backends.values():
         b.close()
     return rates
+
+
+WEIGHTED_KERNELS = ("Conv", "FusedConv", "QLinearConv", "ConvInteger", "Gemm", "FusedGemm", "QGemm",
+                    "MatMul", "FusedMatMul", "MatMulInteger", "QLinearMatMul")
+
+
+def kernel_split(models: dict, batch: int, runs: int, folder: Path) -> dict:
+    """Per model, seconds per image in the convolution/matrix kernels and in all other
+    kernels over ``runs`` batches (onnxruntime's profiler; the runs alternate between models)."""
+    backends = {k: open_backend("ort", m, threads=THREADS, profile=folder / f"profile_{k}") for k, m in models.items()}
+    x = np.random.default_rng(0).standard_normal((batch, *next(iter(backends.values())).input_shape))
+    x = x.astype(np.float32)
+    for _ in range(runs):
+        for b in backends.values():
+            b.run(x)
+    split = {}
+    for key, backend in backends.items():
+        seconds = backend.kernel_seconds()
+        weighted = sum(t for op, t in seconds.items() if op in WEIGHTED_KERNELS)
+        split[key] = {"weighted": weighted / (runs * batch), "other": (sum(seconds.values()) - weighted) / (runs * batch)}
+        backend.close()
+    return split
 
 
 def alternate(measure, models: dict, rounds: int, pick=max) -> dict:
@@ -218,6 +250,8 @@ def run(quick: bool = True) -> dict:
                 reference_items, reference = check_items, logits(eff, check_items, config)
             groups = agreement_by_group(reference, logits(eff_models[variant], check_items, config), check_items)
             series[f"efficientnet_lite0_agreement, {variant}"] = groups
+            objects = object_photos(check_items)
+            snr_db = eff_report["check"]["output_snr_db"]
             rows += [
                 {"name": f"efficientnet_lite0 int8 ({variant}) vs fp32 top-1 agreement, object photos",
                  "value": 100 * groups["objects"]["agreement"], "unit": "%", "images": groups["objects"]["images"],
@@ -233,7 +267,11 @@ def run(quick: bool = True) -> dict:
                    "value": 100 * bucket_rate["agreement"], "unit": "%", "images": bucket_rate["images"]}
                   for bucket, bucket_rate in groups["by_fp32_margin"].items() if bucket_rate["images"]),
                 {"name": f"efficientnet_lite0 int8 ({variant}) logit SNR against fp32, all held-out photos",
-                 "value": eff_report["check"]["output_snr_db"], "unit": "dB", "images": eff_report["check"]["images"]},
+                 "value": snr_db, "unit": "dB", "images": eff_report["check"]["images"]},
+                {"name": f"efficientnet_lite0 fp32 logits plus Gaussian noise at the SNR of int8 ({variant}): "
+                         "expected top-1 agreement, object photos (bench.agreement_model)",
+                 "value": 100 * expected_agreement(reference, snr_db, objects), "unit": "%",
+                 "all_photos": 100 * expected_agreement(reference, snr_db)},
                 {"name": f"efficientnet_lite0 int8 ({variant}) build, all held-out photos (build.json)",
                  "value": 100 * eff_report["check"]["top1_agreement"], "unit": "% top-1 agreement",
                  "top5_overlap": eff_report["check"]["top5_overlap"],
@@ -245,9 +283,13 @@ def run(quick: bool = True) -> dict:
                       "value": budget[source]["output_snr_db"], "unit": "dB", "images": budget["images"]}
                      for source in ("weights_alone", "activations_alone")]
             if variant == RECOMMENDED:
-                objects = groups["objects"]["agreement"]
+                agreement = groups["objects"]["agreement"]
                 ratios.append({"name": f"efficientnet_lite0 int8 ({variant})/fp32 top-1 agreement on object photos",
-                               "value": objects, "goal": ">= 0.99", "met": objects >= 0.99})
+                               "value": agreement, "goal": ">= 0.99", "met": agreement >= 0.99})
+                rows.append({"name": "efficientnet_lite0 logit SNR against fp32 that 99% expected top-1 agreement "
+                                     "on these object photos needs (Gaussian logit noise, bench.agreement_model)",
+                             "value": snr_needed(reference, 0.99, objects), "unit": "dB",
+                             "images": int(objects.sum())})
                 # The ceiling of every weight-side method (adaround, float fallback): the
                 # same build with all its weights back in float, only activations int8.
                 # Float weights from the model the build quantized (channels in the int8 model's order).
@@ -312,6 +354,16 @@ def run(quick: bool = True) -> dict:
                        "goal": ">= 2.0", "met": speedup >= 2.0})
         ratios.append({"name": "vgg11 int8 / fp32 images/s, inference only",
                        "value": inference["int8"] / inference["fp32"], "goal": None, "met": None})
+        # Where the time goes: the int8 speed-up of the convolution kernels alone bounds the whole model's.
+        split = kernel_split({"fp32": vgg, "int8": vgg_int8}, batch, 2 if SMOKE else 6, tmp)
+        series["vgg11_kernel_seconds_per_image"] = split
+        for tag in ("fp32", "int8"):
+            rows.append({"name": f"vgg11 {tag} convolution and matrix kernels, batch {batch} "
+                                 "(onnxruntime profiler)", "value": 1000 * split[tag]["weighted"], "unit": "ms/img",
+                         "other_kernels_ms": round(1000 * split[tag]["other"], 2)})
+        ratios.append({"name": "vgg11 int8 / fp32 speed of the convolution and matrix kernels alone "
+                               "(onnxruntime profiler)",
+                       "value": split["fp32"]["weighted"] / split["int8"]["weighted"], "goal": None, "met": None})
 
         # 3. autotune (short sweep) vs exhaustive sweep, on the VGG11 int8 model
         grid = {"instances": [1, 2], "threads": [1, 2],

@@ -83,6 +83,20 @@ def test_missing_model_and_unknown_kind(tmp_path):
         open_backend("ort", garbage)
 
 
+def test_ort_profile_gives_kernel_seconds_per_operator_type(tmp_path, tiny):
+    with open_backend("ort", tiny, profile=tmp_path / "tiny_profile") as backend:
+        for _ in range(3):
+            backend.run(batch_of(4))
+        seconds = backend.kernel_seconds()
+    assert list(tmp_path.glob("tiny_profile*.json"))
+    convolutions = {op for op in seconds if op.endswith("Conv")}
+    assert convolutions, seconds
+    assert all(t > 0 for t in seconds.values())
+    with open_backend("ort", tiny) as backend:
+        with pytest.raises(RuntimeError, match="profile=PREFIX"):
+            backend.kernel_seconds()
+
+
 def test_instances_in_threads_give_the_same_answers(tiny):
     """Separate sessions run concurrently in threads (onnxruntime releases the GIL)."""
     x = batch_of(8, seed=3)

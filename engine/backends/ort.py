@@ -8,6 +8,7 @@ process.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,8 @@ class OrtBackend(Backend):
       ``fp16``: with TensorRT, build fp16 engines (``trt_fp16_enable``); the CUDA provider
         runs fp16 only from an fp16 ONNX made by ``engine.build``.
       ``trt_cache_dir``: where TensorRT engines are cached (default: beside the model).
+      ``profile``: a path prefix for onnxruntime's profiler, which then times every kernel
+        run (see :meth:`kernel_seconds`).
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class OrtBackend(Backend):
         provider: str = "cuda",
         fp16: bool = False,
         trt_cache_dir=None,
+        profile=None,
     ):
         import onnxruntime as ort
 
@@ -80,6 +84,9 @@ class OrtBackend(Backend):
         opts.enable_mem_pattern = True
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         opts.log_severity_level = 3
+        if profile is not None:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = str(profile)
 
         device_id = int(index) if index else 0
         if base == "cpu":
@@ -188,6 +195,20 @@ class OrtBackend(Backend):
             "precision": self.precision,
             "model": str(self.model_path),
         }
+
+    def kernel_seconds(self) -> dict[str, float]:
+        """Seconds spent in the kernels of each operator type (as onnxruntime names them
+        after its graph optimizations, e.g. QLinearConv) over every run so far. Ends the
+        profiling; needs the ``profile`` option."""
+        if not self.session.get_session_options().enable_profiling:
+            raise RuntimeError(f"{self.name}: kernel_seconds needs the backend opened with profile=PREFIX")
+        events = json.loads(Path(self.session.end_profiling()).read_text())
+        seconds: dict[str, float] = {}
+        for event in events:
+            if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+                op = event["args"]["op_name"]
+                seconds[op] = seconds.get(op, 0.0) + event["dur"] / 1e6
+        return seconds
 
     def close(self) -> None:
         self.session = None
