@@ -47,6 +47,7 @@ from engine.dataconfig import DataConfig, ModelInfo
 from engine.error_budget import error_budget
 from engine.float_fallback import WEIGHTED_OPS, apply_float_fallback, guard_float_layers, output_snr_db
 from engine.labels import LabelSource
+from engine.pad_folding import fold_pads
 from engine.weight_ranges import FULL as FULL_RANGE, widened_weights
 
 BACKEND_SUFFIX = "ort"
@@ -390,9 +391,47 @@ def quantize_int8(src: Path, dst: Path, items: list[str], info: ModelInfo, cfg: 
     }
 
 
-# How far a reordered float model's outputs may move, relative to their largest magnitude
-# (the sums only run in another order).
-PAIRING_TOLERANCE = 1e-4
+# How far a rewritten float model's outputs may move, relative to their largest magnitude
+# (channel pairing and pad folding only make the sums run in another order).
+REWRITE_TOLERANCE = 1e-4
+FOLDED_MODEL = "pads_folded.onnx"
+
+
+def largest_output_change(model: onnx.ModelProto, rewritten: onnx.ModelProto, input_name: str,
+                          sample: np.ndarray) -> float:
+    """The largest change of any output of ``rewritten`` against ``model`` on ``sample``,
+    relative to that output's largest magnitude."""
+    import onnxruntime as ort
+
+    def outputs(proto: onnx.ModelProto) -> list[np.ndarray]:
+        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {input_name: sample})
+
+    return max(float(np.abs(before - after).max() / max(float(np.abs(before).max()), 1e-12))
+               for before, after in zip(outputs(model), outputs(rewritten)))
+
+
+def fold_source_pads(src: Path, info: ModelInfo, work: Path) -> tuple[Path, dict]:
+    """``engine.pad_folding`` on the model to build from, kept only if it computes the
+    same on a seeded random input; returns the model to build from and what build.json
+    records."""
+    model = onnx.load(str(src))
+    fixed = info.input_shape[0] if isinstance(info.input_shape[0], int) else None
+    sample = np.random.default_rng(0).standard_normal((fixed or 2, *info.data_config.input_size))
+    sample = sample.astype(np.float32)
+    folded, count = fold_pads(model, info.input_name, sample)
+    if not count:
+        return src, {"pads_folded": 0}
+    moved = largest_output_change(model, folded, info.input_name, sample)
+    if moved > REWRITE_TOLERANCE:
+        return src, {"pads_folded": 0, "error": f"folding {count} Pads into their convolutions changed the "
+                                                f"model's outputs by {moved:.2g} of their largest value; kept "
+                                                f"the Pads"}
+    path = work / FOLDED_MODEL
+    onnx.save(folded, str(path))
+    return path, {"pads_folded": count,
+                  "why": "zero Pads with amounts computed at run time folded into the convolutions that read "
+                         "them (engine/pad_folding.py)"}
 
 
 def pair_prepared_channels(prepared: Path, skipped: set[str], input_name: str,
@@ -401,8 +440,6 @@ def pair_prepared_channels(prepared: Path, skipped: set[str], input_name: str,
     and keep the result only if it computes what the model did on ``sample``; returns
     what build.json records (the reordered layers, or why nothing was) and the prepared
     model as it now is on disk."""
-    import onnxruntime as ort
-
     model = onnx.load(str(prepared))
     reordered = onnx.ModelProto()
     reordered.CopyFrom(model)
@@ -411,16 +448,11 @@ def pair_prepared_channels(prepared: Path, skipped: set[str], input_name: str,
     if not changed:
         return {"layers": layers}, model
 
-    def outputs(proto: onnx.ModelProto) -> list[np.ndarray]:
-        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-        return session.run(None, {input_name: sample})
-
-    for before, after in zip(outputs(model), outputs(reordered)):
-        moved = float(np.abs(before - after).max() / max(float(np.abs(before).max()), 1e-12))
-        if moved > PAIRING_TOLERANCE:
-            return {"layers": [], "error": f"reordering the channels of {changed} layers changed the float "
-                                           f"model's outputs by {moved:.2g} of their largest value; kept the "
-                                           f"original order"}, model
+    moved = largest_output_change(model, reordered, input_name, sample)
+    if moved > REWRITE_TOLERANCE:
+        return {"layers": [], "error": f"reordering the channels of {changed} layers changed the float "
+                                       f"model's outputs by {moved:.2g} of their largest value; kept the "
+                                       f"original order"}, model
     onnx.save(reordered, str(prepared))
     return {"layers": layers,
             "why": "channels between a convolution and the 1x1 convolution that reads them reordered so that "
@@ -530,6 +562,10 @@ def build(cfg: BuildConfig, *, progress: bool = True, work_dir: Path | None = No
             with_softmax = work / "with_softmax.onnx"
             append_softmax(src, with_softmax)
             src = with_softmax
+        reference = src
+        t = time.perf_counter()
+        src, rewrites = fold_source_pads(src, info, work)
+        timings["fold_pads_s"] = time.perf_counter() - t
 
         pool = list_items(cfg.calibration_path, cfg.calibration_suffix) if cfg.calibration_path else []
         calib_labels = _labels_for(cfg.calibration_labels, pool)
@@ -559,7 +595,7 @@ def build(cfg: BuildConfig, *, progress: bool = True, work_dir: Path | None = No
         t = time.perf_counter()
         check = None
         if check_items:
-            check = accuracy_check(src, built, check_items, info.data_config, check_labels, progress)
+            check = accuracy_check(reference, built, check_items, info.data_config, check_labels, progress)
         timings["check_s"] = time.perf_counter() - t
         if check is not None and cfg.dtype == "int8":
             t = time.perf_counter()
@@ -584,6 +620,7 @@ def build(cfg: BuildConfig, *, progress: bool = True, work_dir: Path | None = No
         "dtype": cfg.dtype,
         "method": cfg.method_label,
         "calibration_method": cfg.method,
+        "graph_rewrites": rewrites,
         "quantization": quantization,
         "softmax": cfg.softmax,
         "model_file": built.name,

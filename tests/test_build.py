@@ -302,7 +302,8 @@ def test_adaround_learns_roundings_that_reconstruct_the_layers_better(workspace,
 
 
 def write_pad_conv_onnx(path, size=SIZE, classes=8):
-    """input -> Pad(2) -> 1x1 Conv -> mean over H, W: the border counts in every logit."""
+    """input -> Pad(2, reflect) -> 1x1 Conv -> mean over H, W: the border counts in every
+    logit. (A zero Pad the build would fold into the Conv, engine.pad_folding.)"""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -310,7 +311,7 @@ def write_pad_conv_onnx(path, size=SIZE, classes=8):
     weights = numpy_helper.from_array(rng.standard_normal((classes, 3, 1, 1)).astype(np.float32), "w")
     pads = numpy_helper.from_array(np.array([0, 0, 2, 2, 0, 0, 2, 2], np.int64), "pads")
     graph = helper.make_graph(
-        [helper.make_node("Pad", ["input", "pads", ""], ["padded"], mode="constant", name="pad"),
+        [helper.make_node("Pad", ["input", "pads"], ["padded"], mode="reflect", name="pad"),
          helper.make_node("Conv", ["padded", "w"], ["conv"], name="conv"),
          helper.make_node("ReduceMean", ["conv"], ["logits"], axes=[2, 3], keepdims=0, name="mean")],
         "padnet", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],

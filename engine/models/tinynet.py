@@ -9,7 +9,9 @@ but the model (server overhead, pipeline plumbing).
   clip(0, 6) -> depthwise conv3x3 + clip(0, 6) -> conv1x1(16->8) -> global average pool
   -> gemm(8 -> classes), MobileNet's block; with ``crowded_pairs`` each output channel of
   the last 1x1 convolution has its two largest weights, of one sign, on neighbouring
-  input channels (2j, 2j+1), the layout that caps x86 int8 weight ranges.
+  input channels (2j, 2j+1), the layout that caps x86 int8 weight ranges; with
+  ``computed_padding`` its 3x3 convolutions are padded by Pad nodes whose amounts the
+  graph computes from the input's shape, as EfficientNet exports do.
 - ``write_pool_linear_onnx``: global average pool -> gemm(3 -> classes), about 20 us per
   224x224 image: the model for measuring the plumbing around a model.
 """
@@ -55,7 +57,7 @@ def write_tiny_onnx(path, *, size: int = 32, classes: int = 10, seed: int = 0, b
 def _pooled_classifier(name: str, body: list, features: str, weights: dict[str, np.ndarray], batch, size: int,
                        classes: int):
     """The graph of ``body`` (from ``input``) then global average pool -> gemm(``wf``,
-    ``bf``) -> ``output``, with ``weights`` as float32 initializers."""
+    ``bf``) -> ``output``, with ``weights`` as initializers (the float ones as float32)."""
     head = [helper.make_node("GlobalAveragePool", [features], ["p"]),
             helper.make_node("Flatten", ["p"], ["f"], axis=1),
             helper.make_node("Gemm", ["f", "wf", "bf"], ["output"], transB=1)]
@@ -64,13 +66,46 @@ def _pooled_classifier(name: str, body: list, features: str, weights: dict[str, 
         name,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, classes])],
-        initializer=[numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
+        initializer=[numpy_helper.from_array(v.astype(np.float32) if v.dtype.kind == "f" else v, k)
+                     for k, v in weights.items()],
     )
 
 
+def same_padding(data: str, padded: str, kernel: int, stride: int) -> tuple[list[onnx.NodeProto], dict]:
+    """Nodes that pad ``data`` into ``padded`` as TensorFlow's "same" padding does, with
+    the amounts computed at run time from the input's shape (as exports of EfficientNet's
+    convolutions do): per spatial axis total = (kernel - 1) - (size - 1) mod stride, the
+    smaller half in front. Returns the nodes and the int64 constants they read."""
+    constants = {f"{padded}_{k}": np.asarray(v, np.int64) for k, v in
+                 {"one": 1, "stride": stride, "span": kernel - 1, "two": 2, "axis0": [0], "zeros": [0, 0]}.items()}
+    c = {k: f"{padded}_{k}" for k in ("one", "stride", "span", "two", "axis0", "zeros")}
+    nodes = [helper.make_node("Shape", [data], [f"{padded}_shape"])]
+    begins, ends = [], []
+    for axis in (2, 3):
+        p = f"{padded}_{axis}"
+        constants[f"{p}_index"] = np.asarray(axis, np.int64)
+        nodes += [
+            helper.make_node("Gather", [f"{padded}_shape", f"{p}_index"], [f"{p}_size"]),
+            helper.make_node("Sub", [f"{p}_size", c["one"]], [f"{p}_last"]),
+            helper.make_node("Mod", [f"{p}_last", c["stride"]], [f"{p}_rest"]),
+            helper.make_node("Sub", [c["span"], f"{p}_rest"], [f"{p}_total"]),
+            helper.make_node("Div", [f"{p}_total", c["two"]], [f"{p}_begin"]),
+            helper.make_node("Sub", [f"{p}_total", f"{p}_begin"], [f"{p}_end"]),
+            helper.make_node("Unsqueeze", [f"{p}_begin", c["axis0"]], [f"{p}_begin_1d"]),
+            helper.make_node("Unsqueeze", [f"{p}_end", c["axis0"]], [f"{p}_end_1d"]),
+        ]
+        begins.append(f"{p}_begin_1d")
+        ends.append(f"{p}_end_1d")
+    nodes += [helper.make_node("Concat", [c["zeros"], *begins, c["zeros"], *ends], [f"{padded}_amounts"], axis=0),
+              helper.make_node("Pad", [data, f"{padded}_amounts"], [padded], mode="constant")]
+    return nodes, constants
+
+
 def write_inverted_residual_onnx(path, *, size: int = 32, classes: int = 10, seed: int = 0, batch="batch",
-                                 crowded_pairs: bool = True) -> Path:
-    """Write the inverted-residual net to ``path`` (and its model-info JSON beside it)."""
+                                 crowded_pairs: bool = True, computed_padding: bool = False) -> Path:
+    """Write the inverted-residual net to ``path`` (and its model-info JSON beside it).
+    With ``computed_padding`` its two 3x3 convolutions get TensorFlow's "same" padding from
+    :func:`same_padding` instead of their own symmetric pads."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -87,12 +122,21 @@ def write_inverted_residual_onnx(path, *, size: int = 32, classes: int = 10, see
         "wf": rng.standard_normal((classes, 8)) * 0.5, "bf": rng.standard_normal(classes) * 0.1,
         "low": np.asarray(0.0), "high": np.asarray(6.0),
     }
+    if computed_padding:
+        stem_pad, stem_constants = same_padding("input", "input_padded", 3, 2)
+        depthwise_pad, depthwise_constants = same_padding("r2", "r2_padded", 3, 1)
+        weights |= stem_constants | depthwise_constants
+        stem = [*stem_pad, helper.make_node("Conv", ["input_padded", "w1", "b1"], ["c1"], strides=[2, 2])]
+        depthwise = [*depthwise_pad, helper.make_node("Conv", ["r2_padded", "w3", "b3"], ["c3"], group=16)]
+    else:
+        stem = [helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2])]
+        depthwise = [helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], pads=[1, 1, 1, 1], group=16)]
     body = [
-        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        *stem,
         helper.make_node("Relu", ["c1"], ["r1"]),
         helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"]),
         helper.make_node("Clip", ["c2", "low", "high"], ["r2"]),
-        helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], pads=[1, 1, 1, 1], group=16),
+        *depthwise,
         helper.make_node("Clip", ["c3", "low", "high"], ["r3"]),
         helper.make_node("Conv", ["r3", "w4", "b4"], ["c4"]),
     ]
