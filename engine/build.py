@@ -251,7 +251,8 @@ def keep_float_outputs(path: Path) -> int:
 # (EfficientNet-Lite0, TF "same" padding before the stem: 11.0 dB logit SNR, 13.8 dB with
 # the Pad in float, before bias correction). With the guard, the quantized Pad still
 # costs the first layer its 8-bit input rounding: 16.0 dB against 17.5 dB with the Pad in
-# float (bias correction on, 2026-11-26).
+# float (bias correction on, 2026-11-26). Zero Pads are folded into their convolutions
+# before this (engine.pad_folding); the rule is for the Pads that cannot be.
 FLOAT_WITH_LAYER = ("Pad",)
 
 

@@ -46,7 +46,7 @@ def foldable_pads(model: onnx.ModelProto) -> list[onnx.NodeProto]:
         if len(node.input) > 3 and node.input[3]:
             continue  # an axes input: rare, and not needed by the exports this serves
         if len(node.input) < 2 or not node.input[1] or node.output[0] in outputs:
-            continue  # opset < 11 keeps pads in an attribute; those exports fold in onnxruntime already
+            continue  # opset < 11: the amounts are an attribute (not handled)
         convs = readers.get(node.output[0], [])
         if convs and all(c.op_type == "Conv" and c.input[0] == node.output[0]
                          and _attribute(c, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET") for c in convs):
