@@ -24,7 +24,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from engine.bias_correction import QuantizedConv, quantized_convs, session_with_outputs
+from engine.bias_correction import QuantizedConv, quantized_convs
+from engine.onnx_probe import session_with_outputs
 
 # The rectified sigmoid of the paper: h(V) = clip(sigmoid(V) * (ZETA - GAMMA) + GAMMA, 0, 1).
 ZETA, GAMMA = 1.1, -0.1
@@ -103,12 +104,13 @@ def adaround(float_model: Path, int8_model: Path, batch: np.ndarray, weight_rang
     from tqdm import tqdm
 
     model = onnx.load(str(int8_model))
-    float_initializers = {init.name: init for init in onnx.load(str(float_model)).graph.initializer}
+    float_proto = onnx.load(str(float_model))
+    float_initializers = {init.name: init for init in float_proto.graph.initializer}
     initializers = {init.name: init for init in model.graph.initializer}
     convs = [(c, settings) for c in quantized_convs(model)
              if c.weight in float_initializers and (settings := _conv_settings(c))]
     tensors = sorted({c.activation for c, _ in convs})
-    session = session_with_outputs(float_model, tensors)
+    session = session_with_outputs(float_proto, tensors)
     activations = dict(zip(tensors, session.run(tensors, {session.get_inputs()[0].name: batch})))
     wider = wider or {}
     layers = {}

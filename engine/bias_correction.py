@@ -24,6 +24,7 @@ from onnx import numpy_helper
 from engine.calibration import iter_batches
 from engine.dataconfig import DataConfig
 from engine.float_fallback import dequantized_weights
+from engine.onnx_probe import session_with_outputs
 
 
 @dataclass
@@ -55,16 +56,7 @@ def quantized_convs(model: onnx.ModelProto) -> list[QuantizedConv]:
     return convs
 
 
-def session_with_outputs(float_model: Path, tensors: list[str]):
-    """An onnxruntime session of the float model that also outputs ``tensors``."""
-    import onnxruntime as ort
-
-    model = onnx.load(str(float_model))
-    model.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in tensors)
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-
-
-def input_channel_means(float_model: Path, tensors: list[str], items: list[str], config: DataConfig,
+def input_channel_means(float_model: onnx.ModelProto, tensors: list[str], items: list[str], config: DataConfig,
                         batch_size: int = 8) -> dict[str, np.ndarray]:
     """Per-channel means of ``tensors`` (N, C, ...) of the float model over ``items``."""
     session = session_with_outputs(float_model, tensors)
@@ -88,9 +80,10 @@ def correct_biases(float_model: Path, int8_model: Path, items: list[str], config
     convs = quantized_convs(quantized)
     if not convs:
         return {"layers": 0, "mean_abs_shift": 0.0}
-    float_weights = {init.name: init for init in onnx.load(str(float_model)).graph.initializer}
+    float_proto = onnx.load(str(float_model))
+    float_weights = {init.name: init for init in float_proto.graph.initializer}
     initializers = {init.name: init for init in quantized.graph.initializer}
-    means = input_channel_means(float_model, sorted({c.activation for c in convs}), items, config, batch_size)
+    means = input_channel_means(float_proto, sorted({c.activation for c in convs}), items, config, batch_size)
 
     def array(name: str) -> np.ndarray:
         return numpy_helper.to_array(initializers[name]).astype(np.float64)

@@ -33,6 +33,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from engine.onnx_probe import session_with_outputs
+
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 
 
@@ -244,19 +246,12 @@ def layer_macs(model: onnx.ModelProto, sample: np.ndarray) -> dict[str, int]:
     """Multiply-accumulates per image of each Conv/Gemm/MatMul with initializer weights,
     from the output shapes of a run on ``sample`` (shape inference cannot follow the
     computed padding of models like EfficientNet-Lite0)."""
-    import onnxruntime as ort
-
     initializers = {init.name: init for init in model.graph.initializer}
     layers = [n for n in model.graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1
               and n.input[1] in initializers]
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    present = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(helper.make_empty_tensor_value_info(n.output[0]) for n in layers
-                              if n.output[0] not in present)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    shapes = dict(zip(names, (o.shape for o in session.run(None, {session.get_inputs()[0].name: sample[:1]}))))
+    names = [n.output[0] for n in layers]
+    session = session_with_outputs(model, names)
+    shapes = dict(zip(names, (o.shape for o in session.run(names, {session.get_inputs()[0].name: sample[:1]}))))
     macs = {}
     for node in layers:
         weights = tuple(initializers[node.input[1]].dims)

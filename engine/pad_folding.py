@@ -22,6 +22,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from engine.onnx_probe import session_with_outputs
+
 
 def _attribute(node: onnx.NodeProto, name: str, default):
     for attribute in node.attribute:
@@ -58,22 +60,12 @@ def pad_amounts(model: onnx.ModelProto, pads: list[onnx.NodeProto], input_name: 
                 sample: np.ndarray) -> dict[str, np.ndarray]:
     """The values of each Pad's ``pads`` and constant-value inputs: initializers as they
     are, computed ones from one run of ``model`` on ``sample``."""
-    import onnxruntime as ort
-
     initializers = {i.name: i for i in model.graph.initializer}
     wanted = {name for pad in pads for name in pad.input[1:3] if name}
     values = {name: numpy_helper.to_array(initializers[name]) for name in wanted if name in initializers}
     computed = sorted(wanted - set(values))
     if computed:
-        probe = onnx.ModelProto()
-        probe.CopyFrom(model)
-        present = {o.name for o in probe.graph.output}
-        probe.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in computed
-                                  if name not in present)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        values.update(zip(computed, session.run(computed, {input_name: sample})))
+        values.update(zip(computed, session_with_outputs(model, computed).run(computed, {input_name: sample})))
     return values
 
 
