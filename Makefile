@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all bench bench-full simd-env clean
+.PHONY: install demo lint test test-all bench bench-full simd-env clean
 
 install: $(STAMP)
 
@@ -18,10 +18,15 @@ $(STAMP): setup.py
 demo: install
 	$(BIN)/python -m engine.demo
 
-test: install
+# The import direction (.importlinter) and the ruff rule set (ruff.toml) are part of the tests.
+lint: install
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check engine kernels bench tests
+
+test: lint
 	$(BIN)/python -m pytest -q -m "not slow and not gpu"
 
-test-all: install
+test-all: lint
 	$(BIN)/python -m pytest -q
 
 bench: install simd-env

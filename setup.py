@@ -39,7 +39,7 @@ setup(
             "efficientnet-lite-pytorch==0.1.0",
             "scikit-image>=0.24",
         ],
-        "test": ["pytest>=8", "pytest-timeout>=2.3"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "import-linter>=2.1", "ruff>=0.8"],
         "bench": ["matplotlib>=3.8"],
     },
     entry_points={

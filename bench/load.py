@@ -24,7 +24,7 @@ import msgpack
 import numpy as np
 import zmq
 
-from engine.client import encode_item
+from engine.serving.client import encode_item
 from engine.serving.security import is_local_endpoint
 
 PERCENTILES = (50, 90, 95, 99)

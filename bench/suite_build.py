@@ -42,12 +42,12 @@ from PIL import Image
 from bench.agreement_model import expected_agreement, snr_needed
 from bench.suite_pipeline import make_npz_set, run_engine
 from engine.backends import open_backend
-from engine.build import PREPARED_MODEL, build
-from engine.buildconfig import load_config
-from engine.calibration import iter_batches
-from engine.dataconfig import ModelInfo
-from engine.datalist import write_datalist
-from engine.error_budget import activations_alone, simulated_outputs
+from engine.builder.build import PREPARED_MODEL, build
+from engine.builder.calibration import iter_batches
+from engine.builder.config import load_config
+from engine.builder.error_budget import activations_alone, simulated_outputs
+from engine.data.dataconfig import ModelInfo
+from engine.data.datalist import write_datalist
 
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"
 OBJECT_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "grace_hopper")
@@ -95,8 +95,8 @@ def make_photo_set(folder: Path, per_photo: int, seed: int = 0) -> None:
 
 
 def export(name: str, folder: Path) -> Path:
-    from engine.export import export_onnx
-    from engine.zoo import create
+    from engine.models.onnx_export import export_onnx
+    from engine.models.zoo import create
 
     return export_onnx(create(name, seed=0), folder, size=224)
 
@@ -111,7 +111,7 @@ def run_build(tmp: Path, tag: str, config: dict, work_dir: Path | None = None) -
 
 def logits(model, items: list[str], config, simulated: bool = False) -> np.ndarray:
     """First output of ``model`` (a path, or with ``simulated`` an ONNX model run as float
-    arithmetic, see :func:`engine.error_budget.simulated_outputs`) on ``items``."""
+    arithmetic, see :func:`engine.builder.error_budget.simulated_outputs`) on ``items``."""
     batches = [batch for _, batch in iter_batches(items, config, 8)]
     if simulated:
         return np.concatenate(simulated_outputs(model, batches, THREADS))
@@ -214,7 +214,7 @@ def alternate(measure, models: dict, rounds: int, pick=max) -> dict:
 
 
 def run(quick: bool = True) -> dict:
-    from engine.tune import Meter, Setting, autotune
+    from engine.pipeline.autotune import Meter, Setting, autotune
 
     rows, ratios, notes, series = [], [], [], {}
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
@@ -234,7 +234,7 @@ def run(quick: bool = True) -> dict:
                                          {"skip_layers": [0, -1], "float_fallback": 4},
                                          "all layers int8": {"skip_layers": []}}))
         # Speed references: the export as it is and its fp32 build, which folds the export's
-        # computed "same" Pads into the convolutions as the int8 builds do (engine.pad_folding).
+        # computed "same" Pads into the convolutions as the int8 builds do (engine.builder.pad_folding).
         fp32_folder = run_build(tmp, "eff_fp32", {"model": {"onnx": str(eff)}, "dtype": "fp32",
                                                   "output": str(tmp / "deploy" / "fp32")})
         eff_models = {"fp32 as exported": eff, "fp32": fp32_folder / "efficientnet_lite0.onnx"}
@@ -435,7 +435,7 @@ def run(quick: bool = True) -> dict:
         "VGG11 has seeded random weights (no trained VGG weights install offline); its agreement figure "
         "measures quantization noise on a net whose logits are nearly tied, not a deployable accuracy.",
         "int8: onnxruntime QDQ, uint8 activations, int8 per-channel weights in ranges where VPMADDUBSW's "
-        "int16 pairs cannot saturate, because this CPU has AVX2 without VNNI (engine.weight_ranges).",
+        "int16 pairs cannot saturate, because this CPU has AVX2 without VNNI (engine.builder.weight_ranges).",
         f"EfficientNet-Lite0 photos: {per_photo} crops of each of {len(OBJECT_PHOTOS)} object photos "
         f"({', '.join(OBJECT_PHOTOS)}) and {len(OTHER_PHOTOS)} texture/medical/space photos; calibration "
         "round-robin over the photos, agreement on the held-out crops only.",

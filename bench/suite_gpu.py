@@ -31,7 +31,7 @@ import numpy as np
 
 from bench import SuiteSkipped
 from bench.suite_pipeline import make_npz_set, run_engine
-from engine.datalist import write_datalist
+from engine.data.datalist import write_datalist
 
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"
 GFLOP_PER_IMAGE = 2 * 15.47  # VGG16 at 224x224: multiply-adds of conv + linear layers, x2
@@ -71,8 +71,8 @@ def torch_loop_rate(module, device: str, dtype, batch: int, seconds: float) -> f
 def run(quick: bool = True) -> dict:
     import torch
 
-    from engine.export import export_onnx
-    from engine.zoo import create
+    from engine.models.onnx_export import export_onnx
+    from engine.models.zoo import create
 
     device = os.environ.get("BENCH_GPU_DEVICE", "cuda")
     on_gpu = device.startswith("cuda")

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.dataconfig import ModelInfo
-from engine.datalist import write_datalist
+from engine.data.dataconfig import ModelInfo
+from engine.data.datalist import write_datalist
 from engine.models.tinynet import write_pool_linear_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,8 +108,8 @@ def dataloader_throughput(items: list[str], model: Path, batch: int, threads: in
 
 
 def vgg11_model(folder: Path) -> Path:
-    from engine.export import export_onnx
-    from engine.zoo import create
+    from engine.models.onnx_export import export_onnx
+    from engine.models.zoo import create
 
     return Path(export_onnx(create("vgg11", library="timm", seed=0), folder, check=False))
 

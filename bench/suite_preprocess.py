@@ -111,7 +111,7 @@ def _interleaved_medians(candidates: dict, rounds: int,
     candidate meets the same background load; and the best (lowest) round median of each,
     which bursts of background load disturb less."""
     samples = {name: [] for name in candidates}
-    best = {name: np.inf for name in candidates}
+    best = dict.fromkeys(candidates, np.inf)
     names = list(candidates)
     for name in names:  # warm-up, not recorded
         candidates[name](3)
@@ -138,8 +138,13 @@ def run(quick: bool) -> dict:
     from PIL import Image
     from torchvision import transforms
 
-    from kernels import (IMAGENET_MEAN, IMAGENET_STD, resize_crop_normalize,
-                         resize_crop_normalize_batch, resize_crop_uint8)
+    from kernels import (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        resize_crop_normalize,
+        resize_crop_normalize_batch,
+        resize_crop_uint8,
+    )
 
     _one_core()
     photo = _photo()

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.load import LoadGenerator, synthetic_image
-from engine.serving.launch import ServerProcess
 from engine.models.tinynet import write_pool_linear_onnx
+from engine.serving.launch import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAME_HW = (375, 500)  # a typical ILSVRC2012 val photo, sent raw
@@ -157,7 +157,7 @@ def paired_throughput(onnx: Path, endpoint: str, image: np.ndarray, *, batch: in
 def engine_run_throughput(onnx: Path, batch: int, threads: int, folder: Path) -> float:
     """Images/s of ``python -m engine.run`` over ImageNet-sized npz files."""
     from bench.suite_pipeline import make_npz_set, run_engine
-    from engine.datalist import write_datalist
+    from engine.data.datalist import write_datalist
 
     items = make_npz_set(folder / "npz", 64)
     datalist = folder / "list.txt"
@@ -168,8 +168,8 @@ def engine_run_throughput(onnx: Path, batch: int, threads: int, folder: Path) ->
 
 
 def vgg11_onnx(folder: Path) -> Path:
-    from engine.export import export_onnx
-    from engine.zoo import create
+    from engine.models.onnx_export import export_onnx
+    from engine.models.zoo import create
 
     return Path(export_onnx(create("vgg11", library="timm", seed=0), folder, check=False))
 
@@ -298,7 +298,7 @@ def run(quick: bool = True) -> dict:
 
 
 def _pong_batches(endpoint: str) -> dict:
-    from engine.client import Client
+    from engine.serving.client import Client
 
     with Client(endpoint, timeout_ms=10_000) as client:
         return client.ping()["stats"]["batch_sizes"]

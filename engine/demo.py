@@ -18,8 +18,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from engine.labels import imagenet_class_names, imagenet_wnids
-from engine.topk_text import read_topk_file
+from engine.data.labels import imagenet_class_names, imagenet_wnids
+from engine.data.topk_text import read_topk_file
 
 # (scikit-image file, ImageNet class of what the photo shows)
 PHOTOS = (("coffee.png", 967), ("chelsea.png", 281), ("camera.png", 872))

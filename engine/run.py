@@ -17,11 +17,11 @@ import yaml
 from tqdm import tqdm
 
 from engine.backends import resolve_device
-from engine.dataconfig import DataConfig, ModelInfo
-from engine.decode import DEFAULT_MAX_PIXELS
-from engine.datalist import read_datalist, scan_images
-from engine.labels import LabelSource, imagenet_class_names
-from engine.model_cache import cached_onnx
+from engine.data.dataconfig import DataConfig, ModelInfo
+from engine.data.datalist import read_datalist, scan_images
+from engine.data.decode import DEFAULT_MAX_PIXELS
+from engine.data.labels import LabelSource, imagenet_class_names
+from engine.models.cache import cached_onnx
 from engine.pipeline.broker import Broker, RunStopped
 from engine.pipeline.config import RunConfig, default_workers
 from engine.pipeline.sink import Sink
@@ -113,7 +113,7 @@ def resolve_model(args) -> tuple[str, ModelInfo]:
 
 def apply_autotune(args, model_path: str) -> None:
     """Replace -i/--threads/-b with the fastest setting a short measured sweep finds."""
-    from engine.tune import autotune
+    from engine.pipeline.autotune import autotune
 
     print(f"engine: --auto: measuring settings for about {args.auto_budget:.0f} s", file=sys.stderr, flush=True)
     best, _ = autotune(model_path, args.device, time_budget_s=args.auto_budget, kind=args.backend,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import zmq
 
-from engine.model_cache import cached_onnx
+from engine.models.cache import cached_onnx
 from engine.serving.model import ServedModel
 from engine.serving.security import enable_curve_server, is_local_endpoint
 from engine.serving.server import Limits, Server

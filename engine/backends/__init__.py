@@ -3,8 +3,8 @@
     backend = open_backend("ort", "vgg11_224.onnx", device="auto", threads=2)
     logits, = backend.run(batch)          # batch: float32 (N, 3, H, W)
 
-``kind`` is ``"ort"`` (onnxruntime: CPU, CUDA, TensorRT) or ``"torch"`` (a zoo model on
-the CPU or a CUDA GPU). Runtime modules are imported only when used, so code that only
+``kind`` is ``"ort"`` (onnxruntime: CPU, CUDA, TensorRT) or ``"torch"`` (an ``nn.Module``
+given as ``module=``, on the CPU or a CUDA GPU). Runtime modules are imported only when used, so code that only
 needs onnxruntime never pays for importing torch.
 """
 from __future__ import annotations
@@ -34,4 +34,7 @@ def open_backend(kind: str, model_path=None, *, device: str = "cpu", threads: in
         return OrtBackend(model_path, device=device, threads=threads, **options)
     from engine.backends.torch_backend import TorchBackend
 
-    return TorchBackend(model_path, device=device, threads=threads, **options)
+    if model_path is not None:
+        raise ValueError(f"torch backend: takes module=, not a model file ({model_path}); "
+                         "engine.pipeline.model_backend.open_model_backend builds the module a model file names")
+    return TorchBackend(device=device, threads=threads, **options)

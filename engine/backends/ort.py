@@ -15,7 +15,7 @@ import numpy as np
 
 from engine.backends.base import Backend
 from engine.backends.devices import cpu_model
-from engine.dataconfig import ModelInfo
+from engine.data.dataconfig import ModelInfo
 
 PRECISION_METADATA_KEY = "engine.precision"
 EXECUTION_PROVIDERS = ("cuda", "tensorrt")

@@ -12,34 +12,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from engine.backends.base import Backend
-from engine.dataconfig import DataConfig, ModelInfo
+from engine.data.dataconfig import DataConfig
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 _CAPTURE_LOCK = threading.Lock()
-
-
-def _load_zoo_model(name: str, library: str, weights, seed: int):
-    try:
-        from engine import zoo
-    except ImportError as e:
-        raise RuntimeError(f"torch backend: engine.zoo is not available to build {name!r} ({e})") from None
-    return zoo.create(name, library=library, weights=weights, seed=seed)
-
-
-def _model_from_info(model_path) -> tuple[str, str, str | None, int, ModelInfo]:
-    """Zoo name, library, weights file and seed named by a model's model-info JSON."""
-    model_path = Path(model_path)
-    info_path = model_path if model_path.suffix == ".json" else ModelInfo.path_for(model_path)
-    info = ModelInfo.load(info_path)
-    weights_file = info.weights.get("file")
-    if weights_file and not Path(weights_file).is_absolute():
-        weights_file = str(info_path.parent / weights_file)
-    return info.name, info.library, weights_file, int(info.weights.get("seed", 0)), info
 
 
 @dataclass
@@ -54,9 +34,10 @@ class _CapturedGraph:
 class TorchBackend(Backend):
     """A torch module on ``device`` ("cpu", "cuda" or "cuda:N").
 
-    The module comes from, in order: ``module=`` (an ``nn.Module``, with ``data_config=``),
-    ``model=NAME`` (+ ``library``, ``weights``, ``seed``) through ``engine.zoo.create``, or
-    the model-info JSON beside ``model_path``.
+    ``module=`` is the ``nn.Module`` to run, ``data_config=`` its preprocessing and ``label``
+    the name ``describe()`` reports. This backend builds no model itself (runtimes do not
+    depend on the model registry): :func:`engine.pipeline.model_backend.open_model_backend`
+    builds the zoo module a model-info JSON names.
 
     Options: ``precision`` fp32 | fp16 | bf16 (autocast; fp16 needs CUDA),
     ``channels_last`` (default True), ``cuda_graphs`` (CUDA only: one graph per batch
@@ -66,16 +47,12 @@ class TorchBackend(Backend):
 
     def __init__(
         self,
-        model_path=None,
         *,
         device: str = "cpu",
         threads: int = 1,
         module=None,
         data_config: DataConfig | None = None,
-        model: str | None = None,
-        library: str = "timm",
-        weights=None,
-        seed: int = 0,
+        label: str | None = None,
         precision: str = "fp32",
         channels_last: bool = True,
         cuda_graphs: bool = False,
@@ -99,16 +76,11 @@ class TorchBackend(Backend):
         if threads < 1:
             raise ValueError(f"threads {threads}: must be >= 1")
 
-        info = None
         if module is None:
-            if model is None:
-                if model_path is None:
-                    raise ValueError("torch backend: give model_path, model=NAME or module=")
-                model, library, weights, seed, info = _model_from_info(model_path)
-            zoo_model = _load_zoo_model(model, library, weights, seed)
-            module, data_config = zoo_model.module, zoo_model.data_config
-        self.data_config = data_config or (info.data_config if info else DataConfig())
-        self.model_label = model or type(module).__name__
+            raise ValueError("torch backend: give module= (an nn.Module); open_model_backend builds "
+                             "one from a model file")
+        self.data_config = data_config or DataConfig()
+        self.model_label = label or type(module).__name__
 
         self.torch = torch
         self.device = device
@@ -132,8 +104,8 @@ class TorchBackend(Backend):
         self._stream = torch.cuda.Stream(self._dev) if base == "cuda" else None
 
         self.name = f"torch-{base}"
-        self.input_name = info.input_name if info else input_name
-        self.output_names = list(info.output_names if info else (output_names or ["output"]))
+        self.input_name = input_name
+        self.output_names = list(output_names or ["output"])
         self.input_shape = tuple(self.data_config.input_size)
         std = np.asarray(self.data_config.std, np.float32)
         mean = np.asarray(self.data_config.mean, np.float32)
@@ -178,7 +150,7 @@ class TorchBackend(Backend):
             graph.cuda_graph.replay()
             return [o[:n].cpu().numpy() for o in graph.outputs]
 
-    def _graph_for(self, fn, kind: str, host: np.ndarray) -> "_CapturedGraph":
+    def _graph_for(self, fn, kind: str, host: np.ndarray) -> _CapturedGraph:
         """The smallest graph of this input kind that holds the batch, captured if none does."""
         n, sample_shape = host.shape[0], host.shape[1:]
         fits = [g for (k, shape, size), g in self._graphs.items() if k == kind and shape == sample_shape and size >= n]
@@ -188,7 +160,7 @@ class TorchBackend(Backend):
         self._graphs[(kind, sample_shape, n)] = graph
         return graph
 
-    def _capture(self, fn, example: np.ndarray) -> "_CapturedGraph":
+    def _capture(self, fn, example: np.ndarray) -> _CapturedGraph:
         """Capture ``fn`` on a static device input of ``example``'s shape and dtype.
 
         One capture at a time per process, in thread-local error mode: instances in other

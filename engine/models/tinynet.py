@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from engine.dataconfig import DataConfig, ModelInfo
+from engine.data.dataconfig import DataConfig, ModelInfo
 
 
 def tiny_weights(seed: int = 0, classes: int = 10) -> dict[str, np.ndarray]:

@@ -23,7 +23,6 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import psutil
 import zmq
 
@@ -61,7 +60,7 @@ def work_in_window(spans, start: float, stop: float) -> float:
 class Worker:
     identity: bytes
     role: str  # "pre" or "dev"
-    proc: "Proc"
+    proc: Proc
     ready: bool = False
     inflight: dict = field(default_factory=dict)  # task id -> items
     backend: dict | None = None

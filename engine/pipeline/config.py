@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from engine.dataconfig import DataConfig
+from engine.data.dataconfig import DataConfig
 
 NORMALIZE_ON = ("host", "device")
 

@@ -13,9 +13,9 @@ import time
 import numpy as np
 import zmq
 
-from engine.backends import open_backend
 from engine.pipeline import wire
 from engine.pipeline.lifecycle import become_worker, next_task
+from engine.pipeline.model_backend import open_model_backend
 from engine.pipeline.slots import SlotRing
 
 
@@ -27,7 +27,7 @@ def _instance_loop(ctx, identity: bytes, endpoint: str, ring: SlotRing, backend_
     sock.connect(endpoint)
     try:
         try:
-            backend = open_backend(backend_spec["kind"], backend_spec["model_path"],
+            backend = open_model_backend(backend_spec["kind"], backend_spec["model_path"],
                                    device=backend_spec["device"], threads=backend_spec["threads"],
                                    **backend_spec["options"])
             if tuple(backend.input_shape) != ring.shape:

@@ -7,7 +7,7 @@ import numpy as np
 import zmq
 
 import kernels
-from engine.decode import load_item
+from engine.data.decode import load_item
 from engine.pipeline import wire
 from engine.pipeline.lifecycle import become_worker, next_task
 from engine.pipeline.slots import SlotRing

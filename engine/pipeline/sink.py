@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 import kernels
-from engine.labels import LabelSource
-from engine.topk_text import format_topk_lines
+from engine.data.labels import LabelSource
+from engine.data.topk_text import format_topk_lines
 
 
 class OrderedWriter:

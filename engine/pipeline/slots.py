@@ -56,7 +56,7 @@ class SlotRing:
         self.array = np.memmap(self.path, dtype=self.dtype, mode="r+", shape=(count, *self.shape))
 
     @classmethod
-    def create(cls, count: int, shape, dtype) -> "SlotRing":
+    def create(cls, count: int, shape, dtype) -> SlotRing:
         path = SHM_DIR / f"{PREFIX}-{os.getpid()}-{secrets.token_hex(4)}"
         nbytes = count * int(np.prod(shape)) * np.dtype(dtype).itemsize
         with open(path, "xb") as f:
@@ -64,7 +64,7 @@ class SlotRing:
         return cls(path, count, shape, dtype, owner=True)
 
     @classmethod
-    def attach(cls, spec: dict) -> "SlotRing":
+    def attach(cls, spec: dict) -> SlotRing:
         return cls(Path(spec["path"]), spec["count"], spec["shape"], spec["dtype"], owner=False)
 
     def spec(self) -> dict:

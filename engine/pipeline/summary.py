@@ -10,7 +10,7 @@ import platform
 import numpy as np
 import psutil
 
-from engine.eval import accuracy_line
+from engine.data.scoring import accuracy_line
 
 PERCENTILES = (50, 90, 95, 99)
 

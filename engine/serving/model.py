@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.dataconfig import DataConfig, ModelInfo
+from engine.data.dataconfig import DataConfig, ModelInfo
 from kernels import resize_crop_normalize, softmax_topk
 
 
@@ -18,7 +18,7 @@ def class_names_for(info: ModelInfo | None, num_classes: int) -> list[str]:
             )
         return list(info.class_names)
     if num_classes == 1000:
-        from engine.labels import imagenet_class_names
+        from engine.data.labels import imagenet_class_names
 
         return list(imagenet_class_names())
     return [f"class_{i}" for i in range(num_classes)]

@@ -1,13 +1,13 @@
 """Turn a validated request's payload into a uint8 HWC RGB image, refusing bombs.
 
-Every failure raises ``engine.decode.DecodeError`` naming the request and the reason, so
+Every failure raises ``engine.data.decode.DecodeError`` naming the request and the reason, so
 the server can answer the client and carry on.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from engine.decode import DecodeError, decode_image, load_npz
+from engine.data.decode import DecodeError, decode_image, load_npz
 from engine.serving.protocol import Request
 
 MAGIC = {"jpeg": b"\xff\xd8\xff", "png": b"\x89PNG\r\n\x1a\n"}

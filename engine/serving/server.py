@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import zmq
 
-from engine.decode import DecodeError
+from engine.data.decode import DecodeError
 from engine.serving import protocol
 from engine.serving.batcher import DynamicBatcher
 from engine.serving.model import ServedModel

@@ -1,0 +1,133 @@
+"""An image folder to seed-style ``.npz`` files and a datalist (``python -m engine.image2npz``).
+
+Every ``.jpg .jpeg .png .bmp .webp`` file (any case) under the dataset folder is decoded
+to RGB exactly as ``engine.data.decode.decode_image`` does it and stored uncompressed
+(``np.savez``) under the key ``input_0`` as uint8 CHW at its original size, in
+``TARGET/<parent folder name>/<stem>.npz``. The datalist lists the
+written files' absolute paths, sorted.
+
+Unreadable images, and images whose output path another image would also take (``a.jpg``
+next to ``a.png``, or two folders with the same name), are skipped and listed with the
+reason. Every output is written to a temporary file and
+renamed into place, so an interrupted or repeated run never leaves a partial ``.npz``.
+Outputs are always rewritten rather than trusted by date: a target folder may hold files
+from another dataset with the same names.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from engine.data.datalist import IMAGE_SUFFIXES, scan_images, write_datalist
+from engine.data.decode import DEFAULT_MAX_PIXELS, NPZ_KEY, DecodeError, decode_image
+
+
+@dataclass
+class Summary:
+    """What a conversion did: ``converted`` is the datalist (sorted npz paths)."""
+
+    target_path: Path
+    text_path: Path
+    converted: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (image, reason)
+
+    @property
+    def ok(self) -> bool:
+        return not self.skipped
+
+    def report(self) -> str:
+        lines = [f"image2npz: {len(self.converted)} images converted into {self.target_path}, "
+                 f"datalist {self.text_path}; {len(self.skipped)} skipped"]
+        lines += [f"  skipped {image}: {reason}" for image, reason in self.skipped]
+        return "\n".join(lines)
+
+
+def output_path(image: str | Path, target_path: str | Path) -> Path:
+    """``TARGET/<parent folder name>/<stem>.npz``, the seed's naming."""
+    image = Path(image)
+    return Path(target_path) / image.parent.name / f"{image.stem}.npz"
+
+
+def plan(images: list[str], target_path: Path) -> tuple[list[tuple[str, Path]], list[tuple[str, str]]]:
+    """Pair each image with its output; images that share an output are refused."""
+    by_output: dict[Path, list[str]] = defaultdict(list)
+    for image in images:
+        by_output[output_path(image, target_path)].append(image)
+    jobs, refused = [], []
+    for output, sources in by_output.items():
+        if len(sources) == 1:
+            jobs.append((sources[0], output))
+            continue
+        for source in sources:
+            others = ", ".join(s for s in sources if s != source)
+            refused.append((source, f"output {output} would also be written from {others}; "
+                                    "rename one of them"))
+    return jobs, refused
+
+
+def write_npz(output: Path, image_hwc: np.ndarray) -> None:
+    """Store ``image_hwc`` as CHW under ``input_0``, atomically (temp file + rename)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temp = output.with_name(f".{output.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temp, "xb") as f:
+            np.savez(f, **{NPZ_KEY: np.ascontiguousarray(image_hwc.transpose(2, 0, 1))})
+        os.replace(temp, output)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def convert_one(job: tuple[str, Path], max_pixels: int | None) -> tuple[str, Path, str | None]:
+    """Convert one image; returns ``(image, output, reason it was skipped or None)``."""
+    image, output = job
+    try:
+        write_npz(output, decode_image(image, max_pixels=max_pixels))
+    except DecodeError as e:
+        return image, output, e.reason
+    except OSError as e:
+        return image, output, f"cannot write {output}: {e.strerror or e}"
+    return image, output, None
+
+
+def convert_folder(dataset_path: str | Path, target_path: str | Path,
+                   text_path: str | Path = "npz_datalist.txt", workers: int = 1,
+                   quiet: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Summary:
+    """Convert every image under ``dataset_path``; see the module docstring."""
+    images = scan_images(dataset_path)
+    if not images:
+        raise ValueError(f"no images ({' '.join(sorted(IMAGE_SUFFIXES))}) under {dataset_path}")
+    target = Path(os.path.abspath(target_path))  # normalized, symlinks kept as named
+    summary = Summary(target_path=target, text_path=Path(os.path.abspath(text_path)))
+    jobs, summary.skipped = plan(images, target)
+    convert = partial(convert_one, max_pixels=max_pixels)
+    workers = max(1, min(workers, len(jobs)))
+    with tqdm(total=len(jobs), unit="img", desc="image2npz", disable=quiet) as bar:
+        if workers == 1:
+            _collect(map(convert, jobs), summary, bar)
+        else:
+            chunksize = max(1, min(32, len(jobs) // (workers * 8)))
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                _collect(pool.imap_unordered(convert, jobs, chunksize), summary, bar)
+    summary.converted.sort()
+    summary.skipped.sort()
+    summary.text_path.parent.mkdir(parents=True, exist_ok=True)
+    write_datalist(summary.text_path, summary.converted)
+    return summary
+
+
+def _collect(results, summary: Summary, bar: tqdm) -> None:
+    for image, output, reason in results:
+        if reason is None:
+            summary.converted.append(str(output))
+        else:
+            summary.skipped.append((image, reason))
+        bar.update()
