@@ -3,9 +3,9 @@ from kernels.resize_crop import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     resize_crop_normalize,
-    resize_crop_normalize_batch,
     resize_crop_uint8,
 )
+from kernels.resize_crop_batch import resize_crop_normalize_batch
 from kernels.softmax_topk import softmax_topk
 
 __all__ = [

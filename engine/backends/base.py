@@ -47,7 +47,7 @@ class Backend(abc.ABC):
         for _ in range(iterations):
             self.run(batch)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: a backend holding nothing keeps this default
         """Release the model and its memory; the backend cannot run afterwards."""
 
     def __enter__(self):

@@ -59,77 +59,39 @@ class OrtBackend(Backend):
         import onnxruntime as ort
 
         model_path = Path(model_path)
-        if not model_path.is_file():
-            raise FileNotFoundError(f"ONNX model {model_path}: no such file")
-        if threads < 1:
-            raise ValueError(f"threads {threads}: must be >= 1")
-        base, _, index = device.partition(":")
-        if base not in ("cpu", "cuda"):
-            raise ValueError(f"ort backend: device {device!r} must be cpu, cuda or cuda:N")
-        if base == "cuda" and provider not in EXECUTION_PROVIDERS:
-            raise ValueError(f"ort backend: provider {provider!r}, expected one of {EXECUTION_PROVIDERS}")
-
+        base, device_id = _check_arguments(model_path, device, threads, provider)
         self.model_path = model_path
         self.threads = threads
         self.device = device
         info_path = ModelInfo.path_for(model_path)
         self.info = ModelInfo.load(info_path) if info_path.is_file() else None
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.enable_cpu_mem_arena = arena
-        opts.enable_mem_pattern = True
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-        opts.log_severity_level = 3
-        if profile is not None:
-            opts.enable_profiling = True
-            opts.profile_file_prefix = str(profile)
+        opts = _session_options(ort, threads=threads, spinning=spinning, arena=arena, profile=profile)
+        self.name, providers = _providers_for(base, device_id, provider, fp16, trt_cache_dir, model_path)
+        self.session, self._memory_mb = self._open_session(ort, opts, providers, on_cpu=base == "cpu")
+        self._read_input()
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.precision = self._precision(fp16)
 
-        device_id = int(index) if index else 0
-        if base == "cpu":
-            providers = [("CPUExecutionProvider", {})]
-            self.name = "ort-cpu"
-        elif provider == "tensorrt":
-            cache = Path(trt_cache_dir) if trt_cache_dir else model_path.parent / "trt_cache"
-            trt = {
-                "device_id": device_id,
-                "trt_fp16_enable": bool(fp16),
-                "trt_engine_cache_enable": True,
-                "trt_engine_cache_path": str(cache),
-            }
-            providers = [
-                ("TensorrtExecutionProvider", trt),
-                ("CUDAExecutionProvider", {"device_id": device_id}),
-                ("CPUExecutionProvider", {}),
-            ]
-            self.name = "ort-tensorrt"
-        else:
-            providers = [
-                ("CUDAExecutionProvider", {"device_id": device_id, "cudnn_conv_algo_search": "EXHAUSTIVE"}),
-                ("CPUExecutionProvider", {}),
-            ]
-            self.name = "ort-cuda"
+    def _open_session(self, ort, opts, providers: list, *, on_cpu: bool):
+        """The session and the resident memory it took (CPU only), refusing a silent provider fallback."""
         missing = [p for p, _ in providers if p not in ort.get_available_providers()]
         if missing:
             raise RuntimeError(
                 f"{self.name}: onnxruntime {ort.__version__} lacks {missing[0]} "
                 "(install onnxruntime-gpu for CUDA/TensorRT, or use --device cpu)"
             )
-
-        if base != "cpu" and hasattr(ort, "preload_dlls"):
+        if not on_cpu and hasattr(ort, "preload_dlls"):
             # onnxruntime-gpu finds CUDA and cuDNN in the nvidia-* wheels (torch's CUDA
             # build brings them) only when asked to, or when torch was imported first.
             ort.preload_dlls()
         rss_before = _rss_mb()
         try:
-            self.session = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
+            session = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types
-            raise RuntimeError(f"ONNX model {model_path}: onnxruntime could not load it ({e})") from None
-        self._memory_mb = _rss_mb() - rss_before if base == "cpu" else None
-        self.providers = self.session.get_providers()
+            raise RuntimeError(f"ONNX model {self.model_path}: onnxruntime could not load it ({e})") from None
+        memory_mb = _rss_mb() - rss_before if on_cpu else None
+        self.providers = session.get_providers()
         if providers[0][0] not in self.providers:
             # onnxruntime falls back to the next provider (at last the CPU) when one
             # cannot start, with only a log line: a --device cuda run would go on on the CPU.
@@ -138,30 +100,34 @@ class OrtBackend(Backend):
                 f"and ran {', '.join(self.providers)} instead: a GPU, the CUDA and cuDNN libraries this "
                 "onnxruntime-gpu build needs (pip install 'onnxruntime-gpu[cuda,cudnn]'), or for "
                 "TensorRT its libraries, are missing")
+        return session, memory_mb
 
+    def _read_input(self) -> None:
+        """Check the model has the one float32 (N, C, H, W) input the engine feeds, and record it."""
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
-            raise ValueError(f"ONNX model {model_path}: expected one input, found {len(inputs)}")
+            raise ValueError(f"ONNX model {self.model_path}: expected one input, found {len(inputs)}")
         model_input = inputs[0]
         shape = list(model_input.shape)
         if len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]):
-            raise ValueError(f"ONNX model {model_path}: input shape {shape} is not (N, C, H, W)")
+            raise ValueError(f"ONNX model {self.model_path}: input shape {shape} is not (N, C, H, W)")
         if model_input.type != "tensor(float)":
             raise ValueError(
-                f"ONNX model {model_path}: input type {model_input.type}; the engine feeds float32"
+                f"ONNX model {self.model_path}: input type {model_input.type}; the engine feeds float32"
             )
         self.input_name = model_input.name
         self.input_shape = tuple(shape[1:])
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
-        self.output_names = [o.name for o in self.session.get_outputs()]
 
+    def _precision(self, fp16: bool) -> str:
+        """The model's precision: its ONNX metadata, else its model-info JSON; fp16 for TensorRT's fp16 engines."""
         metadata = self.session.get_modelmeta().custom_metadata_map
         precision = metadata.get(PRECISION_METADATA_KEY)
         if precision is None and self.info is not None:
             precision = self.info.extra.get("precision")
         if self.name == "ort-tensorrt" and fp16:
             precision = "fp16"
-        self.precision = precision or "fp32"
+        return precision or "fp32"
 
     def _run_exact(self, batch: np.ndarray) -> list[np.ndarray]:
         outputs = self.session.run(self.output_names, {self.input_name: batch})
@@ -212,3 +178,58 @@ class OrtBackend(Backend):
 
     def close(self) -> None:
         self.session = None
+
+
+def _check_arguments(model_path: Path, device: str, threads: int, provider: str) -> tuple[str, int]:
+    """Refuse bad options before loading anything; returns the device's base name and index."""
+    if not model_path.is_file():
+        raise FileNotFoundError(f"ONNX model {model_path}: no such file")
+    if threads < 1:
+        raise ValueError(f"threads {threads}: must be >= 1")
+    base, _, index = device.partition(":")
+    if base not in ("cpu", "cuda"):
+        raise ValueError(f"ort backend: device {device!r} must be cpu, cuda or cuda:N")
+    if base == "cuda" and provider not in EXECUTION_PROVIDERS:
+        raise ValueError(f"ort backend: provider {provider!r}, expected one of {EXECUTION_PROVIDERS}")
+    return base, int(index) if index else 0
+
+
+def _session_options(ort, *, threads: int, spinning: bool, arena: bool, profile):
+    """Sequential execution on ``threads`` intra-op threads, so instances side by side split the cores."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.enable_cpu_mem_arena = arena
+    opts.enable_mem_pattern = True
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    opts.log_severity_level = 3
+    if profile is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(profile)
+    return opts
+
+
+def _providers_for(base: str, device_id: int, provider: str, fp16: bool, trt_cache_dir,
+                   model_path: Path) -> tuple[str, list]:
+    """The backend's name and onnxruntime's provider list for the device, best provider first."""
+    if base == "cpu":
+        return "ort-cpu", [("CPUExecutionProvider", {})]
+    if provider == "tensorrt":
+        cache = Path(trt_cache_dir) if trt_cache_dir else model_path.parent / "trt_cache"
+        trt = {
+            "device_id": device_id,
+            "trt_fp16_enable": bool(fp16),
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+        }
+        return "ort-tensorrt", [
+            ("TensorrtExecutionProvider", trt),
+            ("CUDAExecutionProvider", {"device_id": device_id}),
+            ("CPUExecutionProvider", {}),
+        ]
+    return "ort-cuda", [
+        ("CUDAExecutionProvider", {"device_id": device_id, "cudnn_conv_algo_search": "EXHAUSTIVE"}),
+        ("CPUExecutionProvider", {}),
+    ]

@@ -4,78 +4,42 @@ Threads and who owns what:
 
 - the socket thread (the caller of :meth:`Server.serve`) owns the ROUTER socket: it
   parses and validates requests, answers bad ones and pings at once, admits the rest
-  (or answers "busy"), and forwards every reply that comes back over an inproc PULL
-  socket. It never decodes or runs the model, so it stays responsive.
+  (or answers "busy", :mod:`engine.serving.admission`), and forwards every reply that
+  comes back over an inproc PULL socket (:mod:`engine.serving.zmq_replies`). It never
+  decodes or runs the model, so it stays responsive.
 - ``workers`` preprocessing threads decode the payload and run the fused resize/crop/
   normalize kernel (both release the GIL), then hand the tensor to the batcher.
 - one thread per model instance takes due batches from the :class:`DynamicBatcher`,
   runs the backend and softmax/top-k, and pushes the packed replies. When a worker's
   item makes a batch due while an instance is idle, the worker runs that batch itself
-  (one thread hand-off fewer at low load).
+  (one thread hand-off fewer at low load). Both run :mod:`engine.serving.execution`.
 - at low load (nothing else in flight, no queue delay) a request whose estimated service
   time is below ``inline_max_us`` runs on the socket thread itself, start to finish: two
   thread wake-ups fewer on the latency path (see :mod:`engine.serving.service_time`).
 
-ZeroMQ sockets are not thread safe, so every worker and instance thread has its own
-PUSH socket into the socket thread. Every admitted request produces exactly one reply
-on that path, which is how the socket thread counts requests in flight.
+Every admitted request produces exactly one reply on the PUSH/PULL path, which is how
+the socket thread counts requests in flight.
 """
 from __future__ import annotations
 
 import collections
-import queue
-import struct
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import zmq
 
-from engine.data.decode import DecodeError
 from engine.serving import protocol
+from engine.serving.admission import Admission, Busy
 from engine.serving.batcher import DynamicBatcher
+from engine.serving.execution import Executor
+from engine.serving.jobs import Instance, Job, Limits
 from engine.serving.model import ServedModel
-from engine.serving.payload import decode_payload
-from engine.serving.service_time import ServiceTimes
+from engine.serving.zmq_replies import REPLIES_ENDPOINT, push_socket, read_status, reply_frames
 
-REPLIES_ENDPOINT = "inproc://engine.serve.replies"
-_STATUS = struct.Struct("<Q?")  # request sequence number, ok
 POLL_MS = 50
 ROUTER_BURST = 256  # requests read per loop turn before replies are forwarded
-
-
-@dataclass
-class Limits:
-    max_bytes: int = 64 * 2**20
-    max_pixels: int = 40_000_000
-    max_inflight: int = 64
-    max_inflight_bytes: int = 1 << 30
-
-
-@dataclass
-class _Job:
-    seq: int
-    envelope: list
-    request: protocol.Request
-    t_recv: float
-
-
-@dataclass
-class _Instance:
-    """A backend session and the batch buffer it runs from."""
-
-    backend: object
-    batch: np.ndarray
-
-
-@dataclass
-class _Ready:
-    job: _Job
-    tensor: np.ndarray
-    t_pre_start: float
-    t_pre_end: float
 
 
 class Server:
@@ -91,7 +55,6 @@ class Server:
         self.limits = limits or Limits()
         self.drain_timeout_s = drain_timeout_s
         self.inline_max_us = inline_max_us
-        self.service_times = ServiceTimes()
         self.log = log or (lambda msg: print(f"engine.serve: {msg}", file=sys.stderr, flush=True))
         self.context = socket.context
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)  # replies to vanished peers are dropped
@@ -99,33 +62,31 @@ class Server:
         self.pull = self.context.socket(zmq.PULL)
         self.pull.bind(REPLIES_ENDPOINT)
         instances = [
-            _Instance(backend, np.empty((max_batch, *model.input_shape), np.float32))
+            Instance(backend, np.empty((max_batch, *model.input_shape), np.float32))
             for backend in model.backends
         ]
         self.batcher = DynamicBatcher(max_batch, max_queue_delay_us / 1e6, instances)
-        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.executor = Executor(model, self.batcher, self.limits)
+        self.admission = Admission(self.limits)
         self._stop = threading.Event()
-        self._seq = 0
-        self._inflight: dict[int, int] = {}  # seq -> payload bytes
-        self._inflight_bytes = 0
         self._stats = collections.Counter()
-        self._batch_sizes = collections.Counter()
-        self._batch_lock = threading.Lock()
-        self._threads = [
-            threading.Thread(target=self._worker_loop, name=f"preprocess-{i}", daemon=True)
+        self._workers = [
+            threading.Thread(target=self._pushing, args=(self.executor.worker_loop,), name=f"preprocess-{i}",
+                             daemon=True)
             for i in range(workers)
-        ] + [
-            threading.Thread(target=self._instance_loop, name=f"instance-{i}", daemon=True)
+        ]
+        self._instances = [
+            threading.Thread(target=self._pushing, args=(self.executor.instance_loop,), name=f"instance-{i}",
+                             daemon=True)
             for i in range(len(instances))
         ]
 
-    # ---- socket thread -------------------------------------------------------------
     def stop(self) -> None:
         """Ask :meth:`serve` to drain in-flight requests and return (safe from signal handlers)."""
         self._stop.set()
 
     def serve(self) -> None:
-        for thread in self._threads:
+        for thread in self._workers + self._instances:
             thread.start()
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
@@ -136,12 +97,12 @@ class Server:
                 if self._stop.is_set() and drain_deadline is None:
                     drain_deadline = time.monotonic() + self.drain_timeout_s
                     self.batcher.drain()
-                    self.log(f"stopping: draining {len(self._inflight)} requests in flight")
+                    self.log(f"stopping: draining {self.admission.in_flight()} requests in flight")
                 if drain_deadline is not None:
-                    if not self._inflight:
+                    if not self.admission.in_flight():
                         break
                     if time.monotonic() > drain_deadline:
-                        self.log(f"drain timed out with {len(self._inflight)} requests unanswered")
+                        self.log(f"drain timed out with {self.admission.in_flight()} requests unanswered")
                         break
                 events = dict(poller.poll(POLL_MS))
                 if self.pull in events:
@@ -151,6 +112,19 @@ class Server:
         finally:
             self._shutdown()
 
+    def stats(self) -> dict:
+        return {
+            "requests": self._stats["requests"],
+            "served": self._stats["served"],
+            "errors": self._stats["errors"],
+            "busy": self._stats["busy"],
+            "inline": self._stats["inline"],
+            "in_flight": self.admission.in_flight(),
+            "queue_depth": self.executor.queue_depth(),
+            "batch_sizes": self.executor.batch_sizes(),
+        }
+
+    # ---- replies -------------------------------------------------------------------
     def _forward_replies(self) -> None:
         while True:
             try:
@@ -160,12 +134,25 @@ class Server:
             self._deliver(frames)
 
     def _deliver(self, frames: list) -> None:
-        """Send one reply made by :func:`_result` or :func:`_error` and retire its request."""
-        seq, ok = _STATUS.unpack(frames[0])
-        self._inflight_bytes -= self._inflight.pop(seq)
+        """Send one reply made by :func:`reply_frames` and retire its request."""
+        seq, ok = read_status(frames[0])
+        self.admission.retire(seq)
         self._stats["served" if ok else "errors"] += 1
         self.router.send_multipart(frames[1:])
 
+    def _reply(self, envelope: list, reply: bytes) -> None:
+        self.router.send_multipart([*envelope, reply])
+
+    def _pushing(self, loop) -> None:
+        """Run a worker or instance ``loop`` that sends its outcomes over its own PUSH socket."""
+        push = push_socket(self.context)
+        names = self.model.class_names
+        try:
+            loop(lambda outcome: push.send_multipart(reply_frames(outcome, names)))
+        finally:
+            push.close()
+
+    # ---- requests ------------------------------------------------------------------
     def _read_requests(self) -> None:
         for _ in range(ROUTER_BURST):
             try:
@@ -189,9 +176,6 @@ class Server:
                 self.log(f"internal error on a request: {type(e).__name__}: {e}")
                 self._reply(envelope, protocol.error_reply(None, f"internal server error ({type(e).__name__})"))
 
-    def _reply(self, envelope: list, reply: bytes) -> None:
-        self.router.send_multipart([*envelope, reply])
-
     def _control(self, frame) -> bytes:
         message = protocol.unpack_map(frame.buffer, "control message")
         op = message.get("op")
@@ -211,169 +195,49 @@ class Server:
         )
         if self._stop.is_set():
             raise protocol.ProtocolError("server is shutting down", request.id)
-        size = len(request.payload)
-        if len(self._inflight) >= limits.max_inflight or (
-            self._inflight and self._inflight_bytes + size > limits.max_inflight_bytes
-        ):
+        try:
+            seq = self.admission.admit(len(request.payload))
+        except Busy as e:
             self._stats["busy"] += 1
-            raise protocol.ProtocolError(
-                f"busy: {len(self._inflight)} requests ({self._inflight_bytes} bytes) in flight, "
-                f"limits {limits.max_inflight} requests / {limits.max_inflight_bytes} bytes; retry later",
-                request.id,
-            )
-        self._seq += 1
-        self._inflight[self._seq] = size
-        self._inflight_bytes += size
-        job = _Job(self._seq, envelope, request, t_recv)
+            raise protocol.ProtocolError(str(e), request.id) from None
+        job = Job(seq, request, t_recv, envelope)
         if not self._serve_inline(job):
-            self.jobs.put(job)
+            self.executor.jobs.put(job)
 
-    def _serve_inline(self, job: _Job) -> bool:
+    def _serve_inline(self, job: Job) -> bool:
         """Answer ``job`` on this thread if the server is idle and the job is short.
 
         Only without a queue delay: then an idle server's batch of one is due at once
         either way, so running it here keeps the batching semantics.
         """
-        if len(self._inflight) != 1 or self.batcher.max_delay_s > 0:
+        if self.admission.in_flight() != 1 or self.batcher.max_delay_s > 0:
             return False
-        estimate = self.service_times.estimate_us(job.request.encoding, len(job.request.payload))
+        estimate = self.executor.service_times.estimate_us(job.request.encoding, len(job.request.payload))
         if estimate is None or estimate > self.inline_max_us:
             return False
         instance = self.batcher.try_claim()
         if instance is None:
             return False
         self._stats["inline"] += 1
-        ready = self._prepare(job, self._deliver)
+        names = self.model.class_names
+
+        def send(outcome):
+            self._deliver(reply_frames(outcome, names))
+
+        ready = self.executor.prepare(job, send)
         if ready is None:
             self.batcher.release(instance)
         else:
-            self._run_batch([ready], instance, self._deliver)
+            self.executor.run_batch([ready], instance, send)
         return True
 
-    def stats(self) -> dict:
-        with self._batch_lock:
-            histogram = {str(size): count for size, count in sorted(self._batch_sizes.items())}
-        return {
-            "requests": self._stats["requests"],
-            "served": self._stats["served"],
-            "errors": self._stats["errors"],
-            "busy": self._stats["busy"],
-            "inline": self._stats["inline"],
-            "in_flight": len(self._inflight),
-            "queue_depth": self.jobs.qsize() + self.batcher.depth(),
-            "batch_sizes": histogram,
-        }
-
     def _shutdown(self) -> None:
-        workers = [t for t in self._threads if t.name.startswith("preprocess")]
-        for _ in workers:
-            self.jobs.put(None)
-        for thread in workers:
+        for _ in self._workers:
+            self.executor.jobs.put(None)
+        for thread in self._workers:
             thread.join(timeout=10)
         self.batcher.close()
-        for thread in self._threads:
+        for thread in self._instances:
             thread.join(timeout=10)
         self._forward_replies()
         self.pull.close(linger=0)
-
-    # ---- worker threads ------------------------------------------------------------
-    def _push_socket(self) -> zmq.Socket:
-        push = self.context.socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 0)
-        push.connect(REPLIES_ENDPOINT)
-        return push
-
-    def _prepare(self, job: _Job, send) -> _Ready | None:
-        """Decode and preprocess ``job``; on failure ``send`` its error reply and return None."""
-        t_start = time.perf_counter()
-        request = job.request
-        try:
-            image = decode_payload(request, max_pixels=self.limits.max_pixels)
-            tensor = np.empty(self.model.input_shape, np.float32)
-            self.model.preprocess(image, tensor)
-        except DecodeError as e:
-            send(_error(job, str(e)))
-            return None
-        except Exception as e:  # a kernel failure must not kill the thread
-            send(_error(job, f"preprocessing failed ({type(e).__name__}: {e})"))
-            return None
-        t_end = time.perf_counter()
-        self.service_times.record_preprocess(request.encoding, len(request.payload), (t_end - t_start) * 1e6)
-        return _Ready(job, tensor, t_start, t_end)
-
-    def _worker_loop(self) -> None:
-        push = self._push_socket()
-        try:
-            while (job := self.jobs.get()) is not None:
-                ready = self._prepare(job, push.send_multipart)
-                if ready is None:
-                    continue
-                claimed = self.batcher.put(ready, ready_time=ready.t_pre_end)
-                if claimed is not None:
-                    self._run_batch(*claimed, push.send_multipart)
-        finally:
-            push.close()
-
-    def _instance_loop(self) -> None:
-        push = self._push_socket()
-        try:
-            while (claimed := self.batcher.next_batch()) is not None:
-                self._run_batch(*claimed, push.send_multipart)
-        finally:
-            push.close()
-
-    def _run_batch(self, items: list, instance: _Instance, send) -> None:
-        """Run one batch on ``instance``, hand the instance back, then ``send`` a reply per
-        item: released first, so a client that answers its reply at once finds the server
-        idle (and can be served inline)."""
-        try:
-            replies = self._answer_batch(items, instance)
-        finally:
-            self.batcher.release(instance)
-        for frames in replies:
-            send(frames)
-
-    def _answer_batch(self, items: list, instance: _Instance) -> list[list]:
-        t_start = time.perf_counter()
-        n = len(items)
-        with self._batch_lock:
-            self._batch_sizes[n] += 1
-        if n == 1:
-            batch = items[0].tensor[None]
-        else:
-            batch = instance.batch[:n]
-            for i, item in enumerate(items):
-                batch[i] = item.tensor
-        try:
-            logits = instance.backend.run(batch)[0]
-            indices, probs = self.model.topk(logits, max(item.job.request.topk for item in items))
-        except Exception as e:  # answer the whole batch, keep serving
-            return [_error(item.job, f"inference failed ({type(e).__name__}: {e})") for item in items]
-        infer_us = (time.perf_counter() - t_start) * 1e6
-        if n == 1:
-            self.service_times.record_infer(infer_us)
-        names = self.model.class_names
-        return [_result(item, indices[i], probs[i], names, infer_us, t_start) for i, item in enumerate(items)]
-
-
-def _error(job: _Job, message: str) -> list:
-    return [_STATUS.pack(job.seq, False), *job.envelope, protocol.error_reply(job.request.id, message)]
-
-
-def _result(item: _Ready, indices, probs, names, infer_us: float, t_batch: float) -> list:
-    job = item.job
-    k = job.request.topk
-    if indices[0] < 0:
-        return _error(job, "the model produced non-finite scores (NaN or inf) for this input")
-    topk = [
-        {"class": int(c), "prob": float(p), "name": names[c]}
-        for c, p in zip(indices[:k].tolist(), probs[:k].tolist())
-    ]
-    now = time.perf_counter()
-    timing = {
-        "queue": round(((item.t_pre_start - job.t_recv) + (t_batch - item.t_pre_end)) * 1e6, 1),
-        "preprocess": round((item.t_pre_end - item.t_pre_start) * 1e6, 1),
-        "infer": round(infer_us, 1),
-        "total": round((now - job.t_recv) * 1e6, 1),
-    }
-    return [_STATUS.pack(job.seq, True), *job.envelope, protocol.ok_reply(job.request.id, topk, timing)]

@@ -2,9 +2,9 @@
 
 At low load the server can answer a request on its socket thread instead of handing it
 to a preprocessing worker and taking the reply back: that saves two thread wake-ups,
-which cost 130-440 us together in a Python ZeroMQ echo probe on a 2-core VM (100 B and
-150 KB frames), a large share of a sub-millisecond request. A long request must not run there, since the socket thread reads nothing while
-it works, so the server asks for an estimate first:
+a large share of a sub-millisecond request (docs/ has the measurement). A long request
+must not run there, since the socket thread reads nothing while it works, so the server
+asks for an estimate first:
 
 - inference: the median of the model's recent batch-of-one times;
 - preprocessing: the median of recent times for the request's encoding, scaled up by

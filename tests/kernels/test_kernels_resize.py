@@ -222,7 +222,7 @@ def test_normalization_is_exact_for_any_mean_and_std():
     """Every one of the 256 values of each channel, for many (mean, std) pairs: the
     kernel's fast fma-corrected divisions where its own check allows them, plain
     divisions elsewhere; both must give numpy's float32 result exactly."""
-    from kernels.resize_crop import _norm_constants
+    from kernels.normalize import norm_constants
 
     rng = np.random.default_rng(11)
     ramp = np.broadcast_to(np.arange(256, dtype=np.uint8)[None, :, None], (256, 256, 3))
@@ -236,21 +236,22 @@ def test_normalization_is_exact_for_any_mean_and_std():
         out = resize_crop_normalize(ramp, resize=256, crop=256, mean=mean, std=std)
         chw = np.ascontiguousarray(ramp.transpose(2, 0, 1))
         assert np.array_equal(out, _numpy_normalize(chw, mean, std)), (mean, std)
-        used_fma.add(_norm_constants(tuple(mean), tuple(std))[1])
+        used_fma.add(norm_constants(tuple(mean), tuple(std))[1])
     assert True in used_fma
 
 
 def test_normalization_division_fallback_is_exact():
     """The plain-division branch (taken when the fma check fails) on all 256 values."""
-    from kernels.resize_crop import _NO_OFFSETS, _PLANE_ROWS, _identity_pass, _norm_constants, _resample_normalize
+    from kernels.normalize import norm_constants, resample_normalize
+    from kernels.resample_pass import NO_OFFSETS, PLANE_ROWS, identity_pass
 
     mean, std = (0.3, -0.2, 1.5), (0.07, 0.9, 2.2)
-    norm, _ = _norm_constants(mean, std)
+    norm, _ = norm_constants(mean, std)
     ramp = np.ascontiguousarray(np.broadcast_to(np.arange(256, dtype=np.uint8), (3, 256)))
-    first, taps, coeffs = _identity_pass(1)
+    first, taps, coeffs = identity_pass(1)
     want = _numpy_normalize(ramp[:, None, :], mean, std)
     for use_fma in (False, True):
         got = np.empty((3, 1, 256), np.float32)
-        _resample_normalize(ramp, _PLANE_ROWS, 1, _NO_OFFSETS, first, taps, coeffs, norm,
-                            use_fma, got)
+        resample_normalize(ramp, PLANE_ROWS, 1, NO_OFFSETS, first, taps, coeffs, norm,
+                           use_fma, got)
         assert np.array_equal(got, want), use_fma

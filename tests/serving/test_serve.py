@@ -314,8 +314,11 @@ def test_idle_server_answers_short_requests_on_its_socket_thread(tiny_onnx, cont
 
 
 def test_full_queue_answers_busy(tiny_onnx, context):
-    with ServerProcess(["--onnx", str(tiny_onnx), "--max-batch", "1", "--workers", "1", "--threads", "1",
-                        "--max-inflight", "2"]) as proc:
+    """The first two requests wait out a 2 s queue delay (their batch of 4 never fills), so the
+    server stays full while the rest arrive, however fast it runs: without the delay a server
+    that finishes each request before the next one arrives would never be full."""
+    with ServerProcess(["--onnx", str(tiny_onnx), "--max-batch", "4", "--max-queue-delay-us", "2000000",
+                        "--workers", "1", "--threads", "1", "--max-inflight", "2"]) as proc:
         sock = dealer(context, proc.endpoint)
         big = photo(6, 800, 1000)
         for i in range(40):

@@ -1,0 +1,63 @@
+"""The records a request becomes on its way through the server, and the server's limits."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.serving import protocol
+
+
+@dataclass
+class Limits:
+    """Per-request and in-flight bounds: what one client may send and what the server holds at once."""
+
+    max_bytes: int = 64 * 2**20
+    max_pixels: int = 40_000_000
+    max_inflight: int = 64
+    max_inflight_bytes: int = 1 << 30
+
+
+@dataclass
+class Job:
+    """An admitted request: ``seq`` counts it in flight until its one reply is delivered;
+    ``envelope`` holds its ZeroMQ routing frames."""
+
+    seq: int
+    request: protocol.Request
+    t_recv: float
+    envelope: list = field(default_factory=list)
+
+
+@dataclass
+class Instance:
+    """A backend session and the batch buffer it runs from."""
+
+    backend: object
+    batch: np.ndarray
+
+
+@dataclass
+class Ready:
+    """A preprocessed job waiting for its batch."""
+
+    job: Job
+    tensor: np.ndarray
+    t_pre_start: float
+    t_pre_end: float
+
+
+@dataclass
+class Outcome:
+    """What became of one job: an error message, or its model output row and best classes."""
+
+    job: Job
+    error: str | None = None
+    scores: np.ndarray | None = None  # the model's output row for this job
+    indices: np.ndarray | None = None  # best classes first
+    probs: np.ndarray | None = None
+    timing_us: dict | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
