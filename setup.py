@@ -30,6 +30,7 @@ setup(
     version="0.1.0",
     description="High-throughput streaming inference engine for ImageNet classifiers",
     packages=find_packages(include=["engine", "engine.*", "kernels", "kernels.*", "bench", "bench.*"]),
+    package_data={"engine.models": ["zoo_table.json"]},
     python_requires=">=3.10",
     install_requires=RUNTIME,
     extras_require={

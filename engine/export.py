@@ -9,16 +9,25 @@ The seed's spellings (``--model_library``, ``--model_name``, ``--save_dir``,
 ``<save_dir>/<name>_<size>.json`` (:class:`engine.data.dataconfig.ModelInfo`). The ONNX model
 is then run under onnxruntime against the torch model on random input (batches 1 and 3
 when the batch axis is dynamic); a maximum relative error above 1e-4 fails the export.
+
+Exit status: 0 written, 2 usage error (unknown model or library, bad --size or
+--static-batch, a --save-dir that cannot be written, a missing or unloadable checkpoint),
+1 the export or its check failed.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
+from engine.data import arg_checks
+from engine.data.arg_checks import UsageError
 from engine.data.dataconfig import ModelInfo
+from engine.models import catalog
+from engine.models.catalog import EFFICIENTNET_LIBRARY, LIBRARIES, UnknownModelError
 from engine.models.checkpoints import CheckpointError
-from engine.models.onnx_export import ExportError, export_onnx
-from engine.models.zoo import EFFICIENTNET_LIBRARY, LIBRARIES, create
+
+# The zoo's networks halve their input five times: below 32 pixels nothing is left.
+MIN_SIZE = 32
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,21 +50,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_args(args) -> None:
+    """Everything that can be refused before torch is imported."""
+    catalog.resolve(args.name, args.library)
+    arg_checks.at_least("--size", args.size, MIN_SIZE)
+    arg_checks.at_least("--static-batch", args.static_batch, 1)
+    if args.weights is not None:
+        arg_checks.input_file("--weights", args.weights)
+    arg_checks.output_dir("--save-dir", args.save_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_args(args)
+        from engine.models.onnx_export import ExportError, export_onnx
+        from engine.models.zoo import create
+
         model = create(args.name, args.library, weights=args.weights, seed=args.seed)
-        complexity = model.complexity(args.size)
-        print(f"{model.library} {model.name} ({model.weights_label})")
-        print(f"flops: {complexity.gmacs:.3f} G (conv+linear MACs at {args.size}x{args.size}), "
-              f"params: {complexity.params_m:.3f} M")
+    except (UsageError, UnknownModelError, CheckpointError) as e:
+        print(f"engine.export: error: {e}", file=sys.stderr)
+        return 2
+    complexity = model.complexity(args.size)
+    print(f"{model.library} {model.name} ({model.weights_label})")
+    print(f"flops: {complexity.gmacs:.3f} G (conv+linear MACs at {args.size}x{args.size}), "
+          f"params: {complexity.params_m:.3f} M")
+    try:
         path = export_onnx(model, args.save_dir, size=args.size, static_batch=args.static_batch,
                            softmax=args.softmax, check=args.check)
-    except KeyError as e:
-        print(f"error: {e.args[0]}", file=sys.stderr)
-        return 2
-    except (CheckpointError, ExportError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ExportError, OSError) as e:
+        print(f"engine.export: error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {path} and {ModelInfo.path_for(path)}")
     return 0

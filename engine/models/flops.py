@@ -14,31 +14,10 @@ memory), with forward hooks recording what every layer did. Two figures come out
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class Complexity:
-    params: int
-    macs: int
-    mmcv_flops: int
-    bn_elements: int = 0
-
-    @property
-    def params_m(self) -> float:
-        return self.params / 1e6
-
-    @property
-    def gmacs(self) -> float:
-        return self.macs / 1e9
-
-    @property
-    def card_flops(self) -> int:
-        """timm's / torchvision's model-card count: MACs plus 4 ops per batch-norm element."""
-        return self.macs + 4 * self.bn_elements
+from engine.models.catalog import Complexity
 
 
 def count_params(module: nn.Module) -> int:

@@ -67,7 +67,7 @@ def _write_onnx(module: nn.Module, path: Path, size: int, static_batch: int | No
     torch.export-based exporter writes it.
     """
     example = torch.zeros(static_batch or 1, 3, size, size)
-    common = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=OPSET)
+    common = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": OPSET}
     dynamic_axes = None if static_batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
     dynamic_shapes = None if static_batch else ({0: torch.export.Dim("batch", min=1)},)
     try:

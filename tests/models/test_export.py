@@ -14,7 +14,7 @@ from torch import nn
 from engine.data.dataconfig import DataConfig, ModelInfo
 from engine.data.labels import imagenet_class_names
 from engine.export import main as export_main
-from engine.models import zoo
+from engine.models import catalog, zoo
 from engine.models.onnx_export import ExportCheckError, export_onnx, max_relative_error
 
 
@@ -50,7 +50,7 @@ def test_onnxruntime_matches_torch_at_any_batch(lite0, lite0_onnx, batch):
 
 def test_model_info_travels_with_the_onnx_file(lite0, lite0_onnx):
     info = ModelInfo.load(ModelInfo.path_for(lite0_onnx))
-    assert (info.name, info.library, info.model_file) == ("efficientnet_lite0", zoo.EFFICIENTNET_LIBRARY,
+    assert (info.name, info.library, info.model_file) == ("efficientnet_lite0", catalog.EFFICIENTNET_LIBRARY,
                                                           "efficientnet_lite0_224.onnx")
     assert info.input_name == "input" and info.output_names == ["output"]
     assert info.input_shape == ["batch", 3, 224, 224] and info.output_shapes == [["batch", 1000]]
@@ -111,7 +111,7 @@ class _NoisyNet(nn.Module):
 
 
 def test_export_fails_loudly_when_onnxruntime_disagrees(tmp_path):
-    model = zoo.ZooModel(module=_NoisyNet(), name="efficientnet_lite0", library=zoo.EFFICIENTNET_LIBRARY,
+    model = zoo.ZooModel(module=_NoisyNet(), name="efficientnet_lite0", library=catalog.EFFICIENTNET_LIBRARY,
                          data_config=DataConfig(), weights={"random": True, "seed": 0})
     with pytest.raises(ExportCheckError, match="relative .* \\(limit 0.0001\\).*left in place"):
         export_onnx(model, tmp_path, size=32)

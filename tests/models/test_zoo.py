@@ -9,7 +9,7 @@ import torch
 from engine import zoo as zoo_command
 from engine.data.dataconfig import IMAGENET_MEAN, IMAGENET_STD
 from engine.data.labels import imagenet_class_names
-from engine.models import zoo
+from engine.models import catalog, zoo
 
 # The seed's reference table (shared/seed/README-en.md): (top1, top5, flops G, params M).
 SEED_TABLE = {
@@ -43,12 +43,12 @@ DIGITS = {"timm": 3, "torchvision": 3, "mmcls": 2}  # the table's printed precis
 
 @pytest.fixture(scope="module")
 def rows():
-    return {(r["name"], r["library"]): r for r in zoo.list_models()}
+    return {(r["name"], r["library"]): r for r in catalog.list_models()}
 
 
 def test_every_vgg_from_every_library_is_listed(rows):
     assert set(SEED_TABLE) <= set(rows)
-    assert ("efficientnet_lite0", zoo.EFFICIENTNET_LIBRARY) in rows
+    assert ("efficientnet_lite0", catalog.EFFICIENTNET_LIBRARY) in rows
     assert len(rows) == 25
 
 
@@ -86,7 +86,7 @@ def test_list_cli_prints_table_and_json(capsys):
     assert sum(1 for line in table.splitlines() if line.startswith("vgg")) == 24
     assert zoo_command.main(["list", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data == json.loads(json.dumps(zoo.list_models()))
+    assert data == json.loads(json.dumps(catalog.list_models()))
     assert data[0].keys() >= {"name", "library", "params_m", "gmacs", "ref_top1", "ref_top5"}
 
 
@@ -130,13 +130,14 @@ def test_seeded_random_weights_are_reproducible_and_labelled():
 
 
 def test_unknown_model_or_library_is_a_clear_error():
-    with pytest.raises(KeyError, match="vgg12.*not in the zoo.*vgg11"):
+    with pytest.raises(catalog.UnknownModelError, match="vgg12.*not in the zoo.*vgg11"):
         zoo.create("vgg12")
-    with pytest.raises(KeyError, match="not offered by 'keras'"):
+    with pytest.raises(catalog.UnknownModelError, match="not offered by 'keras'"):
         zoo.get_spec("vgg11", "keras")
+    assert not issubclass(catalog.UnknownModelError, KeyError)  # a bug's bare KeyError is not "unknown model"
 
 
 def test_single_source_model_ignores_the_default_library():
     model = zoo.create("efficientnet_lite0", library="timm")
-    assert model.library == zoo.EFFICIENTNET_LIBRARY
+    assert model.library == catalog.EFFICIENTNET_LIBRARY
     assert model.weights_label.startswith("weights efficientnet-lite0-57934424.pth (sha256 57934424")
