@@ -5,8 +5,10 @@ a process of its own, so one suite's warm caches, threads or crash never touch t
 one's figures; a suite that is missing, raises, crashes or overruns its time limit is
 reported with the reason and the others still run.
 
-Writes ``<out>/<date>-<host>.json`` (machine, date, command, every suite's dict), a
-Markdown summary next to it and PNG plots into ``<out>/plots/``.
+Writes ``<out>/<date>-<host>.json`` (machine, date, command, every suite's dict, per-sample
+series summarized), a Markdown summary next to it, PNG plots into ``<out>/plots/`` (those
+of earlier runs removed) and the run as measured into the git-ignored ``<out>/raw/``; see
+:mod:`bench.results_files`.
 
 ``--smoke`` is for tests of this entry point: quick mode, ``BENCH_SMOKE=1`` in each
 suite's environment (a suite may shrink its work to seconds when it sees it), and no
@@ -29,9 +31,8 @@ import time
 import traceback
 from pathlib import Path
 
-import numpy as np
-
 from bench import SuiteSkipped
+from bench.results_files import jsonable, write_run
 
 SMOKE_ENV = "BENCH_SMOKE"
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -39,17 +40,6 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 QUICK_BUDGET_S = 1500
 DEFAULT_TIMEOUT_S = {"quick": QUICK_BUDGET_S, "full": 4 * 3600}
 SCHEMA = 1
-
-
-def _jsonable(value):
-    """json.dumps fallback for what suites naturally return: numpy scalars and arrays, paths."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _contract_problem(result) -> str | None:
@@ -98,7 +88,7 @@ def run_suite_here(package: str, name: str, quick: bool) -> dict:
 def _child_main(args) -> int:
     result = run_suite_here(args.suite_package, args.run_one, quick=not args.full)
     try:
-        text = json.dumps(result, default=_jsonable, indent=1)
+        text = json.dumps(result, default=jsonable)
     except (TypeError, ValueError) as e:
         text = json.dumps({"suite": args.run_one, "status": "failed", "error": f"result not JSON serialisable: {e}"})
     Path(args.result_file).write_text(text)
@@ -146,7 +136,8 @@ def results_stem(now: datetime.datetime, host: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench", description='Run every benchmark suite and write one report: JSON, Markdown summary and PNG plots.')
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Run every benchmark suite and write one "
+                                     "report: JSON, Markdown summary and PNG plots.")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="full", action="store_false",
                       help=f"the default: short runs; a suite is stopped after {QUICK_BUDGET_S // 60} minutes")
@@ -211,24 +202,19 @@ def main(argv=None) -> int:
 
 
 def write_report(results: dict, out: Path, stem: str) -> int:
-    """Write JSON, plots and Markdown; print where; exit status 1 if any suite did not run."""
-    from bench.report import fmt, make_plots, render_markdown  # matplotlib: slow to import
+    """Write the run's files (:func:`bench.results_files.write_run`); print where and each
+    goal's verdict; exit status 1 if any suite did not run."""
+    from bench.report import fmt  # matplotlib: slow to import
 
-    out.mkdir(parents=True, exist_ok=True)
-    plots, skipped = make_plots(results, out / "plots", stem)
-    for plot in plots:
-        plot["file"] = str(Path(plot["file"]).resolve().relative_to(out.resolve()))
-    results["plots"], results["plots_skipped"] = plots, skipped
-    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
-    json_path.write_text(json.dumps(results, default=_jsonable, indent=1) + "\n")
-    md_path.write_text(render_markdown(results))
+    files = write_run(results, out, stem)
     for name, suite in results["suites"].items():
         for r in suite.get("ratios") or []:
             met = {True: "met", False: "NOT met"}.get(r.get("met"), "no verdict")
             print(f"[bench] {name}: {r['name']} = {fmt(r['value'])} (goal {r.get('goal') or '-'}: {met})")
-    for note in skipped:
+    for note in files.rendering.plots_skipped:
         print(f"[bench] {note}")
-    print(f"[bench] wrote {json_path}, {md_path} and {len(plots)} plots in {out / 'plots'}")
+    print(f"[bench] wrote {files.record}, {files.rendering.summary} and {len(files.rendering.plots)} plots "
+          f"in {out / 'plots'}; raw samples in {files.raw}")
     if results["mode"] == "quick" and results["elapsed_s"] > QUICK_BUDGET_S:
         print(f"[bench] warning: --quick took {results['elapsed_s']:.0f} s, over its {QUICK_BUDGET_S} s budget")
     not_ok = [n for n, s in results["suites"].items() if s["status"] not in ("ok", "skipped")]

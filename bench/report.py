@@ -13,24 +13,31 @@ suite provides is skipped with a note):
   ``images_per_s`` accepted for ``value``), one line per backend/precision/device; or
   ``{line label: {batch: value}}`` with the unit in ``series["throughput_unit"]``.
 - ``"latency_ms"`` (or ``"latency_us"``): ``{label: [latency of each request, ...]}``,
-  one CDF curve per label (e.g. ``"concurrency 1"``).
+  one CDF curve per label (e.g. ``"concurrency 1"``); in a committed record each list is
+  its count and percentiles (:func:`bench.results_files.summarize_samples`), drawn
+  through those points.
 
 The preprocessing bar chart is drawn from the ``preprocess`` suite's rows, one panel per
 unit.
 """
 from __future__ import annotations
 
+import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from PIL import Image  # noqa: E402
 
 from bench.machine import describe  # noqa: E402
+from bench.results_files import is_sample_summary  # noqa: E402
 
 PREPROCESS_SUITE = "preprocess"
+PLOT_COLORS = 64  # a palette this size draws these charts unchanged to the eye at a quarter of the bytes
 VALUE_KEYS = ("value", "qps", "images_per_s", "throughput")
 STANDARD_ROW_KEYS = ("name", "value", "unit")
 
@@ -119,25 +126,47 @@ def plot_throughput(results: dict, path: Path) -> str:
     return _save(fig, path)
 
 
+@dataclass(frozen=True)
+class CdfCurve:
+    """One latency CDF: the sorted samples drawn as steps, or a summary's percentiles
+    drawn as points joined by lines."""
+
+    latencies_ms: list[float]
+    fractions: list[float]
+    count: int
+    steps: bool
+
+
+def _cdf_curve(values, scale: float) -> CdfCurve | None:
+    if is_sample_summary(values):
+        points = sorted((float(p) / 100, float(v) * scale) for p, v in values["percentiles"].items())
+        if not points:
+            return None
+        return CdfCurve([v for _, v in points], [p for p, _ in points], int(values["count"]), steps=False)
+    finite = sorted(float(v) * scale for v in values if isinstance(v, (int, float)) and math.isfinite(v))
+    if not finite:
+        return None
+    return CdfCurve(finite, [(i + 1) / len(finite) for i in range(len(finite))], len(finite), steps=True)
+
+
 def plot_latency_cdf(results: dict, path: Path) -> str:
-    curves: dict[str, list[float]] = {}
+    curves: dict[str, CdfCurve] = {}
     for name, suite in ok_suites(results).items():
         series = suite.get("series") or {}
         for key, scale in (("latency_ms", 1.0), ("latency_us", 1e-3)):
             data = series.get(key)
-            if isinstance(data, list):
+            if isinstance(data, list) or is_sample_summary(data):
                 data = {name: data}
             for label, values in (data or {}).items():
-                finite = [float(v) * scale for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-                if finite:
-                    curves[str(label)] = finite
+                curve = _cdf_curve(values, scale)
+                if curve:
+                    curves[str(label)] = curve
     if not curves:
         raise SkipPlot("no suite gave series['latency_ms'] (per-request latencies)")
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, values in sorted(curves.items()):
-        values.sort()
-        n = len(values)
-        ax.step(values, [(i + 1) / n for i in range(n)], where="post", label=f"{label} (n={n})")
+    for label, curve in sorted(curves.items()):
+        ax.plot(curve.latencies_ms, curve.fractions, drawstyle="steps-post" if curve.steps else "default",
+                label=f"{label} (n={curve.count})")
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("fraction of requests")
@@ -179,9 +208,13 @@ PLOTS = (
 
 
 def _save(fig, path: Path) -> str:
+    """Save as a palette PNG (see :data:`PLOT_COLORS`): the latest run's plots are committed."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
+    buffer.seek(0)
+    Image.open(buffer).convert("RGB").quantize(colors=PLOT_COLORS).save(path, optimize=True)
     return str(path)
 
 

@@ -146,7 +146,8 @@ def update_readme(readme: Path, results_path: Path, gpu_results_path: Path | Non
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.update_readme", description="Rewrite the README's performance tables from benchmark results files.")
+    parser = argparse.ArgumentParser(prog="python -m bench.update_readme",
+                                     description="Rewrite the README's performance tables from bench results files.")
     parser.add_argument("results", nargs="?", type=Path, metavar="RESULTS.json",
                         help="results file (default: the newest non-smoke one in --results-dir in which a CPU "
                              "suite ran)")

@@ -6,6 +6,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.update_readme import END, GPU_END, GPU_START, START
@@ -29,7 +30,8 @@ FAKE_SUITES = {
                            {"name": "int8 / fp32", "value": 1.2, "goal": ">= 2.0", "met": False}],
                 "notes": [f"smoke={os.environ.get('BENCH_SMOKE')} quick={quick}"],
                 "series": {
-                    "throughput": [{"backend": "ort", "precision": p, "batch": b, "value": b * (2 if p == "int8" else 1)}
+                    "throughput": [{"backend": "ort", "precision": p, "batch": b,
+                                    "value": b * (2 if p == "int8" else 1)}
                                    for p in ("fp32", "int8") for b in (1, 2, 4)],
                     "latency_ms": {"concurrency 1": np.linspace(0.5, 3.0, 50)},
                 },
@@ -125,6 +127,9 @@ def test_bench_runs_every_suite_and_reports_failures(fake_package, tmp_path):
     assert suites["crash"]["error"] == "suite process ended with exit status 7 and no result"
     assert suites["stuck"]["error"] == "timed out after 4 s"
     assert suites["badshape"]["error"] == "run() returned list, not a dict"
+    assert suites["speed"]["series"]["latency_ms"]["concurrency 1"]["count"] == 50
+    raw = json.loads((out / "raw" / json_path.name).read_text())
+    assert raw["suites"]["speed"]["series"]["latency_ms"]["concurrency 1"] == list(np.linspace(0.5, 3.0, 50))
     for pid_file in pid_files.values():
         assert process_gone(int(pid_file.read_text())), f"a suite's leftover process survived ({pid_file.name})"
 
@@ -167,7 +172,8 @@ def results_file(path: Path, date: str, smoke=False, value=2.0) -> Path:
         "machine": {"cpu_model": "Test CPU", "cores_usable": 2, "cores_logical": 2, "memory_gb": 8, "gpus": []},
         "suites": {
             "pipeline": {"status": "ok", "rows": [{"name": "engine", "value": 50.5, "unit": "images/s"}],
-                         "ratios": [{"name": "engine / torch loop", "value": value, "goal": ">= 3", "met": value >= 3}]},
+                         "ratios": [{"name": "engine / torch loop", "value": value, "goal": ">= 3",
+                                     "met": value >= 3}]},
             "serve": {"status": "missing", "error": "no module bench.suite_serve"},
         }}))
     return path
@@ -221,7 +227,8 @@ def test_update_readme_gpu_table_comes_from_the_newest_gpu_run(tmp_path):
     assert "Measured 2026-03-01" in main and "| pipeline | engine / torch loop | 3.5 |" in main
     assert "6938" not in main
     assert "Measured 2026-05-01" in gpu and "NVIDIA H200" in gpu and "results/gpu.json" in gpu
-    assert "| gpu | engine / torch loop | 0.8168 | - | - |" in gpu and "| gpu | vgg16 fp16 engine | 6938 | img/s |" in gpu
+    assert "| gpu | engine / torch loop | 0.8168 | - | - |" in gpu
+    assert "| gpu | vgg16 fp16 engine | 6938 | img/s |" in gpu
     assert "pipeline" not in gpu and "stale" not in text
 
 
