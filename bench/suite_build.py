@@ -42,10 +42,11 @@ from PIL import Image
 from bench.agreement_model import expected_agreement, snr_needed
 from bench.suite_pipeline import make_npz_set, run_engine
 from engine.backends import open_backend
-from engine.builder.build import PREPARED_MODEL, build
+from engine.builder.build import build
 from engine.builder.calibration import iter_batches
 from engine.builder.config import load_config
 from engine.builder.error_budget import activations_alone, simulated_outputs
+from engine.builder.quantize import PREPARED_MODEL
 from engine.data.dataconfig import ModelInfo
 from engine.data.datalist import write_datalist
 

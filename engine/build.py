@@ -21,8 +21,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from engine.builder.build import ERROR_BUDGET_HINTS, BuildError, build
+from engine.builder.accuracy import ERROR_BUDGET_HINTS
+from engine.builder.build import build
 from engine.builder.config import load_config
+from engine.builder.source_model import BuildError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ variable to 0 or 1 by the end; the result is then hardened. The scales onnxrunti
 stay as they are. A layer keeps nearest rounding when the learned one does not
 reconstruct its output better, so no layer gets worse on the images it was fitted to.
 
-On this AVX2 CPU each channel's weights have 7 to 8 bits (``engine.builder.weight_ranges``),
+On x86 without VNNI each channel's weights have 7 to 8 bits (``engine.builder.weight_ranges``),
 and a layer may only use the integer range the quantizer gave it; the ranges there are
 checked for either rounding direction, so the learned roundings cannot saturate. Bias
 correction (``engine.builder.bias_correction``) should run after, on the weights as rounded here.

@@ -22,8 +22,7 @@ import onnx
 from onnx import numpy_helper
 
 from engine.builder.calibration import iter_batches
-from engine.builder.float_fallback import dequantized_weights
-from engine.builder.graph import session_with_outputs
+from engine.builder.graph import attribute, dequantized_weights, producers, session_with_outputs
 from engine.data.dataconfig import DataConfig
 
 
@@ -40,18 +39,18 @@ class QuantizedConv:
 
 def quantized_convs(model: onnx.ModelProto) -> list[QuantizedConv]:
     """The model's :class:`QuantizedConv` layers, in graph order."""
-    producers = {out: node for node in model.graph.node for out in node.output}
+    made_by = producers(model.graph)
     convs = []
     for node in model.graph.node:
         if node.op_type != "Conv" or len(node.input) < 3:
             continue
-        x_dq, w_dq, b_dq = (producers.get(name) for name in node.input[:3])
+        x_dq, w_dq, b_dq = (made_by.get(name) for name in node.input[:3])
         if not all(p is not None and p.op_type == "DequantizeLinear" for p in (x_dq, w_dq, b_dq)):
             continue
-        x_q = producers.get(x_dq.input[0])
+        x_q = made_by.get(x_dq.input[0])
         if x_q is None or x_q.op_type != "QuantizeLinear" or not w_dq.input[0].endswith("_quantized"):
             continue
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        group = attribute(node, "group", 1)
         convs.append(QuantizedConv(node, w_dq.input[0][: -len("_quantized")], w_dq, b_dq, x_q.input[0], group))
     return convs
 

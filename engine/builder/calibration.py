@@ -1,9 +1,5 @@
-"""Calibration and check data for ``engine.build``: which images, and how they are fed.
-
-Images are chosen round-robin over their classes (the folder an image sits in, or its
-label from a ``val_label.txt`` file), in sorted order, so every class present is
-represented and the same config always picks the same images. The images not used for
-calibration are the held-out pool the build's accuracy check draws from.
+"""How calibration and check images are fed to the quantizer and the accuracy check
+(which images they are: :mod:`engine.builder.image_sets`).
 
 Every image goes through the inference path's own preprocessing: ``engine.data.decode``
 then the ``kernels.resize_crop_normalize`` kernel with the model's data config, so the
@@ -11,77 +7,11 @@ ranges the quantizer measures are those of the tensors the deployed model will s
 """
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable
-from pathlib import Path
-
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 from tqdm import tqdm
 
 from engine.data.dataconfig import DataConfig
-from engine.data.datalist import ITEM_SUFFIXES, read_datalist, scan_images
-from engine.data.labels import LabelSource, imagenet_wnid_index
-
-
-def list_items(path, suffix: str | None = None) -> list[str]:
-    """The items of an image folder (recursive, sorted) or of a datalist file.
-
-    ``suffix`` (the seed's ``dataset.sampler.suffix``, e.g. ``JPEG``) keeps only files
-    with that extension, in any case.
-    """
-    path = Path(path)
-    if path.is_dir():
-        items = scan_images(path, ITEM_SUFFIXES)
-    elif path.is_file():
-        items = read_datalist(path)
-    else:
-        raise FileNotFoundError(f"calibration data {path}: no such folder or datalist")
-    if suffix:
-        wanted = "." + suffix.lower().lstrip(".")
-        items = [i for i in items if Path(i).suffix.lower() == wanted]
-    if not items:
-        raise ValueError(f"calibration data {path}: no images found" + (f" with suffix {suffix!r}" if suffix else ""))
-    return items
-
-
-def class_key_function(labels: LabelSource | None) -> Callable[[str], str]:
-    """What an item's class is for spreading: its label when known, else its folder."""
-
-    def key(item: str) -> str:
-        if labels is not None and labels.active:
-            label = labels(item)
-            if label is not None:
-                return f"label:{label:06d}"
-        return f"folder:{Path(item).parent}"
-
-    return key
-
-
-def spread_over_classes(items: list[str], count: int, class_of: Callable[[str], str]) -> list[str]:
-    """Up to ``count`` items taken round-robin over classes (classes and items sorted)."""
-    if count < 0:
-        raise ValueError(f"count {count}: must be >= 0")
-    groups: dict[str, list[str]] = defaultdict(list)
-    for item in sorted(items):
-        groups[class_of(item)].append(item)
-    queues = [groups[k] for k in sorted(groups)]
-    chosen: list[str] = []
-    depth = 0
-    while len(chosen) < count and any(depth < len(q) for q in queues):
-        for queue in queues:
-            if depth < len(queue):
-                chosen.append(queue[depth])
-                if len(chosen) == count:
-                    break
-        depth += 1
-    return chosen
-
-
-def folder_labels_apply(items: list[str]) -> bool:
-    """True when every item sits in a folder named after an ImageNet wnid."""
-    index = imagenet_wnid_index()
-    return bool(items) and all(Path(i).parent.name in index for i in items)
 
 
 def preprocess_item(item: str, config: DataConfig, out: np.ndarray | None = None) -> np.ndarray:

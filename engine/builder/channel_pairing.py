@@ -13,15 +13,6 @@ A channel order is changed only where it is private to one chain: a convolution,
 channel-wise ops (activations, Pad, pooling, depthwise convolutions), then a 1x1
 convolution, each tensor read by the next node alone (``Shape`` aside). Residual
 streams and concatenations, whose channels several layers share, keep their order.
-
-On EfficientNet-Lite0 (first and last layers float, percentile calibration, bias
-correction; 2026-11-26) this reorders the 16 chains into the blocks' 1x1 projections:
-their channels' median range goes from 98-118 to 127, the int8 weights alone go from
-24.9 to 25.4 dB of logit SNR, and the whole build from 22.95 to 23.3 dB; top-1 agreement
-with fp32 on the 182 held-out photos of ``make bench`` from 92.9% to 94.5%, on its 65
-object photos from 92.3% to 95.4%. With every 1x1 convolution's range at 127 (float
-arithmetic, which cannot saturate) the weights alone would give 26.0 dB: the residual
-streams' channels, shared by several layers and left in order, could add at most 0.6.
 """
 from __future__ import annotations
 
@@ -29,6 +20,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from engine.builder.graph import attribute, producers, readers
 from engine.builder.weight_ranges import channel_ranges, is_depthwise
 
 # Ops that act on each channel alone and read their data from input 0.
@@ -38,10 +30,9 @@ CHANNELWISE = {"Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid
 SHAPE_READERS = {"Shape"}
 # Entries of the pairing cost matrix computed at once (output channels x C x C).
 COST_CHUNK = 1 << 24
-# The most sums (output channels x C x C) a consumer's cost matrix may take: 2048 x 1024
-# channels, 2.1e9 sums, took 6.6 s of pairing here; bigger layers keep their order and
-# are listed as such. EfficientNet-Lite0's biggest takes 4e8 (1.2 s); VGG's second
-# classifier layer, a 1x1 convolution of 4096 x 4096 channels, would take 7e10.
+# The most sums (output channels x C x C) a consumer's cost matrix may take, about a
+# 2048 x 1024-channel layer: bigger layers keep their order and are listed as such (VGG's
+# second classifier layer, a 1x1 convolution of 4096 x 4096 channels, would take 7e10).
 MAX_COST_SUMS = 1 << 31
 
 
@@ -84,7 +75,7 @@ def pairing_order(weights: np.ndarray) -> np.ndarray:
 
 
 def _group(node) -> int:
-    return next((a.i for a in node.attribute if a.name == "group"), 1)
+    return attribute(node, "group", 1)
 
 
 def private_chains(model: onnx.ModelProto, skipped: set[str]) -> list[tuple]:
@@ -92,17 +83,14 @@ def private_chains(model: onnx.ModelProto, skipped: set[str]) -> list[tuple]:
     whose input channels come from one convolution through nodes nothing else reads."""
     graph = model.graph
     weights = {init.name: init for init in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    producer = producers(graph)
+    read_by = readers(graph)
     outputs = {o.name for o in graph.output}
 
     def conv_weights(node):
         """A Conv's weights, when they and its bias are initializers no other node reads."""
         params = [p for p in node.input[1:3] if p]
-        if node.op_type != "Conv" or not params or any(p not in weights or len(readers[p]) != 1 for p in params):
+        if node.op_type != "Conv" or not params or any(p not in weights or len(read_by[p]) != 1 for p in params):
             return None
         return numpy_helper.to_array(weights[node.input[1]])
 
@@ -114,7 +102,7 @@ def private_chains(model: onnx.ModelProto, skipped: set[str]) -> list[tuple]:
             continue
         between, tensor, reader = [], consumer.input[0], consumer
         while True:
-            data_readers = [n for n in readers.get(tensor, []) if n.op_type not in SHAPE_READERS]
+            data_readers = [n for n in read_by.get(tensor, []) if n.op_type not in SHAPE_READERS]
             source = producer.get(tensor)
             if tensor in outputs or data_readers != [reader] or source is None:
                 break

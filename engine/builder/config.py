@@ -15,9 +15,11 @@ Native form::
                    float_fallback: 4,      # and the 4 int8 layers that cost the most, measured,
                    float_fallback_macs: 0.05,  # holding at most 5% of the multiply-accumulates
                    adaround: true,         # learn each weight's rounding direction (slow)
-                   bias_correction: true}  # undo the weight rounding's mean shift (default)
+                   bias_correction: true,  # undo the weight rounding's mean shift (default)
+                   target_cpu: native}     # or x86 (no VNNI), x86_vnni, arm: the CPU the model runs on
     calibration: {path: ImageNet/val, count: 1000, labels: val_label.txt}
-    check: {count: 200}          # held-out images for the accuracy check
+    check: {count: 200}          # held-out images for the accuracy check (some are held out of
+                                 # calibration when it would use them all)
     softmax: true
     output: deploy/
 
@@ -30,28 +32,155 @@ it, and so are two keys that set the same thing to different values.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import yaml
 
+from engine.builder.cpu_target import TARGETS
+
 DTYPES = ("fp32", "fp16", "int8")
 METHODS = {"max": "max", "minmax": "max", "percentile": "percentile", "entropy": "entropy",
            "kl_divergence": "entropy"}
+DEFAULT_PERCENTILE = 99.999
 
-# Native keys with their defaults (None: no default).
-NATIVE = {
-    "model.name": None, "model.library": None, "model.weights": None, "model.seed": 0,
-    "model.onnx": None, "model.input_name": None, "model.input_shape": None,
-    "dtype": None,
-    "quantization.method": None, "quantization.per_channel": True, "quantization.percentile": None,
-    "quantization.skip_layers": None, "quantization.bias_correction": True, "quantization.float_fallback": 0,
-    "quantization.float_fallback_macs": 1.0, "quantization.adaround": False,
-    "calibration.path": None, "calibration.count": 1000, "calibration.labels": None,
-    "calibration.suffix": None, "calibration.batch_size": 8,
-    "check.path": None, "check.count": 200, "check.labels": None,
-    "softmax": False, "output": ".", "preprocess_ops": None,
-}
+
+class ConfigError(ValueError):
+    """A build config problem; the message names the key."""
+
+
+# -- checks of single values: (the key as written, value) -> the value to keep ---------
+def _integer(least: int | None = None, what: str = "an integer") -> Callable:
+    def check(key, value):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected {what}, got {value!r}")
+        if least is not None and value < least:
+            raise ConfigError(f"{key}: {value!r} is out of range")
+        return value
+    return check
+
+
+def _flag(key, value):
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _number_in(low: float, high: float, what: str) -> Callable:
+    def check(key, value):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not low < value <= high:
+            raise ConfigError(f"{key}: {value!r} must be {what} in ({low:g}, {high:g}]")
+        return float(value)
+    return check
+
+
+def _text(key, value):
+    return str(value)
+
+
+def _shape(key, value):
+    if (not isinstance(value, list) or len(value) != 4
+            or not all(isinstance(d, int) and not isinstance(d, bool) for d in value[1:])):
+        raise ConfigError(f"{key}: expected [N, C, H, W], got {value!r}")
+    return value
+
+
+def _layer_indices(key, value):
+    if not isinstance(value, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+        raise ConfigError(f"{key}: expected a list of layer indices, got {value!r}")
+    return value
+
+
+def _op_list(key, value):
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of ops, got {value!r}")
+    return value
+
+
+def _target(key, value):
+    if value not in TARGETS:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(TARGETS)}")
+    return value
+
+
+def config_key(default=None, check: Callable | None = None, path: bool = False):
+    """A config key: its default, the check of a given value, and whether it is a path
+    (taken relative to the config file's folder)."""
+    return field(default=default, metadata={"key": True, "check": check, "path": path})
+
+
+# -- the native keys, one dataclass per section ----------------------------------------
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str | None = config_key(check=_text)   # a zoo name (exported to ONNX), or a label for `onnx`
+    library: str | None = config_key()
+    weights: Path | None = config_key(path=True)
+    seed: int = config_key(0, _integer())
+    onnx: Path | None = config_key(path=True)
+    input_name: str | None = config_key()
+    input_shape: list | None = config_key(check=_shape)
+
+
+@dataclass(frozen=True)
+class QuantizationSpec:
+    method: str | None = config_key()            # canonical once parsed: max | percentile | entropy
+    per_channel: bool = config_key(True, _flag)
+    percentile: float | None = config_key(check=_number_in(50, 100, "a number"))
+    skip_layers: list | None = config_key(check=_layer_indices)   # weighted layers (graph order) kept in float
+    bias_correction: bool = config_key(True, _flag)       # engine.builder.bias_correction
+    float_fallback: int = config_key(0, _integer(0, "an integer >= 0"))   # engine.builder.float_fallback
+    float_fallback_macs: float = config_key(1.0, _number_in(0, 1, "a fraction"))
+    adaround: bool = config_key(False, _flag)             # engine.builder.adaround
+    target_cpu: str = config_key("native", _target)       # engine.builder.cpu_target
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    path: Path | None = config_key(path=True)
+    count: int = config_key(1000, _integer(1, "an integer >= 1"))
+    labels: Path | None = config_key(path=True)
+    suffix: str | None = config_key()
+    batch_size: int = config_key(8, _integer(1, "an integer >= 1"))
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    path: Path | None = config_key(path=True)
+    count: int = config_key(200, _integer(0, "an integer >= 0"))
+    labels: Path | None = config_key(path=True)
+
+
+SECTIONS = {"model": ModelSpec, "quantization": QuantizationSpec, "calibration": CalibrationSpec,
+            "check": CheckSpec}
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    model: ModelSpec
+    quantization: QuantizationSpec
+    calibration: CalibrationSpec
+    check: CheckSpec
+    dtype: str = config_key()                        # fp32 | fp16 | int8; int8 when calibration images are given
+    softmax: bool = config_key(False, _flag)
+    output: Path = config_key(".", path=True)
+    preprocess_ops: list | None = config_key(check=_op_list)
+    method_label: str = "none"                # the method as written, for the folder name
+    ignored: list[str] = field(default_factory=list)
+    sources: dict = field(default_factory=dict)   # native key -> the config key that set it
+
+    def key(self, native: str) -> str:
+        """The config key as written that set ``native`` (``native`` itself when none did)."""
+        return self.sources.get(native, native)
+
+
+def _native_keys() -> dict:
+    keys = {f"{section}.{f.name}": f for section, spec in SECTIONS.items() for f in fields(spec)}
+    keys.update({f.name: f for f in fields(BuildConfig) if f.metadata.get("key")})
+    return keys
+
+
+NATIVE = _native_keys()
 
 # Keys whose value is a mapping to keep whole rather than flatten.
 LEAF_MAPPINGS = ("model.inputs", "frontend.shape")
@@ -62,10 +191,7 @@ IGNORED = ("name", "engine.type", "dataset.type", "workspace.enable_ir", "worksp
 IGNORED_PREFIXES = ("backend.compile.",)
 
 
-class ConfigError(ValueError):
-    """A build config problem; the message names the key."""
-
-
+# -- the seed compiler's keys, mapped onto native ones ---------------------------------
 def _inputs(key, value):
     if not isinstance(value, dict) or len(value) != 1:
         raise ConfigError(f"{key}: expected one '<input name>: [N, C, H, W]' entry, got {value!r}")
@@ -81,9 +207,7 @@ def _checkpoint(key, value):
 
 
 def _do_quantization(key, value):
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    return {"dtype": "int8" if value else "fp16"}
+    return {"dtype": "int8" if _flag(key, value) else "fp16"}
 
 
 def _extra_op(key, value):
@@ -148,40 +272,6 @@ def _is_section(dotted: str) -> bool:
     return any(k.startswith(prefix) for k in (*NATIVE, *SEED_KEYS, *IGNORED))
 
 
-@dataclass
-class BuildConfig:
-    model_name: str | None
-    library: str | None
-    weights: Path | None
-    seed: int
-    onnx: Path | None
-    input_name: str | None
-    input_shape: list | None
-    dtype: str
-    method: str | None            # canonical: max | percentile | entropy
-    method_label: str             # as written, for the folder name ("none" without quantization)
-    per_channel: bool
-    percentile: float
-    skip_layers: list[int]        # weighted layers (Conv/Gemm/MatMul, graph order) kept in float
-    bias_correction: bool         # undo the weight rounding's mean shift (engine.builder.bias_correction)
-    float_fallback: int           # int8 layers put back in float by measured cost (engine.builder.float_fallback)
-    float_fallback_macs: float    # the most of the model's multiply-accumulates those layers may hold
-    adaround: bool                # learned weight rounding (engine.builder.adaround)
-    calibration_path: Path | None
-    calibration_count: int
-    calibration_labels: Path | None
-    calibration_suffix: str | None
-    calibration_batch_size: int
-    check_path: Path | None
-    check_count: int
-    check_labels: Path | None
-    softmax: bool
-    output: Path
-    preprocess_ops: list | None
-    ignored: list[str] = field(default_factory=list)
-    sources: dict = field(default_factory=dict)   # native key -> the config key that set it
-
-
 def _resolve(base: Path, value) -> Path | None:
     if value is None:
         return None
@@ -189,21 +279,10 @@ def _resolve(base: Path, value) -> Path | None:
     return path if path.is_absolute() else base / path
 
 
-def _expect(key, value, kind, what):
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{key}: expected {what}, got {value!r}")
-    return value
-
-
-def parse_config(mapping: dict, base_dir: str | Path = ".") -> BuildConfig:
-    """Check and normalise a loaded YAML mapping; relative paths are taken from ``base_dir``."""
-    if not isinstance(mapping, dict):
-        raise ConfigError(f"build config: expected a mapping at the top level, got {type(mapping).__name__}")
-    base = Path(base_dir)
-    values: dict = {}
-    sources: dict = {}
-    ignored: list[str] = []
-    for key, value in flatten(mapping).items():
+def _native_values(flat: dict) -> tuple[dict, dict, list[str]]:
+    """The native keys ``flat`` sets, each checked; the config key that set each; the ignored keys."""
+    values, sources, ignored = {}, {}, []
+    for key, value in flat.items():
         if key in NATIVE:
             produced = {key: value}
         elif key in SEED_KEYS:
@@ -219,43 +298,47 @@ def parse_config(mapping: dict, base_dir: str | Path = ".") -> BuildConfig:
                     f"{key}: sets {native} to {v!r}, but {sources[native]} already set it to {values[native]!r}")
             values[native] = v
             sources.setdefault(native, key)
+    for native, value in values.items():
+        check = NATIVE[native].metadata["check"]
+        if check is not None and value is not None:
+            values[native] = check(sources[native], value)
+    return values, sources, ignored
 
-    def get(native):
-        return values.get(native, NATIVE[native])
 
-    def source(native):
-        return sources.get(native, native)
+def _section(spec, prefix: str, values: dict, base: Path):
+    kwargs = {}
+    for f in fields(spec):
+        value = values.get(f"{prefix}.{f.name}", f.default)
+        kwargs[f.name] = _resolve(base, value) if f.metadata["path"] else value
+    return spec(**kwargs)
 
-    dtype = get("dtype")
+
+def _check_dtype_and_method(values: dict, source: Callable) -> tuple[str, str | None]:
+    """The dtype, and the quantization method as written (None without int8)."""
+    dtype = values.get("dtype")
     if dtype is None:
-        dtype = "int8" if get("calibration.path") is not None else "fp32"
+        dtype = "int8" if values.get("calibration.path") is not None else "fp32"
     if dtype not in DTYPES:
         raise ConfigError(f"{source('dtype')}: {dtype!r} is not one of {', '.join(DTYPES)}")
-
-    method_label = get("quantization.method")
-    if dtype == "int8":
-        method_label = method_label or "percentile"
-        if str(method_label) not in METHODS:
-            raise ConfigError(f"{source('quantization.method')}: {method_label!r} is not one of "
-                              "max, percentile, entropy, kl_divergence")
-        if get("calibration.path") is None:
-            raise ConfigError(f"{source('dtype')}: int8 needs calibration images (calibration.path / dataset.path)")
-    else:
-        for native in ("quantization.method", "quantization.percentile", "quantization.per_channel",
-                       "quantization.skip_layers", "quantization.bias_correction", "quantization.float_fallback",
-                       "quantization.float_fallback_macs", "quantization.adaround"):
-            if native in values and values[native] != []:
+    if dtype != "int8":
+        for native in values:
+            if native.startswith("quantization.") and values[native] != []:
                 raise ConfigError(f"{source(native)}: quantization settings given but dtype is {dtype}")
-    method = METHODS[method_label] if dtype == "int8" else None
-    percentile = get("quantization.percentile")
-    if percentile is not None and method != "percentile":
+        return dtype, None
+    label = values.get("quantization.method") or "percentile"
+    if str(label) not in METHODS:
+        raise ConfigError(f"{source('quantization.method')}: {label!r} is not one of "
+                          "max, percentile, entropy, kl_divergence")
+    if values.get("calibration.path") is None:
+        raise ConfigError(f"{source('dtype')}: int8 needs calibration images (calibration.path / dataset.path)")
+    if values.get("quantization.percentile") is not None and METHODS[str(label)] != "percentile":
         raise ConfigError(f"{source('quantization.percentile')}: a percentile value needs method percentile, "
-                          f"not {method_label}")
-    percentile = 99.999 if percentile is None else percentile
-    if not isinstance(percentile, (int, float)) or isinstance(percentile, bool) or not 50 < percentile <= 100:
-        raise ConfigError(f"{source('quantization.percentile')}: {percentile!r} must be a number in (50, 100]")
+                          f"not {label}")
+    return dtype, str(label)
 
-    onnx, name, weights = get("model.onnx"), get("model.name"), get("model.weights")
+
+def _check_model_source(values: dict, source: Callable) -> None:
+    onnx, name, weights = values.get("model.onnx"), values.get("model.name"), values.get("model.weights")
     if onnx is None and name is None:
         raise ConfigError("model: give model.name (a zoo model) or model.onnx / model.checkpoint (an ONNX file)")
     if onnx is not None and weights is not None:
@@ -265,63 +348,33 @@ def parse_config(mapping: dict, base_dir: str | Path = ".") -> BuildConfig:
         raise ConfigError(f"{source('model.library')}: a library is for a zoo model, but "
                           f"{source('model.onnx')} already gives an ONNX file")
 
-    shape = get("model.input_shape")
-    if shape is not None:
-        if (not isinstance(shape, list) or len(shape) != 4
-                or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape[1:])):
-            raise ConfigError(f"{source('model.input_shape')}: expected [N, C, H, W], got {shape!r}")
 
-    for native, what in (("calibration.count", "an integer >= 1"), ("check.count", "an integer >= 0"),
-                         ("quantization.float_fallback", "an integer >= 0"),
-                         ("calibration.batch_size", "an integer >= 1"), ("model.seed", "an integer")):
-        _expect(source(native), get(native), int, what)
-    minimum = {"calibration.count": 1, "calibration.batch_size": 1, "check.count": 0, "quantization.float_fallback": 0}
-    bad = next((n for n, least in minimum.items() if get(n) < least), None)
-    if bad is not None:
-        raise ConfigError(f"{source(bad)}: {get(bad)!r} is out of range")
-    for native in ("softmax", "quantization.per_channel", "quantization.bias_correction", "quantization.adaround"):
-        _expect(source(native), get(native), bool, "true or false")
-    share = get("quantization.float_fallback_macs")
-    if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 < share <= 1:
-        raise ConfigError(f"{source('quantization.float_fallback_macs')}: {share!r} must be a fraction in (0, 1]")
-    skip = get("quantization.skip_layers") or []
-    if not isinstance(skip, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in skip):
-        raise ConfigError(f"{source('quantization.skip_layers')}: expected a list of layer indices, got {skip!r}")
-    ops = get("preprocess_ops")
-    if ops is not None:
-        _expect(source("preprocess_ops"), ops, list, "a list of ops")
+def parse_config(mapping: dict, base_dir: str | Path = ".") -> BuildConfig:
+    """Check and normalise a loaded YAML mapping; relative paths are taken from ``base_dir``."""
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"build config: expected a mapping at the top level, got {type(mapping).__name__}")
+    base = Path(base_dir)
+    values, sources, ignored = _native_values(flatten(mapping))
 
+    def source(native):
+        return sources.get(native, native)
+
+    dtype, label = _check_dtype_and_method(values, source)
+    _check_model_source(values, source)
+    quantization = _section(QuantizationSpec, "quantization", values, base)
+    percentile = quantization.percentile
+    quantization = replace(quantization, method=METHODS[label] if label else None,
+                           percentile=DEFAULT_PERCENTILE if percentile is None else percentile,
+                           skip_layers=quantization.skip_layers or [])
+    top = {f.name: values.get(f.name, f.default) for f in fields(BuildConfig) if f.metadata.get("key")}
     return BuildConfig(
-        model_name=None if name is None else str(name),
-        library=get("model.library"),
-        weights=_resolve(base, weights),
-        seed=get("model.seed"),
-        onnx=_resolve(base, onnx),
-        input_name=get("model.input_name"),
-        input_shape=shape,
-        dtype=dtype,
-        method=method,
-        method_label=str(method_label) if dtype == "int8" else "none",
-        per_channel=get("quantization.per_channel"),
-        percentile=float(percentile),
-        skip_layers=skip,
-        bias_correction=get("quantization.bias_correction"),
-        float_fallback=get("quantization.float_fallback"),
-        float_fallback_macs=float(share),
-        adaround=get("quantization.adaround"),
-        calibration_path=_resolve(base, get("calibration.path")),
-        calibration_count=get("calibration.count"),
-        calibration_labels=_resolve(base, get("calibration.labels")),
-        calibration_suffix=get("calibration.suffix"),
-        calibration_batch_size=get("calibration.batch_size"),
-        check_path=_resolve(base, get("check.path")),
-        check_count=get("check.count"),
-        check_labels=_resolve(base, get("check.labels")),
-        softmax=get("softmax"),
-        output=_resolve(base, get("output")),
-        preprocess_ops=ops,
-        ignored=ignored,
-        sources=sources,
+        model=_section(ModelSpec, "model", values, base),
+        quantization=quantization,
+        calibration=_section(CalibrationSpec, "calibration", values, base),
+        check=_section(CheckSpec, "check", values, base),
+        dtype=dtype, softmax=top["softmax"], output=_resolve(base, top["output"]),
+        preprocess_ops=top["preprocess_ops"], method_label=label or "none",
+        ignored=ignored, sources=sources,
     )
 
 

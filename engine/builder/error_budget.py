@@ -8,21 +8,14 @@ module rebuilds the finished QDQ model twice, each time with one source of error
 out, and runs the three models as float arithmetic (graph optimizations off, so no int8
 kernels): the model's own output SNR against fp32 next to these tells how much of the
 error each source makes, and how much the int8 kernels add on top (saturation, see
-``engine.build.int8_types``).
+``engine.builder.cpu_target.int8_types``).
 
 - weights alone: every activation QuantizeLinear/DequantizeLinear pair becomes a Clip
   over the range it could represent, so values are still clipped where the quantizer
   relied on the range (it drops a Relu or Clip whose work the QuantizeLinear does) but
   no longer rounded.
 - activations alone: every quantized layer gets its float weights and bias back
-  (``engine.builder.float_fallback.with_float_layers``).
-
-Measured on EfficientNet-Lite0 (first and last layers float, 2026-11-26): with 7-bit
-weights, weights alone 18.4 dB and activations alone 26-28 dB against 17.5 dB for the
-whole model; with the weight ranges of ``engine.builder.weight_ranges``, weights alone 24.9 dB,
-activations alone 28.2 dB, the whole model 22.95 dB; with channel pairing
-(``engine.builder.channel_pairing``) as well, 25.4, 28.35 and 23.3 dB. The activations-alone
-model still disagreed with fp32 on 1-3 of 65 object photos (2 in the last case).
+  (``engine.builder.graph.with_float_layers``).
 """
 from __future__ import annotations
 
@@ -30,11 +23,13 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from engine.builder.float_fallback import (
+from engine.builder.graph import (
     dequantized_range,
-    drop_unused,
+    first_outputs,
     output_snr_db,
     quantized_layers,
+    readers,
+    remove_dead_nodes,
     with_float_layers,
 )
 
@@ -47,10 +42,7 @@ def weights_alone(model: onnx.ModelProto) -> onnx.ModelProto:
     result.CopyFrom(model)
     graph = result.graph
     initializers = {init.name: init for init in graph.initializer}
-    readers = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    read_by = readers(graph)
     clipped = set()
     for index, node in enumerate(graph.node):
         if node.op_type != "QuantizeLinear" or node.input[0] in initializers:
@@ -58,7 +50,7 @@ def weights_alone(model: onnx.ModelProto) -> onnx.ModelProto:
         bounds = dequantized_range(node, initializers)
         if bounds is None:
             raise ValueError(f"error budget: activation QuantizeLinear {node.name} has a per-axis scale")
-        others = [r.name for r in readers.get(node.output[0], []) if r.op_type != "DequantizeLinear"]
+        others = [r.name for r in read_by.get(node.output[0], []) if r.op_type != "DequantizeLinear"]
         if others:
             raise ValueError(f"error budget: activation QuantizeLinear {node.name} is read by "
                              f"{', '.join(others)}, not only by DequantizeLinear nodes")
@@ -73,7 +65,7 @@ def weights_alone(model: onnx.ModelProto) -> onnx.ModelProto:
             graph.node[index].CopyFrom(helper.make_node("Identity", [node.input[0]], list(node.output),
                                                         name=f"{node.name}_identity"))
     del graph.value_info[:]  # shape inference recorded the int8 types of the tensors made float here
-    drop_unused(graph)
+    remove_dead_nodes(graph, ("DequantizeLinear",))
     return result
 
 
@@ -85,14 +77,7 @@ def activations_alone(model: onnx.ModelProto, float_model: onnx.ModelProto) -> o
 def simulated_outputs(model: onnx.ModelProto, batches: list[np.ndarray], threads: int) -> list[np.ndarray]:
     """The first output of ``model`` on each batch, computed with graph optimizations off:
     a QDQ model then runs as float arithmetic with explicit rounding, not int8 kernels."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return [session.run(None, {name: batch})[0] for batch in batches]
+    return first_outputs(model, batches, threads, optimized=False)
 
 
 def error_budget(float_model: onnx.ModelProto, int8_model: onnx.ModelProto, batches: list[np.ndarray],

@@ -5,10 +5,8 @@ compute each convolution's padding at run time (Shape, Gather, Sub, Div, ..., Co
 apply it with a Pad node of its own. onnxruntime fuses a Pad into the next Conv only when
 its amounts are constants, so every such Pad runs alone: in the fp32 model it splits the
 blocked-layout convolution chain (reorders in and out of it around each Pad), and in an
-int8 model it works on float data between a DequantizeLinear and a QuantizeLinear. In
-EfficientNet-Lite0's int8 build, Pad took 23% of the kernel time and the Dequantize/
-QuantizeLinear nodes 33%, against 29% in the int8 convolutions; in fp32, Pad 25% and the
-reorders 24% (onnxruntime profiler, batch 8, 2026-11-26).
+int8 model it works on float data between a DequantizeLinear and a QuantizeLinear, so the
+Pads and the nodes around them can take more time than the convolutions.
 
 For a model whose input has a fixed height and width the amounts are constants. They are
 computed once (one run of the model), added to each reading Conv's ``pads`` attribute, and
@@ -22,14 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from engine.builder.graph import session_with_outputs
-
-
-def _attribute(node: onnx.NodeProto, name: str, default):
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return helper.get_attribute_value(attribute)
-    return default
+from engine.builder.graph import attribute, readers, remove_dead_nodes, session_with_outputs
 
 
 def foldable_pads(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -37,21 +28,18 @@ def foldable_pads(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     amounts themselves are checked once known)."""
     graph = model.graph
     outputs = {o.name for o in graph.output}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    read_by = readers(graph)
     found = []
     for node in graph.node:
-        if node.op_type != "Pad" or _attribute(node, "mode", b"constant") not in (b"constant", "constant"):
+        if node.op_type != "Pad" or attribute(node, "mode", b"constant") not in (b"constant", "constant"):
             continue
         if len(node.input) > 3 and node.input[3]:
             continue  # an axes input: rare, and not needed by the exports this serves
         if len(node.input) < 2 or not node.input[1] or node.output[0] in outputs:
             continue  # opset < 11: the amounts are an attribute (not handled)
-        convs = readers.get(node.output[0], [])
+        convs = read_by.get(node.output[0], [])
         if convs and all(c.op_type == "Conv" and c.input[0] == node.output[0]
-                         and _attribute(c, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET") for c in convs):
+                         and attribute(c, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET") for c in convs):
             found.append(node)
     return found
 
@@ -69,28 +57,10 @@ def pad_amounts(model: onnx.ModelProto, pads: list[onnx.NodeProto], input_name: 
     return values
 
 
-def remove_dead_nodes(graph: onnx.GraphProto) -> None:
-    """Drop nodes none of whose outputs anything reads, then unread initializers."""
-    outputs = {o.name for o in graph.output}
-    while True:
-        read = outputs | {name for node in graph.node for name in node.input}
-        dead = [node for node in graph.node if not any(o in read for o in node.output)]
-        if not dead:
-            break
-        for node in dead:
-            graph.node.remove(node)
-    read = outputs | {name for node in graph.node for name in node.input}
-    for init in [i for i in graph.initializer if i.name not in read]:
-        graph.initializer.remove(init)
-    produced = {o for node in graph.node for o in node.output}
-    for info in [v for v in graph.value_info if v.name not in produced]:
-        graph.value_info.remove(info)
-
-
 def fold_pads(model: onnx.ModelProto, input_name: str, sample: np.ndarray) -> tuple[onnx.ModelProto, int]:
     """A copy of ``model`` with its foldable Pads (see the module docstring) moved into the
-    Convs that read them, and how many were folded (``model`` itself when none can be). ``sample`` is an input of the model's
-    fixed size; the amounts must not depend on anything else."""
+    Convs that read them, and how many were folded (``model`` itself when none can be). ``sample`` is an input
+    of the model's fixed size; the amounts must not depend on anything else."""
     if not foldable_pads(model):
         return model, 0
     folded = onnx.ModelProto()
@@ -98,9 +68,9 @@ def fold_pads(model: onnx.ModelProto, input_name: str, sample: np.ndarray) -> tu
     graph = folded.graph
     pads = foldable_pads(folded)
     values = pad_amounts(folded, pads, input_name, sample)
-    readers: dict[str, list[onnx.NodeProto]] = {}
+    data_readers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
-        readers.setdefault(node.input[0] if node.input else "", []).append(node)
+        data_readers.setdefault(node.input[0] if node.input else "", []).append(node)
     count = 0
     for pad in pads:
         amounts = np.asarray(values[pad.input[1]], dtype=np.int64).ravel()
@@ -110,13 +80,13 @@ def fold_pads(model: onnx.ModelProto, input_name: str, sample: np.ndarray) -> tu
         if (rank < 3 or (amounts < 0).any() or begins[:2].any() or ends[:2].any()
                 or (fill is not None and np.any(np.asarray(fill) != 0))):
             continue
-        for conv in readers[pad.output[0]]:
+        for conv in data_readers[pad.output[0]]:
             spatial = rank - 2
-            own = list(_attribute(conv, "pads", [0] * (2 * spatial)))
+            own = list(attribute(conv, "pads", [0] * (2 * spatial)))
             merged = [int(b) + own[i] for i, b in enumerate(begins[2:])] + \
                      [int(e) + own[spatial + i] for i, e in enumerate(ends[2:])]
-            for attribute in [a for a in conv.attribute if a.name == "pads"]:
-                conv.attribute.remove(attribute)
+            for old in [a for a in conv.attribute if a.name == "pads"]:
+                conv.attribute.remove(old)
             conv.attribute.append(helper.make_attribute("pads", merged))
             conv.input[0] = pad.input[0]
         graph.node.remove(pad)

@@ -2,7 +2,7 @@
 
 On x86 without VNNI, onnxruntime's int8 convolutions multiply uint8 activations by int8
 weights with VPMADDUBSW, which adds the two products of each pair of neighbouring input
-channels (2j, 2j+1) into a saturating int16 (see ``engine.build.int8_types``). With
+channels (2j, 2j+1) into a saturating int16 (see ``engine.builder.cpu_target.int8_types``). With
 activations up to 255 a pair overflows when the magnitudes of its two weights, if they
 have the same sign, add up to more than 128 (255 * 129 > 32767); with opposite signs it
 cannot. ``reduce_range`` avoids that by giving every weight 7 bits (-64..64), whatever
@@ -12,20 +12,13 @@ one. Here each output channel of an ordinary convolution gets the widest range, 
 magnitudes so that any rounding (nearest, or AdaRound's up or down) stays safe; and
 depthwise convolutions, whose kernels accumulate in int32, get the full range.
 
-The pairing is the kernels' and was measured on this machine, not assumed
-(tests/test_weight_ranges.py): inputs of 255 through weights built to overflow one
+The pairing is the kernels' and is measured, not assumed
+(tests/builder/test_weight_ranges.py, on CPUs without VNNI): inputs of 255 through weights built to overflow one
 pairing and not the others saturate onnxruntime's 1x1 and 3x3 convolutions and MatMul
 exactly for neighbouring input channels at the same kernel tap, at a pair sum of 129 and
 not 128, and never its depthwise convolutions.
 
-On EfficientNet-Lite0 (first and last layers float, bias correction, 2026-11-26) the
-1x1 convolutions' channels get a median range of -103..103 instead of -64..64 (per-layer
-medians 98 to 120), and the logit SNR against fp32 on 182 held-out photos went from
-17.5 to 22.95 dB (18.1 with only
-the 1x1 layers widened, 20.9 with only the depthwise ones; top-1 agreement on all of
-them 85.7% -> 92.9%), at the same speed (86.9 against 82.8 img/s, best of 10 alternating
-rounds, batch 8): the int8 kernels matched their float simulation to 0.05 dB, so
-nothing saturated. ``engine.builder.channel_pairing`` reorders channels before this, so that
+``engine.builder.channel_pairing`` reorders channels before this, so that
 fewer pairs cap a range.
 """
 from __future__ import annotations
@@ -33,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from engine.builder.graph import attribute
 
 PAIR_LIMIT = 128  # 255 * 128 = 32640 fits an int16 (32767); 255 * 129 does not
 REDUCED = 64      # reduce_range's symmetric int8 range: every pair fits
@@ -100,7 +95,7 @@ def widened_weights(model: onnx.ModelProto, skipped: set[str]) -> dict[str, list
         if node.op_type != "Conv" or node.name in skipped or len(node.input) < 2 or node.input[1] not in initializers:
             continue
         weights = numpy_helper.to_array(initializers[node.input[1]])
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        group = attribute(node, "group", 1)
         if is_depthwise(group, weights):
             limits = np.full(weights.shape[0], FULL)
         elif group == 1:

@@ -10,9 +10,11 @@ from photos import PHOTOS, write_photo
 
 from engine.backends import open_backend
 from engine.build import main
-from engine.builder.build import PREPARED_MODEL, build, int8_types
-from engine.builder.calibration import spread_over_classes
+from engine.builder.build import build
 from engine.builder.config import ConfigError, load_config, parse_config
+from engine.builder.cpu_target import TARGET_FLAGS, cpu_flags, int8_types, target_flags
+from engine.builder.image_sets import spread_over_classes
+from engine.builder.quantize import PREPARED_MODEL
 from engine.data.dataconfig import ModelInfo
 from engine.data.labels import imagenet_wnids
 from engine.models.tinynet import write_tiny_onnx
@@ -55,7 +57,7 @@ def test_int8_build_writes_a_complete_deploy_folder(workspace, tmp_path):
     # --work-dir keeps the float model the int8 one was quantized from, its layers by name.
     import onnx
 
-    from engine.builder.float_fallback import quantized_layers
+    from engine.builder.graph import quantized_layers
     prepared = {n.name for n in onnx.load(str(work / PREPARED_MODEL)).graph.node}
     layers = quantized_layers(onnx.load(str(folder / "tinynet.onnx")))
     assert layers and set(layers) <= prepared
@@ -115,13 +117,13 @@ def test_seed_compiler_keys_map_onto_native_ones(workspace):
         "workspace": {"work_dir": "deploy", "enable_ir": False, "save_log": True},
     }
     cfg = parse_config(seed, workspace)
-    assert cfg.onnx == workspace / "tinynet.onnx" and cfg.input_name == "input"
-    assert cfg.dtype == "int8" and cfg.method == "percentile" and cfg.per_channel
-    assert cfg.calibration_path == workspace / "images" and cfg.calibration_count == 12
-    assert cfg.calibration_suffix == "JPG" and cfg.softmax and cfg.output == workspace / "deploy"
+    assert cfg.model.onnx == workspace / "tinynet.onnx" and cfg.model.input_name == "input"
+    assert cfg.dtype == "int8" and cfg.quantization.method == "percentile" and cfg.quantization.per_channel
+    assert cfg.calibration.path == workspace / "images" and cfg.calibration.count == 12
+    assert cfg.calibration.suffix == "JPG" and cfg.softmax and cfg.output == workspace / "deploy"
     assert set(cfg.ignored) == {"engine.type", "workspace.enable_ir", "workspace.save_log"}
     (workspace / "seed.yaml").write_text(yaml.safe_dump(seed))
-    assert load_config(workspace / "seed.yaml").calibration_count == 12
+    assert load_config(workspace / "seed.yaml").calibration.count == 12
 
 
 @pytest.mark.parametrize("config, message", [
@@ -154,6 +156,10 @@ def test_seed_compiler_keys_map_onto_native_ones(workspace):
      "quantization.adaround: expected true or false"),
     ({"model": {"onnx": "m.onnx"}, "engine": {"common": {"do_quantization": "yes"}}},
      "engine.common.do_quantization: expected true or false"),
+    ({"model": {"onnx": "m.onnx"}, "calibration": {"path": "x"}, "quantization": {"target_cpu": "riscv"}},
+     "quantization.target_cpu: 'riscv' is not one of native, x86, x86_vnni, arm"),
+    ({"model": {"onnx": "m.onnx"}, "dtype": "fp32", "quantization": {"target_cpu": "x86"}},
+     "quantization.target_cpu: quantization settings given but dtype is fp32"),
 ])
 def test_config_errors_name_the_key(config, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
@@ -175,8 +181,9 @@ def test_skip_layers_keeps_those_layers_in_float(workspace, tmp_path):
     assert gemm.input[1] == "wf", "the last layer keeps its float weights"
     convs = [n for n in graph.node if n.op_type == "Conv"]
     assert all(c.input[1].endswith("DequantizeLinear_Output") for c in convs)
-    bad = parse_config({"model": {"onnx": str(workspace / "tinynet.onnx")}, "calibration": {"path": str(workspace / "images")},
-                        "quantization": {"skip_layers": [5]}, "output": str(tmp_path)})
+    bad = parse_config({"model": {"onnx": str(workspace / "tinynet.onnx")},
+                        "calibration": {"path": str(workspace / "images")}, "quantization": {"skip_layers": [5]},
+                        "output": str(tmp_path)})
     with pytest.raises(ConfigError, match="quantization.skip_layers: layer 5 does not exist; the model has 3"):
         build(bad, progress=False)
 
@@ -276,7 +283,8 @@ def test_adaround_learns_roundings_that_reconstruct_the_layers_better(workspace,
 
     def int8_build(adaround, out):
         cfg = parse_config({"model": {"onnx": str(workspace / "tinynet.onnx")}, "dtype": "int8",
-                            "quantization": {"method": "max", "adaround": adaround, "bias_correction": False},
+                            "quantization": {"method": "max", "adaround": adaround, "bias_correction": False,
+                                             "target_cpu": "x86"},
                             "calibration": {"path": str(workspace / "images"), "count": 8},
                             "check": {"count": 4}, "output": str(out)})
         folder = build(cfg, progress=False)
@@ -294,12 +302,13 @@ def test_adaround_learns_roundings_that_reconstruct_the_layers_better(workspace,
     changed = [name for name in nearest if not np.array_equal(nearest[name], learned[name])]
     assert changed and all(np.abs(nearest[n].astype(int) - learned[n]).max() == 1 for n in changed), \
         "only rounding directions change: each weight moves by at most one step"
-    if int8_types()["reduce_range"]:  # learned roundings stay inside the ranges that cannot saturate
-        from engine.builder.weight_ranges import PAIR_LIMIT, pair_sums
+    # Built for x86 without VNNI: learned roundings stay inside the ranges that cannot saturate.
+    from engine.builder.weight_ranges import PAIR_LIMIT, pair_sums
 
-        for w in learned.values():
-            q = w.astype(int).reshape(w.shape[0], w.shape[1], -1)
-            assert all(pair_sums(np.abs(c), np.sign(c)).max() <= PAIR_LIMIT for c in q)
+    assert report["quantization"]["reduce_range"] is True
+    for w in learned.values():
+        q = w.astype(int).reshape(w.shape[0], w.shape[1], -1)
+        assert all(pair_sums(np.abs(c), np.sign(c)).max() <= PAIR_LIMIT for c in q)
 
 
 def write_pad_conv_onnx(path, size=SIZE, classes=8):
@@ -363,7 +372,9 @@ def write_two_conv_onnx(path, size=SIZE, hidden=15, classes=8):
 
 def test_bias_correction_removes_the_weight_rounding_mean_shift(workspace, tmp_path):
     """With bias correction the int8 model's mean logits over the calibration images sit
-    much closer to fp32's than without; the biases move, the quantized weights do not."""
+    much closer to fp32's than without; the biases move, the quantized weights do not.
+    Built for x86 without VNNI (7-bit weights, whatever this machine has), where the
+    rounding shift to correct is largest."""
     import onnx
     from onnx import numpy_helper
 
@@ -373,7 +384,7 @@ def test_bias_correction_removes_the_weight_rounding_mean_shift(workspace, tmp_p
     folders, reports = {}, {}
     for corrected in (False, True):
         cfg = parse_config({"model": {"onnx": str(model)}, "dtype": "int8",
-                            "quantization": {"method": "max", "bias_correction": corrected},
+                            "quantization": {"method": "max", "bias_correction": corrected, "target_cpu": "x86"},
                             "calibration": {"path": str(workspace / "images"), "count": 12},
                             "check": {"count": 3}, "output": str(tmp_path / str(corrected))})
         folders[corrected] = build(cfg, progress=False)
@@ -434,9 +445,54 @@ def test_calibration_spreads_round_robin_over_classes():
 
 
 def test_int8_types_follow_the_cpu():
-    assert int8_types({"sse2", "avx2", "fma"})["reduce_range"] is True
-    assert int8_types({"sse2", "avx2", "avx512f", "avx512_vnni"})["reduce_range"] is False
-    assert int8_types({"asimd", "asimddp"})["reduce_range"] is False
+    assert int8_types({"sse2", "avx2", "fma"}).reduce_range is True
+    assert int8_types({"sse2", "avx2", "avx512f", "avx512_vnni"}).reduce_range is False
+    assert int8_types({"asimd", "asimddp"}).reduce_range is False
+    assert int8_types(target_flags("x86")).reduce_range is True
+    assert not int8_types(target_flags("x86_vnni")).reduce_range and not int8_types(target_flags("arm")).reduce_range
+    assert target_flags("native") == cpu_flags()
+    assert set(TARGET_FLAGS) == {"x86", "x86_vnni", "arm"}
+
+
+def test_calibration_that_would_use_every_image_holds_some_out_for_the_check(workspace, tmp_path, capsys):
+    """Defect 2: calibration.count at least the number of images given, no check.path:
+    a fifth of them (spread over the classes) is held out so the build is still checked."""
+    cfg = parse_config({"model": {"onnx": str(workspace / "tinynet.onnx")}, "dtype": "int8",
+                        "quantization": {"method": "max"},
+                        "calibration": {"path": str(workspace / "images"), "count": 1000},
+                        "output": str(tmp_path)})
+    report = json.loads((build(cfg, progress=False) / "build.json").read_text())
+    calib = report["calibration"]
+    pool = 6 * len(CLASS_INDICES)
+    held = calib["held_out_for_check"]
+    assert held["images"] == pool // 5 == 3 and "calibration.count 1000" in held["why"]
+    assert calib["images_used"] == pool - 3 and calib["classes_covered"] == 3
+    assert report["check"]["images"] == 3 and report["check"]["labelled_images"] == 3
+    assert "error_budget" in report["check"]
+    assert not set(calib["items"]) & set(report["check_items"])
+    assert len({p.rsplit("/", 2)[-2] for p in report["check_items"]}) == 3, "one held-out image per class"
+    assert "held out of calibration for the accuracy check" in capsys.readouterr().err
+    again = json.loads((build(cfg, progress=False) / "build.json").read_text())
+    assert again["check_items"] == report["check_items"], "the same config holds out the same images"
+
+
+def test_a_build_that_cannot_be_checked_says_why_on_stderr(workspace, tmp_path, capsys):
+    (tmp_path / "one").mkdir()
+    only = next((workspace / "images").rglob("*.jpg"))
+    (tmp_path / "one" / only.name).write_bytes(only.read_bytes())
+    cfg = parse_config({"model": {"onnx": str(workspace / "tinynet.onnx")}, "dtype": "int8",
+                        "quantization": {"method": "max"}, "calibration": {"path": str(tmp_path / "one")},
+                        "output": str(tmp_path / "out")})
+    report = json.loads((build(cfg, progress=False) / "build.json").read_text())
+    assert report["calibration"]["images_used"] == 1 and report["calibration"]["held_out_for_check"] is None
+    assert report["check"]["images"] == 0 and "give check.path" in report["check"]["skipped"]
+    err = capsys.readouterr().err
+    assert "warning: no accuracy check of the built model" in err and "give check.path" in err
+    quiet = parse_config({"model": {"onnx": str(workspace / "tinynet.onnx")}, "dtype": "fp32",
+                          "check": {"path": str(workspace / "images"), "count": 0}, "output": str(tmp_path / "q")})
+    assert json.loads((build(quiet, progress=False) / "build.json").read_text())["check"] == {
+        "images": 0, "skipped": "check.count is 0"}
+    assert "warning" not in capsys.readouterr().err, "no check was asked for: nothing to warn about"
 
 
 @pytest.mark.slow

@@ -12,14 +12,17 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from photos import PHOTOS, write_photo
 
-from engine.builder.build import build, int8_types
+from engine.builder.build import build
 from engine.builder.config import parse_config
+from engine.builder.cpu_target import int8_types
 from engine.builder.weight_ranges import FULL, PAIR_LIMIT, REDUCED, channel_ranges, pair_sums, widened_weights
 from engine.models.tinynet import write_tiny_onnx
 
 CHANNELS, OUTPUTS, WEIGHT_SCALE = 32, 8, 0.01
 
-needs_vpmaddubsw = pytest.mark.skipif(not int8_types()["reduce_range"],
+# The kernel measurements need this machine's CPU to be one without VNNI; the builds below
+# choose their target CPU in the config, so they run everywhere.
+needs_vpmaddubsw = pytest.mark.skipif(not int8_types().reduce_range,
                                       reason="the int16 pair saturation is x86 without VNNI's")
 
 
@@ -196,25 +199,30 @@ def test_depthwise_weights_get_the_full_range_and_other_grouped_ones_none(tmp_pa
     np.testing.assert_allclose(scales, np.abs(weights).reshape(8, -1).max(axis=1) / FULL, rtol=1e-6)
 
 
-def test_int8_build_widens_weights_and_its_kernels_still_never_saturate(tmp_path):
+def tiny_int8_build(tmp_path, target_cpu: str, adaround: bool) -> tuple[dict, list[np.ndarray]]:
+    """An int8 build of the tiny net for ``target_cpu``: its report and its int8 Conv weights."""
     for j, photo in enumerate(PHOTOS * 3):
         write_photo(tmp_path / "images" / photo / f"{photo}_{j}.jpg", photo, size=(40 + 7 * j, 36 + 5 * j))
     write_tiny_onnx(tmp_path / "tinynet.onnx", size=32, classes=10)
     cfg = parse_config({"model": {"onnx": str(tmp_path / "tinynet.onnx")}, "dtype": "int8",
-                        "quantization": {"method": "max", "adaround": True},
+                        "quantization": {"method": "max", "adaround": adaround, "target_cpu": target_cpu},
                         "calibration": {"path": str(tmp_path / "images"), "count": 4},
                         "check": {"count": 5}, "output": str(tmp_path / "out")})
     folder = build(cfg, progress=False)
-    report = json.loads((folder / "build.json").read_text())
-    assert report["quantization"]["widened_weights"]["layers"] >= 1
     model = onnx.load(str(folder / "tinynet.onnx"))
     initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     producers = {out: n for n in model.graph.node for out in n.output}
+    weights = [initializers[producers[node.input[1]].input[0]].astype(np.int64) for node in model.graph.node
+               if node.op_type == "Conv" and producers.get(node.input[1]) is not None]
+    return json.loads((folder / "build.json").read_text()), weights
+
+
+def test_int8_build_widens_weights_and_its_kernels_still_never_saturate(tmp_path):
+    report, weights = tiny_int8_build(tmp_path, "x86", adaround=True)
+    assert report["quantization"]["target_cpu"] == "x86" and report["quantization"]["reduce_range"] is True
+    assert report["quantization"]["widened_weights"]["layers"] >= 1
     widest = 0
-    for node in model.graph.node:
-        if node.op_type != "Conv" or producers.get(node.input[1]) is None:
-            continue
-        q = initializers[producers[node.input[1]].input[0]].astype(np.int64)
+    for q in weights:
         for channel in q:
             assert pair_sums(np.abs(channel), np.sign(channel)).max() <= PAIR_LIMIT
         widest = max(widest, int(np.abs(q).max()))
@@ -222,3 +230,13 @@ def test_int8_build_widens_weights_and_its_kernels_still_never_saturate(tmp_path
     # Saturation would show as int8 kernels drifting from their float simulation.
     budget = report["check"]["error_budget"]
     assert budget["both"]["output_snr_db"] == pytest.approx(report["check"]["output_snr_db"], abs=1.0)
+
+
+def test_int8_build_for_vnni_uses_full_8_bit_weights_without_widening(tmp_path):
+    """VNNI's dot products accumulate in int32: no reduce_range, no per-channel overrides,
+    no channel pairing, and every channel's largest weight at the full 127."""
+    report, weights = tiny_int8_build(tmp_path, "x86_vnni", adaround=False)
+    quantization = report["quantization"]
+    assert quantization["target_cpu"] == "x86_vnni" and quantization["reduce_range"] is False
+    assert quantization["widened_weights"] is None and quantization["paired_channels"] is None
+    assert weights and all((np.abs(q).reshape(len(q), -1).max(axis=1) == FULL).all() for q in weights)
