@@ -24,6 +24,12 @@ def at_least(flag: str, value: int | float | None, minimum: int | float) -> None
         raise UsageError(f"{flag} must be at least {minimum}, got {value}")
 
 
+def at_most(flag: str, value: int | float, maximum: int | float, what: str) -> None:
+    """``value`` must not exceed ``maximum``, which is ``what`` (as in "the model's classes")."""
+    if value > maximum:
+        raise UsageError(f"{flag} {value} exceeds {what} ({maximum})")
+
+
 def input_file(flag: str, path: str | os.PathLike) -> Path:
     """An existing, readable regular file."""
     p = Path(path)

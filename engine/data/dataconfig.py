@@ -37,7 +37,7 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> DataConfig:
-        known = {f for f in cls.__dataclass_fields__}
+        known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"data config: unknown keys {sorted(unknown)}")

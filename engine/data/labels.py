@@ -106,6 +106,27 @@ class LabelSource:
     def active(self) -> bool:
         return self._by_stem is not None or self._from_folders
 
+    def shared_label_lines(self, items) -> dict[str, list[str]]:
+        """Label-file names that several different items take (``a/x.jpg`` and ``b/x.jpg``
+        both match the line for ``x``): {stem: the items}. Folder labels never collide."""
+        if self._by_stem is None:
+            return {}
+        takers: dict[str, set[str]] = {}
+        for item in items:
+            stem = Path(item).stem
+            if stem in self._by_stem:
+                takers.setdefault(stem, set()).add(str(item))
+        return {stem: sorted(paths) for stem, paths in takers.items() if len(paths) > 1}
+
+    def shared_label_warning(self, items, label_file: str) -> str | None:
+        """One warning line when some label lines each label several items, else None."""
+        shared = self.shared_label_lines(items)
+        if not shared:
+            return None
+        stem, paths = next(iter(shared.items()))
+        return (f"warning: --label {label_file}: {len(shared)} label lines each label several items with the "
+                f"same file name (first: {stem!r} labels {', '.join(paths)})")
+
     def __call__(self, item_path: str | Path) -> int | None:
         if self._by_stem is not None:
             return self._by_stem.get(Path(item_path).stem)

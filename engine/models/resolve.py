@@ -1,0 +1,62 @@
+"""From ``--onnx FILE`` or ``--model NAME`` to an ONNX file and its model info.
+
+Both commands that run a model (``engine.run``, ``engine.serve``) take either form. What
+can be refused without exporting anything (a missing or directory ``--onnx``, an unknown
+zoo name or library, a missing ``--weights`` or ``--preprocess`` file) is refused by
+:func:`check_model_args` first, as an :class:`~engine.data.arg_checks.UsageError` or a
+:class:`~engine.models.catalog.UnknownModelError`, before the seconds an export takes.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from engine.data import arg_checks
+from engine.data.dataconfig import DataConfig, ModelInfo
+from engine.models import catalog
+from engine.models.cache import cached_onnx
+
+
+def check_model_args(onnx: str | None, model: str | None, library: str | None, weights: str | None,
+                     preprocess: str | None = None) -> None:
+    """Refuse what cannot work before any model is loaded or exported."""
+    if onnx is not None:
+        onnx_path = arg_checks.input_file("--onnx", onnx)
+        if not ModelInfo.path_for(onnx_path).exists() and preprocess is None:
+            raise arg_checks.UsageError(f"--onnx {onnx}: no model-info JSON at {ModelInfo.path_for(onnx_path)}; "
+                                        "give the preprocessing with --preprocess FILE")
+    else:
+        catalog.resolve(model, library)
+    if weights is not None:
+        arg_checks.input_file("--weights", weights)
+    if preprocess is not None:
+        arg_checks.input_file("--preprocess", preprocess)
+
+
+def load_data_config(path: str) -> DataConfig:
+    """A JSON or YAML data config, alone or as a model info's ``data_config``."""
+    text = Path(path).read_text()
+    try:
+        data = yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
+    except (ValueError, yaml.YAMLError) as e:
+        raise arg_checks.UsageError(f"--preprocess {path}: not JSON/YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise arg_checks.UsageError(f"--preprocess {path}: expected a mapping of data-config keys")
+    return DataConfig.from_dict(data.get("data_config", data))
+
+
+def resolve_model(onnx: str | None, model: str | None, library: str | None, weights: str | None, seed: int,
+                  preprocess: str | None = None) -> tuple[str, ModelInfo]:
+    """The ONNX file (exported into the cache for a zoo name) and its model info, the
+    data config replaced by ``preprocess`` when given."""
+    onnx_path = onnx or str(cached_onnx(model, library, weights, seed))
+    info_path = ModelInfo.path_for(onnx_path)
+    if info_path.exists():
+        info = ModelInfo.load(info_path)
+    else:
+        info = ModelInfo(name=Path(onnx_path).stem, library="onnx", model_file=onnx_path)
+    if preprocess:
+        info.data_config = load_data_config(preprocess)
+    return onnx_path, info
