@@ -25,7 +25,7 @@ from engine.backends import available_devices
 from engine.data.dataconfig import ModelInfo
 from engine.data.decode import load_item
 from engine.models.tinynet import write_tiny_onnx
-from engine.pipeline.broker import work_in_window
+from engine.pipeline.meter import work_in_window
 
 ROOT = Path(__file__).resolve().parents[2]
 SHM = Path("/dev/shm")
@@ -151,6 +151,34 @@ def test_tcp_transport(tmp_path, model, good_items):
     assert report["throughput_qps"] * report["forward_time_s"] == pytest.approx(report["measured_items"])
 
 
+def test_warmup_defaults_to_one_batch_per_instance_and_the_report_says_so(tmp_path, model, good_items):
+    datalist = tmp_path / "list.txt"
+    datalist.write_text("\n".join(good_items * 2))
+    proc = run_engine(["--datalist", datalist, "--onnx", model, "-b", "2", "-p", "2", "--threads", "1",
+                       "--report", tmp_path / "r.json"])
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["config"]["warmup"] == 2 * 2, "one batch for each of the two device instances"
+    excluded = report["warmup"]["excluded_items"]
+    assert excluded >= 4 and report["warmup"]["notice"] is None
+    assert report["measured_items"] == report["counts"]["done"] - excluded > 0
+    assert f"warm-up: {excluded} item(s) run first and not timed" in proc.stdout
+
+
+def test_warmup_as_long_as_the_run_warms_up_on_half_and_says_so(tmp_path, model, good_items):
+    datalist = tmp_path / "list.txt"
+    datalist.write_text("\n".join(good_items))
+    proc = run_engine(["--datalist", datalist, "--onnx", model, "-b", "1", "--warmup", "50",
+                       "--report", tmp_path / "r.json"])
+    assert proc.returncode == 0, proc.stderr
+    assert f"--warmup 50 is not less than the {len(good_items)} item(s) of the run" in proc.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    half = len(good_items) // 2
+    assert report["warmup"]["asked"] == 50 and report["warmup"]["used"] == half
+    assert report["warmup"]["excluded_items"] == half and report["warmup"]["notice"]
+    assert report["measured_items"] == len(good_items) - half and report["throughput_qps"] > 0
+
+
 def test_batches_at_the_edges_of_the_timed_window_count_in_part():
     spans = [(10.0, 14.0, 8),   # running when the clock starts at 12: half inside
              (12.0, 16.0, 8),   # wholly inside
@@ -165,7 +193,7 @@ def test_missing_model_is_a_clear_fatal_error(tmp_path, good_items):
     datalist = tmp_path / "list.txt"
     datalist.write_text("\n".join(good_items))
     proc = run_engine(["--datalist", datalist, "--onnx", tmp_path / "nope.onnx"])
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a missing input is a usage error, refused before any work
     assert "nope.onnx: no such file" in proc.stderr
 
 
@@ -206,7 +234,8 @@ class EngineProcess:
     def worker_pids(self, role: str) -> list[int]:
         self.wait_for("engine: workers:")
         line = next(line for _, line in self.lines if "engine: workers:" in line)
-        return [int(part.split("pid ")[1]) for part in line.split(":", 2)[2].split(",") if part.strip().startswith(role)]
+        parts = line.split(":", 2)[2].split(",")
+        return [int(part.split("pid ")[1]) for part in parts if part.strip().startswith(role)]
 
     def finish(self, timeout: float = 120) -> tuple[int, str]:
         stdout, _ = self.proc.communicate(timeout=timeout)
