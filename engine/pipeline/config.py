@@ -17,6 +17,17 @@ def default_workers(cores: int) -> int:
     return max(1, cores // 4)
 
 
+def fit_warmup(warmup: int, total: int) -> tuple[int, str | None]:
+    """The warm-up a run of ``total`` items can afford, and a notice when it differs from
+    ``warmup``: a warm-up that is not less than the run would time nothing, so half the
+    run warms up instead and the rest is timed."""
+    if warmup < total:
+        return warmup, None
+    fitted = total // 2
+    return fitted, (f"--warmup {warmup} is not less than the {total} item(s) of the run and would time nothing; "
+                    f"warming up on {fitted} instead")
+
+
 @dataclass
 class RunConfig:
     model_path: str
@@ -34,7 +45,7 @@ class RunConfig:
     workers: int = field(default_factory=lambda: default_workers(os.cpu_count() or 1))
     topk: int = 5
     iterations: int = 1
-    warmup: int = 0
+    warmup: int | None = None  # items not timed; None: one batch per instance of every device process
     slots: int = 0
     batch_delay_ms: float = 2.0
     transport: str = "ipc"
@@ -49,6 +60,8 @@ class RunConfig:
         for name in ("instances", "processes", "batch", "threads", "workers", "topk", "iterations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup is None:
+            self.warmup = self.batch * self.instances * self.processes
         if self.warmup < 0:
             raise ValueError(f"--warmup must be >= 0, got {self.warmup}")
         if self.transport not in ("ipc", "tcp"):

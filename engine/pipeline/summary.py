@@ -29,9 +29,9 @@ def _mean(values) -> float | None:
 
 
 def build_report(broker, cfg, sink, *, model_info: dict, items_total: int) -> dict:
-    tm = broker.timings
-    seconds = broker.measured_seconds
-    not_run = broker.total - broker.finished
+    meter, supervisor = broker.meter, broker.supervisor
+    tm = meter.timings
+    not_run = broker.total - meter.finished
     acc = sink.accuracy()
     return {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
@@ -42,11 +42,13 @@ def build_report(broker, cfg, sink, *, model_info: dict, items_total: int) -> di
         "backends": broker.backends,
         "input": {"name": "input", "shape": [cfg.batch, 3, cfg.data_config.crop, cfg.data_config.crop],
                   "dtype": "float32", "slot_dtype": cfg.slot_dtype.name},
-        "counts": {"items": items_total, "submitted": broker.total, "done": broker.finished - broker.failed,
-                   "failed": broker.failed, "not_run": not_run, "restarts": broker.restarts},
+        "counts": {"items": items_total, "submitted": broker.total, "done": meter.finished - meter.failed,
+                   "failed": meter.failed, "not_run": not_run, "restarts": supervisor.restarts},
         "stopped": broker.stop_reason,
-        "forward_time_s": seconds,
-        "measured_items": broker.measured_items,
+        "forward_time_s": broker.measured_seconds,
+        "measured_items": meter.measured_items,
+        "warmup": {"asked": cfg.warmup, "used": meter.warmup, "excluded_items": meter.warmup_items,
+                   "notice": broker.warmup_notice},
         "throughput_qps": broker.throughput,
         "latency_us": {
             "end_to_end": latency_stats(tm.e2e),
@@ -61,7 +63,7 @@ def build_report(broker, cfg, sink, *, model_info: dict, items_total: int) -> di
         },
         "batch_sizes": {str(k): v for k, v in sorted(tm.batch_sizes.items())},
         "accuracy": acc,
-        "peak_rss_mb": broker.peak_rss_bytes / 2**20,
+        "peak_rss_mb": supervisor.peak_rss_bytes / 2**20,
         "host_memory_used_mb": psutil.virtual_memory().used / 2**20,
     }
 
@@ -90,6 +92,7 @@ def format_summary(report: dict) -> str:
         f"  batch size: {cfg['batch']}",
         f"  samples: {report['measured_items']} (done {counts['done']}, failed {counts['failed']}, "
         f"not run {counts['not_run']})",
+        f"  warm-up: {report['warmup']['excluded_items']} item(s) run first and not timed",
         f"  forward time (s): {report['forward_time_s']:.3f}",
         f"  throughput (qps): {report['throughput_qps']:.2f}",
         _lat_line("end-to-end", report["latency_us"]["end_to_end"]),

@@ -77,7 +77,8 @@ def test_photos_through_image2npz_run_eval_match_torchvision(tmp_path):
     expected_top1 = 100.0 * sum(reference[Path(p).stem] == y for p, y in labels.items()) / len(labels)
     assert top1 == pytest.approx(expected_top1, abs=1e-3)
 
-    engine_top1 = {Path(item).stem: entries[0].class_id for item, entries in read_topk_file(tmp_path / "topk.txt").items()}
+    ranked = read_topk_file(tmp_path / "topk.txt")
+    engine_top1 = {Path(item).stem: entries[0].class_id for item, entries in ranked.items()}
     assert engine_top1 == reference
     assert engine_top1["coffee_orig"] == 967
 
