@@ -6,9 +6,14 @@ to RGB exactly as ``engine.data.decode.decode_image`` does it and stored uncompr
 ``TARGET/<parent folder name>/<stem>.npz``. The datalist (``--text_path``) lists the
 written files' absolute paths, sorted.
 
-Unreadable images, and images whose output path another image would also take (``a.jpg``
-next to ``a.png``, or two folders with the same name), are skipped and listed with the
-reason; the exit status is then 1. Every output is written to a temporary file and
+Both output paths are checked before any image is read (a datalist that cannot be
+written would otherwise lose the whole conversion at the end). Unreadable images, and
+images whose output path another image would also take (``a.jpg`` next to ``a.png``, or
+two folders with the same name), are skipped and listed with the reason.
+
+Exit status: 0 all converted, 3 some images skipped (each listed, the rest converted),
+2 usage error (bad flag values, no images, an output path that cannot be written).
+Every output is written to a temporary file and
 renamed into place, so an interrupted or repeated run never leaves a partial ``.npz``.
 Outputs are always rewritten rather than trusted by date: a target folder may hold files
 from another dataset with the same names.
@@ -20,8 +25,12 @@ import os
 import sys
 from pathlib import Path
 
+from engine.data import arg_checks
+from engine.data.arg_checks import UsageError
 from engine.data.decode import DEFAULT_MAX_PIXELS
 from engine.data.npz_convert import convert_folder
+
+EXIT_OK, EXIT_USAGE, EXIT_SKIPPED = 0, 2, 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,23 +53,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error(f"--workers must be at least 1, got {args.workers}")
-    if args.max_pixels < 0:
-        parser.error(f"--max_pixels must be 0 (no limit) or positive, got {args.max_pixels}")
+def check_args(args) -> None:
+    arg_checks.at_least("--workers", args.workers, 1)
+    arg_checks.at_least("--max_pixels", args.max_pixels, 0)
     if not args.dataset_path.is_dir():
-        parser.error(f"--dataset_path {args.dataset_path}: not a directory")
+        raise UsageError(f"--dataset_path {args.dataset_path}: not a directory")
+    arg_checks.output_dir("--target_path", args.target_path)
+    arg_checks.output_file("--text_path", args.text_path)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
+        check_args(args)
         summary = convert_folder(args.dataset_path, args.target_path, args.text_path,
                                  workers=args.workers, quiet=args.quiet,
                                  max_pixels=args.max_pixels or None)
-    except ValueError as e:
-        parser.error(str(e))
+    except ValueError as e:  # UsageError, or no images under --dataset_path
+        print(f"engine.image2npz: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     print(summary.report(), file=sys.stdout if summary.ok else sys.stderr)
-    return 0 if summary.ok else 1
+    return EXIT_OK if summary.ok else EXIT_SKIPPED
 
 
 if __name__ == "__main__":

@@ -4,8 +4,11 @@ Images are decoded the way a torchvision user's ``pil_loader`` does it,
 ``Image.open(f).convert("RGB")``, so the pixels that enter preprocessing are the pixels
 the reference pipeline sees. That includes PIL's own conversions: palette and grayscale
 images are expanded, alpha is dropped (not composited), CMYK JPEGs go through PIL's
-CMYK->RGB formula, 16-bit grayscale PNGs (mode ``I;16``) are clipped to 0..255 rather
-than scaled, and EXIF orientation is ignored. Decoding uses stock Pillow; pillow-simd is
+CMYK->RGB formula, and EXIF orientation is ignored. One departure: a 16-bit grayscale
+PNG (PIL mode ``I;16``) is scaled to 8 bits by keeping the high byte (``v >> 8``), which
+is what torchvision's ``decode_png`` + ``to_dtype(uint8, scale=True)`` gives and what
+PIL itself does for 16-bit RGB PNGs; PIL's ``convert("RGB")`` would clip it at 255,
+turning a normally exposed 16-bit photo almost entirely white. Decoding uses stock Pillow; pillow-simd is
 only a resize baseline for the benchmarks, in its own environment, and its decoders are
 the same libjpeg/libpng/libwebp anyway. Truncated files are errors as long as PIL's
 process-wide ``ImageFile.LOAD_TRUNCATED_IMAGES`` keeps its default, False.
@@ -36,6 +39,10 @@ IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
 NPZ_KEY = "input_0"
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK"
+
+# A 16-bit grayscale PNG opens as I;16 (as "I" in older Pillow versions; PNG has no
+# deeper integers, so "I" from PNG is 16-bit too).
+_GRAY16_MODES = ("I;16", "I;16B", "I;16L", "I")
 
 # What PIL's plugins raise for malformed data.
 _PIL_DATA_ERRORS = (OSError, ValueError, SyntaxError, IndexError, TypeError, EOFError,
@@ -83,7 +90,13 @@ def _check_pixels(im: Image.Image, name: str, max_pixels: int | None) -> None:
     if max_pixels is not None and width * height > max_pixels:
         raise DecodeError(
             name, f"image is {width}x{height} = {width * height} pixels, above the "
-                  f"decompression-bomb limit of {max_pixels} (raise max_pixels to allow it)")
+                  f"decompression-bomb limit of {max_pixels} (raise --max-pixels to allow it)")
+
+
+def _gray16_to_rgb(im: Image.Image) -> np.ndarray:
+    """16-bit gray to 8-bit RGB by its high byte (see the module docstring)."""
+    gray8 = (np.clip(np.asarray(im).astype(np.int64), 0, 65535) >> 8).astype(np.uint8)
+    return np.repeat(gray8[:, :, None], 3, axis=2)
 
 
 def _decode_stream(fp, name: str, filename: str, max_pixels: int | None) -> np.ndarray:
@@ -92,6 +105,8 @@ def _decode_stream(fp, name: str, filename: str, max_pixels: int | None) -> np.n
         _check_pixels(im, name, max_pixels)
         try:
             im.load()
+            if im.mode in _GRAY16_MODES:
+                return _gray16_to_rgb(im)
             rgb = im if im.mode == "RGB" else im.convert("RGB")
         except _PIL_DATA_ERRORS as e:
             raise DecodeError(name, f"corrupt or truncated {im.format} data ({e})") from None

@@ -29,7 +29,10 @@ def test_every_format_and_mode_decodes_like_pil_loader(tmp_path, suffix, mode):
         assert stored.mode == mode  # the file really holds this mode
     decoded = decode_image(path)
     assert decoded.dtype == np.uint8 and decoded.shape == (300, 451, 3)
-    np.testing.assert_array_equal(decoded, pil_loader(path))
+    if mode == "I;16":  # scaled, not clipped: the 8-bit grayscale photo it was made from (L * 257)
+        np.testing.assert_array_equal(decoded, pil_loader(write_photo(tmp_path / "gray.png", "chelsea", mode="L")))
+    else:
+        np.testing.assert_array_equal(decoded, pil_loader(path))
     np.testing.assert_array_equal(decode_image(path.read_bytes()), decoded)
 
 
@@ -54,15 +57,18 @@ def test_palette_with_transparency_matches_pil_loader(tmp_path):
     np.testing.assert_array_equal(decode_image(path), pil_loader(path))
 
 
-def test_16bit_grayscale_is_clipped_like_pil(tmp_path):
-    """PIL's I;16 -> RGB clips at 255 instead of scaling; pil_loader users get that."""
+def test_16bit_grayscale_is_scaled_to_8_bits_not_clipped(tmp_path):
+    """PIL's I;16 -> RGB clips at 255; we keep the high byte, as torchvision's uint8 scaling does."""
     gray16 = (np.arange(64, dtype=np.uint16) * 1000).reshape(8, 8)
     path = tmp_path / "gray16.png"
     Image.fromarray(gray16).save(path)
+    with Image.open(path) as stored:
+        assert stored.mode == "I;16"
     decoded = decode_image(path)
-    expected = np.minimum(gray16, 255).astype(np.uint8)
+    expected = (gray16 >> 8).astype(np.uint8)
     np.testing.assert_array_equal(decoded, np.repeat(expected[:, :, None], 3, axis=2))
-    np.testing.assert_array_equal(decoded, pil_loader(path))
+    clipped = pil_loader(path)
+    assert (clipped == 255).mean() > 0.9 and (decoded == 255).mean() < 0.05  # what PIL alone would give
 
 
 def test_16bit_rgb_png_keeps_high_bytes(tmp_path):
@@ -272,7 +278,8 @@ def bad_npz_cases(tmp_path):
         (bare, "not an npz archive (a bare .npy array)"),
         (truncated, "not a readable npz archive"),
         (bad_magic, "cannot read 'input_0' (the magic string is not correct"),
-        (short, "cannot read 'input_0' (member holds 100 data bytes, its header declares shape (3, 64, 64) (12288 bytes))"),
+        (short, "cannot read 'input_0' (member holds 100 data bytes, "
+                "its header declares shape (3, 64, 64) (12288 bytes))"),
         (pickled, "'input_0' has dtype object, expected uint8"),
         (save_npz(tmp_path / "key.npz", image=np.zeros((3, 4, 4), np.uint8)), "no key 'input_0' (keys: image)"),
         (save_npz(tmp_path / "dtype.npz", input_0=np.zeros((3, 4, 4), np.float32)), "dtype float32, expected uint8"),

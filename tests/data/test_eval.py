@@ -21,7 +21,7 @@ def run_eval(*args):
 
 
 def accuracy_of(stdout: str) -> tuple[float, float]:
-    line = next(l for l in stdout.splitlines() if l.startswith("[ENGINE]:"))
+    line = next(text for text in stdout.splitlines() if text.startswith("[ENGINE]:"))
     parts = line.split()
     return float(parts[2]), float(parts[4])
 
@@ -92,7 +92,7 @@ def write_four_image_results(tmp_path: Path) -> Path:
         "3/d.JPEG": (3, [10, 11, 12, 13, 14]),  # miss
     }
     items = []
-    for rel, (cls, ids) in ranked.items():
+    for rel, (_cls, ids) in ranked.items():
         folder, name = rel.split("/")
         path = tmp_path / "val" / wnids[int(folder)] / name
         probs = np.linspace(0.5, 0.1, 5)

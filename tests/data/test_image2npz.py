@@ -98,7 +98,7 @@ def run_cli(*args, cwd):
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
-def test_cli_skips_bad_files_lists_them_and_exits_1(tmp_path):
+def test_cli_skips_bad_files_lists_them_and_exits_3(tmp_path):
     data = tmp_path / "data"
     images = make_dataset(data)
     whole = images[0].read_bytes()
@@ -108,7 +108,7 @@ def test_cli_skips_bad_files_lists_them_and_exits_1(tmp_path):
     garbage.write_text("this is not a png")
     result = run_cli("--dataset-path", data, "--target-path", tmp_path / "npz",
                      "--text-path", "out/list.txt", "--workers", "2", "--quiet", cwd=tmp_path)
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 3, result.stderr
     assert f"skipped {garbage}: not a JPEG, PNG, BMP or WebP image" in result.stderr
     assert f"skipped {truncated}: corrupt or truncated JPEG data (image file is truncated" in result.stderr
     assert "6 images converted" in result.stderr and "2 skipped" in result.stderr
@@ -135,7 +135,7 @@ def test_cli_relative_paths_and_bomb_limit(tmp_path):
     (tmp_path / "work").mkdir()
     result = run_cli("--dataset_path", "../data", "--target_path", "../npz", "--max_pixels", "20000",
                      "--quiet", "--text_path", "../npz_datalist.txt", cwd=tmp_path / "work")
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert "decompression-bomb limit of 20000" in result.stderr
     check_outputs([small], tmp_path / "npz", tmp_path / "npz_datalist.txt")
 
