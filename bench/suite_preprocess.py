@@ -18,7 +18,8 @@ All rows are timed in interleaved rounds (see ``_interleaved_medians``), so that
 shared machine every row meets the same background load. Plus the batch form's images/s
 on 1 and 2 worker threads. Run alone with
 ``python -m bench.suite_preprocess [--quick]``: prints the result and saves it under
-bench/results/ with the machine, date and command.
+the git-ignored bench/results/raw/ with the machine, date and command (committed results
+come from ``python -m bench``).
 """
 from __future__ import annotations
 
@@ -32,10 +33,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bench.results_files import RAW_DIR
 from bench.simd_resize import median_ms
 from engine.backends.devices import cpu_model
 
@@ -43,6 +47,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SIMD_PYTHON = ROOT / ".venv-simd" / "bin" / "python"
 SIMD_SCRIPT = Path(__file__).resolve().parent / "simd_resize.py"
 RESIZE, CROP = 256, 224
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 def _photo() -> np.ndarray:
@@ -133,63 +140,89 @@ def _one_core():
     cv2.setNumThreads(1)
 
 
-def run(quick: bool) -> dict:
+@dataclass
+class Inputs:
+    """The photo in each form a candidate takes, and the output buffers."""
+
+    photo: np.ndarray  # HWC uint8
+    chw_view: np.ndarray  # the engine's input: an npz CHW array seen as HWC
+    pil: Image.Image
+    size: tuple[int, int]  # (width, height) after the resize of the shorter side
+    out: np.ndarray
+    out8: np.ndarray
+
+    @classmethod
+    def make(cls) -> Inputs:
+        from PIL import Image
+
+        photo = _photo()
+        h, w = photo.shape[:2]
+        size = (int(RESIZE * w / h), RESIZE) if w > h else (RESIZE, int(RESIZE * h / w))
+        return cls(photo, np.ascontiguousarray(photo.transpose(2, 0, 1)).transpose(1, 2, 0), Image.fromarray(photo),
+                   size, np.empty((3, CROP, CROP), np.float32), np.empty((3, CROP, CROP), np.uint8))
+
+
+def _cv2_pipeline(inputs: Inputs, interpolation):
+    """cv2.resize, then a numpy crop and normalize into ``inputs.out``."""
     import cv2
-    from PIL import Image
-    from torchvision import transforms
 
-    from kernels import (
-        IMAGENET_MEAN,
-        IMAGENET_STD,
-        resize_crop_normalize,
-        resize_crop_normalize_batch,
-        resize_crop_uint8,
-    )
+    from kernels import IMAGENET_MEAN, IMAGENET_STD
 
-    _one_core()
-    photo = _photo()
-    chw_view = np.ascontiguousarray(photo.transpose(2, 0, 1)).transpose(1, 2, 0)
-    pil = Image.fromarray(photo)
-    h, w = photo.shape[:2]
-    size = (int(RESIZE * w / h), RESIZE) if w > h else (RESIZE, int(RESIZE * h / w))
-    out = np.empty((3, CROP, CROP), np.float32)
-    out8 = np.empty((3, CROP, CROP), np.uint8)
-    compose = transforms.Compose([transforms.Resize(RESIZE), transforms.CenterCrop(CROP),
-                                  transforms.ToTensor(),
-                                  transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     mean = np.asarray(IMAGENET_MEAN, np.float32)[:, None, None]
     std = np.asarray(IMAGENET_STD, np.float32)[:, None, None]
+    size, out = inputs.size, inputs.out
     left, top = int(round((size[0] - CROP) / 2.0)), int(round((size[1] - CROP) / 2.0))
 
-    def cv2_pipeline(interpolation):
-        def job():
-            resized = cv2.resize(photo, size, interpolation=interpolation)
-            crop = resized[top:top + CROP, left:left + CROP].transpose(2, 0, 1)
-            np.divide(crop, np.float32(255), out=out, dtype=np.float32)
-            out.__isub__(mean).__itruediv__(std)
-            return out
-        return job
+    def job():
+        resized = cv2.resize(inputs.photo, size, interpolation=interpolation)
+        crop = resized[top:top + CROP, left:left + CROP].transpose(2, 0, 1)
+        np.divide(crop, np.float32(255), out=out, dtype=np.float32)
+        out.__isub__(mean).__itruediv__(std)
+        return out
+    return job
 
-    notes = []
-    # Exactness on this photo, checked in the same run that is timed.
-    exact = np.array_equal(resize_crop_normalize(photo, out), compose(pil).numpy())
-    exact_view = np.array_equal(resize_crop_normalize(chw_view), out)
-    notes.append(f"kernel output == torchvision Compose output bit for bit: {exact and exact_view}")
+
+def _compose():
+    from torchvision import transforms
+
+    from kernels import IMAGENET_MEAN, IMAGENET_STD
+
+    return transforms.Compose([transforms.Resize(RESIZE), transforms.CenterCrop(CROP), transforms.ToTensor(),
+                               transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def _exactness_note(inputs: Inputs, compose) -> str:
+    """Whether the kernel reproduces torchvision on this photo, checked in the run that is timed."""
+    from kernels import resize_crop_normalize
+
+    exact = np.array_equal(resize_crop_normalize(inputs.photo, inputs.out), compose(inputs.pil).numpy())
+    exact_view = np.array_equal(resize_crop_normalize(inputs.chw_view), inputs.out)
+    return f"kernel output == torchvision Compose output bit for bit: {exact and exact_view}"
+
+
+def _local_candidates(inputs: Inputs, compose) -> dict:
+    """``name -> times(count)`` of every candidate timed in this process."""
+    import cv2
+    from PIL import Image
+
+    from kernels import resize_crop_normalize, resize_crop_uint8
 
     def local(fn):
         return lambda count: _timed(fn, count)
 
-    candidates = {
+    photo, chw_view, out = inputs.photo, inputs.chw_view, inputs.out
+    return {
         "kernel float32 (HWC input)": local(lambda: resize_crop_normalize(photo, out)),
         "kernel float32 (CHW npz view input)": local(lambda: resize_crop_normalize(chw_view, out)),
-        "kernel uint8 (HWC input)": local(lambda: resize_crop_uint8(photo, out8)),
-        "torchvision Compose (stock Pillow)": local(lambda: compose(pil)),
-        "stock Pillow resize alone": local(lambda: pil.resize(size, Image.BILINEAR)),
-        "cv2 INTER_AREA + crop/normalize (not equivalent)": local(cv2_pipeline(cv2.INTER_AREA)),
-        "cv2 INTER_LINEAR + crop/normalize (not equivalent)":
-            local(cv2_pipeline(cv2.INTER_LINEAR)),
+        "kernel uint8 (HWC input)": local(lambda: resize_crop_uint8(photo, inputs.out8)),
+        "torchvision Compose (stock Pillow)": local(lambda: compose(inputs.pil)),
+        "stock Pillow resize alone": local(lambda: inputs.pil.resize(inputs.size, Image.BILINEAR)),
+        "cv2 INTER_AREA + crop/normalize (not equivalent)": local(_cv2_pipeline(inputs, cv2.INTER_AREA)),
+        "cv2 INTER_LINEAR + crop/normalize (not equivalent)": local(_cv2_pipeline(inputs, cv2.INTER_LINEAR)),
     }
-    simd = _PillowSimd(photo)
+
+
+def _add_pillow_simd(candidates: dict, simd: _PillowSimd, notes: list[str]) -> None:
     if simd.ok:
         candidates["pillow-simd resize alone"] = lambda count: simd.times("resize", count)
         candidates["pillow-simd resize + numpy crop/normalize"] = \
@@ -198,27 +231,23 @@ def run(quick: bool) -> dict:
                      f"(bench/make_simd_env.sh), timed in .venv-simd (bench/simd_resize.py)")
     else:
         notes.append(f"pillow-simd baseline skipped: {simd.reason}")
-    rounds, block = (4, 15) if quick else (12, 40)
-    try:
-        timings, best_rounds = _interleaved_medians(candidates, rounds, block)
-    finally:
-        simd.close()
-    repeat = rounds * block
 
-    batch = 16 if quick else 64
-    images = [photo if i % 2 else chw_view for i in range(batch)]
+
+def _batch_rates(inputs: Inputs, batch: int, quick: bool) -> dict[int, float]:
+    """Images/s of the batch form on 1 and 2 worker threads, HWC and CHW-view inputs mixed."""
+    from kernels import resize_crop_normalize_batch
+
+    images = [inputs.photo if i % 2 else inputs.chw_view for i in range(batch)]
     batch_out = np.empty((batch, 3, CROP, CROP), np.float32)
     per_second = {}
     for workers in (1, 2):
-        ms = median_ms(lambda: resize_crop_normalize_batch(images, batch_out, workers=workers),
-                        5 if quick else 20, warmup=2)
+        ms = median_ms(lambda workers=workers: resize_crop_normalize_batch(images, batch_out, workers=workers),
+                       5 if quick else 20, warmup=2)
         per_second[workers] = batch / (ms / 1e3)
+    return per_second
 
-    rows = [{"name": name, "value": round(ms, 4), "unit": "ms/image",
-             "best_round_ms": round(best_rounds[name], 4)} for name, ms in timings.items()]
-    rows += [{"name": f"kernel batch of {batch}, {n} worker thread{'s' * (n > 1)}",
-              "value": round(v, 1), "unit": "images/s"} for n, v in per_second.items()]
-    kernel_ms = timings["kernel float32 (HWC input)"]
+
+def _ratios(timings: dict, best_rounds: dict, per_second: dict) -> list[dict]:
     ratios = []
     if "pillow-simd resize alone" in timings:
         simd = timings["pillow-simd resize alone"]
@@ -231,13 +260,38 @@ def run(quick: bool) -> dict:
                            "goal": "<= 0.75", "met": bool(value <= 0.75 and best <= 0.75)})
             ratios.append({"name": f"{name} / pillow-simd resize alone, best rounds",
                            "value": round(best, 3), "goal": None, "met": None})
+    kernel_ms = timings["kernel float32 (HWC input)"]
     ratios.append({"name": "kernel float32 (HWC input) / torchvision Compose",
                    "value": round(kernel_ms / timings["torchvision Compose (stock Pillow)"], 3),
                    "goal": None, "met": None})
     ratios.append({"name": "batch images/s, 2 workers / 1 worker",
                    "value": round(per_second[2] / per_second[1], 3), "goal": None, "met": None})
-    notes.append(f"{h}x{w} photo -> {size[0]}x{size[1]} -> (3, {CROP}, {CROP}); one core for the "
-                 f"per-image rows; median of {repeat} runs each, taken in {rounds} interleaved "
+    return ratios
+
+
+def run(quick: bool) -> dict:
+    _one_core()
+    inputs = Inputs.make()
+    compose = _compose()
+    notes = [_exactness_note(inputs, compose)]
+    candidates = _local_candidates(inputs, compose)
+    simd = _PillowSimd(inputs.photo)
+    _add_pillow_simd(candidates, simd, notes)
+    rounds, block = (4, 15) if quick else (12, 40)
+    try:
+        timings, best_rounds = _interleaved_medians(candidates, rounds, block)
+    finally:
+        simd.close()
+    batch = 16 if quick else 64
+    per_second = _batch_rates(inputs, batch, quick)
+
+    rows = [{"name": name, "value": round(ms, 4), "unit": "ms/image",
+             "best_round_ms": round(best_rounds[name], 4)} for name, ms in timings.items()]
+    rows += [{"name": f"kernel batch of {batch}, {n} worker thread{'s' * (n > 1)}",
+              "value": round(v, 1), "unit": "images/s"} for n, v in per_second.items()]
+    h, w = inputs.photo.shape[:2]
+    notes.append(f"{h}x{w} photo -> {inputs.size[0]}x{inputs.size[1]} -> (3, {CROP}, {CROP}); one core for the "
+                 f"per-image rows; median of {rounds * block} runs each, taken in {rounds} interleaved "
                  f"rounds; first-call compile excluded")
     notes.append("batch rows: on a machine shared with other jobs the 2-worker figure says "
                  "little about scaling; see machine.load_average")
@@ -247,7 +301,7 @@ def run(quick: bool) -> dict:
         "suite": "preprocess",
         "title": "fused resize+crop+normalize kernel vs torchvision, Pillow(-simd) and OpenCV",
         "rows": rows,
-        "ratios": ratios,
+        "ratios": _ratios(timings, best_rounds, per_second),
         "notes": notes,
         "series": {"timings_ms": timings, "best_round_ms": best_rounds,
                    "batch_images_per_s": per_second},
@@ -274,7 +328,7 @@ def main():
     text = json.dumps(result, indent=2)
     print(text)
     if not args.no_save:
-        path = ROOT / "bench" / "results" / (
+        path = ROOT / "bench" / "results" / RAW_DIR / (
             f"preprocess-{started:%Y%m%d-%H%M}-{result['machine']['host']}.json")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n")
