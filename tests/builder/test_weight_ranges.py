@@ -177,7 +177,6 @@ def test_widened_weights_cover_the_quantized_ordinary_convolutions(tmp_path):
         assert all(c["zero_point"] == 0 and c["scale"] > 0 for c in channels)
 
 
-@needs_vpmaddubsw
 def test_depthwise_weights_get_the_full_range_and_other_grouped_ones_none(tmp_path):
     rng = np.random.default_rng(3)
 
