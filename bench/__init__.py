@@ -16,11 +16,28 @@ A suite that cannot run on this machine (the GPU suite without a GPU) raises
 :class:`SuiteSkipped` with the reason; it is reported as skipped, not as a failure.
 
 ``python -m bench`` runs the suites, adds the machine (CPU model, cores, GPU) and the
-date, and writes ``bench/results/<date>-<host>.json`` plus a Markdown summary.
+date, and writes ``bench/results/<date>-<host>.json`` plus a Markdown summary (see
+:mod:`bench.results_files`). A suite's parts may collect into one :class:`Findings`.
 """
+from dataclasses import dataclass, field
 
 SUITES = ("preprocess", "pipeline", "build", "serve", "gpu")
 
 
 class SuiteSkipped(Exception):
     """Raised by a suite's ``run`` when this machine lacks what it measures."""
+
+
+@dataclass
+class Findings:
+    """What the parts of a suite report, in the order they report it."""
+
+    rows: list = field(default_factory=list)
+    ratios: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    series: dict = field(default_factory=dict)
+
+    def result(self, suite: str, title: str) -> dict:
+        """The suite's return value (the contract above; ``series`` only when a part gave one)."""
+        result = {"suite": suite, "title": title, "rows": self.rows, "ratios": self.ratios, "notes": self.notes}
+        return result | ({"series": self.series} if self.series else {})

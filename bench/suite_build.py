@@ -33,13 +33,14 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 import yaml
 
+from bench import Findings
 from bench.agreement_model import expected_agreement, snr_needed
 from bench.ort_rates import alternate, inference_rates, kernel_split
 from bench.photo_agreement import (
@@ -131,15 +132,6 @@ MODES = {
                  tune_batches=(1, 2, 4, 8, 16), tune_budget_s=120, remeasure_window_s=10),
 }
 BATCH = 8  # VGG11's batch through the engine and for inference alone
-
-
-@dataclass
-class Findings:
-    """What the parts of the suite report, in the order they report it."""
-
-    rows: list = field(default_factory=list)
-    ratios: list = field(default_factory=list)
-    series: dict = field(default_factory=dict)
 
 
 class EngineRuns:
@@ -377,7 +369,7 @@ def auto_pick_part(found: Findings, engine: EngineRuns, mode: Mode, vgg: Path, v
 
 
 def suite_notes(mode: Mode) -> list[str]:
-    notes = [
+    return [
         f"{THREADS} threads on a {os.cpu_count()}-core machine shared with other work: models are measured in "
         "alternating rounds; inference-only and tuning figures are the best round, engine runs the median.",
         "VGG11 has seeded random weights (no trained VGG weights install offline); its agreement figure "
@@ -387,10 +379,7 @@ def suite_notes(mode: Mode) -> list[str]:
         f"EfficientNet-Lite0 photos: {mode.crops_per_photo} crops of each of {len(OBJECT_PHOTOS)} object photos "
         f"({', '.join(OBJECT_PHOTOS)}) and {len(OTHER_PHOTOS)} texture/medical/space photos; calibration "
         "round-robin over the photos, agreement on the held-out crops only.",
-    ]
-    if SMOKE:
-        notes.append("smoke mode: tiny sample counts, figures are not meaningful")
-    return notes
+    ] + (["smoke mode: tiny sample counts, figures are not meaningful"] if SMOKE else [])
 
 
 def run(quick: bool = True) -> dict:
@@ -409,8 +398,8 @@ def run(quick: bool = True) -> dict:
         vgg_speed_part(found, engine, tmp, mode, {"fp32": vgg, "int8": vgg_int8})
         int8_pick = autotune_part(found, mode, vgg_int8)
         auto_pick_part(found, engine, mode, vgg, vgg_int8, int8_pick)
-    return {"suite": "build", "title": "int8 vs fp32 (speed, agreement) and auto-tuning vs exhaustive sweep",
-            "rows": found.rows, "ratios": found.ratios, "notes": suite_notes(mode), "series": found.series}
+    found.notes += suite_notes(mode)
+    return found.result("build", "int8 vs fp32 (speed, agreement) and auto-tuning vs exhaustive sweep")
 
 
 if __name__ == "__main__":

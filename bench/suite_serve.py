@@ -20,10 +20,12 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from bench import Findings
 from bench.load import LoadGenerator, synthetic_image
 from engine.models.tinynet import write_pool_linear_onnx
 from engine.serving.launch import ServerProcess
@@ -185,116 +187,156 @@ def _thin(samples) -> list[float]:
     return [round(float(x), 1) for x in samples[::step]]
 
 
+@dataclass(frozen=True)
+class Mode:
+    """How long each measurement of the suite runs."""
+
+    window_s: float  # one load-generator window (warm-up: half of it)
+    paired_rounds: int  # alternating bare/served blocks at concurrency 1
+    paired_per_round: int
+    levels: tuple[int, ...]  # the concurrency sweep
+    vgg: bool  # the VGG11 part
+    vgg_rounds: int
+    vgg_windows: int
+    engine_run: bool  # engine.run as a second offline figure
+
+
+MODES = {
+    "smoke": Mode(window_s=0.5, paired_rounds=4, paired_per_round=25, levels=(1, 4), vgg=False, vgg_rounds=4,
+                  vgg_windows=3, engine_run=False),
+    "quick": Mode(window_s=2.0, paired_rounds=20, paired_per_round=50, levels=(1, 2, 4, 8, 16), vgg=True,
+                  vgg_rounds=4, vgg_windows=3, engine_run=False),
+    "full": Mode(window_s=5.0, paired_rounds=20, paired_per_round=50, levels=(1, 2, 4, 8, 16), vgg=True,
+                 vgg_rounds=8, vgg_windows=6, engine_run=True),
+}
+
+
+def overhead_part(found: Findings, frame: str, bare: np.ndarray, served: np.ndarray) -> None:
+    """The tiny model's bare and served latency at concurrency 1 for one frame size, and
+    the server's overhead percentile by percentile."""
+    bare_p, served_p = _percentiles(bare), _percentiles(served)
+    overhead_p50 = (served_p["p50"] - bare_p["p50"]) / 1000
+    overhead_p99 = (served_p["p99"] - bare_p["p99"]) / 1000
+    found.rows += [
+        {"name": f"tiny model, {frame}, bare in-process preprocess + infer + top-k, p50",
+         "value": bare_p["p50"] / 1000, "unit": "ms", "p90_ms": bare_p["p90"] / 1000,
+         "p99_ms": bare_p["p99"] / 1000, "samples": len(bare)},
+        {"name": f"tiny model, {frame}, via engine.serve at concurrency 1, p50",
+         "value": served_p["p50"] / 1000, "unit": "ms", "p90_ms": served_p["p90"] / 1000,
+         "p99_ms": served_p["p99"] / 1000, "samples": len(served)},
+    ]
+    found.series["latency_us"][f"tiny, {frame}, served, concurrency 1"] = _thin(served)
+    found.series["latency_us"][f"tiny, {frame}, bare in-process"] = _thin(bare)
+    found.ratios += [
+        {"name": f"server overhead p50 (ms), tiny model, {frame}, concurrency 1", "value": overhead_p50,
+         "goal": "<= 1", "met": overhead_p50 <= 1.0},
+        {"name": f"server overhead p99 (ms), tiny model, {frame}, concurrency 1", "value": overhead_p99,
+         "goal": "<= 3", "met": overhead_p99 <= 3.0},
+    ]
+
+
+def sweep_part(found: Findings, sweep: list) -> None:
+    """The tiny model's throughput and latency at each concurrency of the sweep."""
+    for level in sweep:
+        found.rows.append({"name": f"tiny model via engine.serve, {FRAME_HW[1]}x{FRAME_HW[0]} raw, "
+                                   f"concurrency {level.concurrency}",
+                           "value": level.throughput, "unit": "req/s", "p50_ms": level.p50_us / 1000,
+                           "p90_ms": level.p90_us / 1000, "p95_ms": level.p95_us / 1000,
+                           "p99_ms": level.p99_us / 1000, "windows": level.windows, "stable": level.stable,
+                           "errors": level.errors, "server_timing_p50_us": level.server_us})
+        found.series["latency_us"][f"tiny, concurrency {level.concurrency}"] = _thin(level.latencies_us)
+    found.series["tiny_sweep"] = [level.row() for level in sweep]
+
+
+def tiny_part(found: Findings, tmp: Path, mode: Mode, image: np.ndarray) -> None:
+    """Parts 1 and 3: the tiny model's server overhead at concurrency 1 per frame size, and a sweep."""
+    tiny = write_pool_linear_onnx(tmp / "tiny" / "tiny_224.onnx", resize=256)
+    with ServerProcess(["--onnx", str(tiny), "--max-batch", "8", "--max-queue-delay-us", "0",
+                        "--workers", "2", "--threads", "1"]) as server:
+        paired = {hw: paired_latencies_us(tiny, server.endpoint, synthetic_image(*hw), rounds=mode.paired_rounds,
+                                          per_round=mode.paired_per_round)
+                  for hw in FRAME_SIZES}
+        generator = LoadGenerator(server.endpoint, image)
+        sweep = [generator.measure(c, warmup_s=mode.window_s / 2, window_s=mode.window_s, max_windows=10)
+                 for c in mode.levels]
+    for (height, width), (bare, served) in paired.items():
+        overhead_part(found, f"{width}x{height} raw frame", bare, served)
+    sweep_part(found, sweep)
+
+
+def vgg_part(found: Findings, tmp: Path, mode: Mode, image: np.ndarray, cores: int) -> None:
+    """Part 2: VGG11 at concurrency 16 against offline throughput at the same batch size."""
+    batch, threads, concurrency = 8, cores, 16
+    vgg = vgg11_onnx(tmp / "vgg")
+    with ServerProcess(["--onnx", str(vgg), "--max-batch", str(batch), "--max-queue-delay-us", "50000",
+                        "--workers", "1", "--threads", str(threads)], timeout_s=300) as server:
+        paired = paired_throughput(vgg, server.endpoint, image, batch=batch, threads=threads,
+                                   concurrency=concurrency, rounds=mode.vgg_rounds, batches_per_block=3)
+        vgg_level = LoadGenerator(server.endpoint, image, timeout_s=300).measure(
+            concurrency, warmup_s=mode.window_s, window_s=4 * mode.window_s, max_windows=mode.vgg_windows)
+        histogram = _pong_batches(server.endpoint)
+    offline = float(np.mean(paired["offline"]))
+    served = float(np.mean(paired["served"]))
+    found.rows += [
+        {"name": f"vgg11 offline: backend loop, batch {batch}, {threads} threads (inference only)",
+         "value": offline, "unit": "img/s", "blocks": paired["offline"]},
+        {"name": f"vgg11 via engine.serve, concurrency {concurrency}, max batch {batch} (paired blocks)",
+         "value": served, "unit": "img/s", "blocks": paired["served"]},
+        {"name": f"vgg11 via engine.serve, concurrency {concurrency}, bench.load windows",
+         "value": vgg_level.throughput, "unit": "img/s", "p50_ms": vgg_level.p50_us / 1000,
+         "p99_ms": vgg_level.p99_us / 1000, "windows": vgg_level.windows, "stable": vgg_level.stable,
+         "batch_sizes": histogram, "server_timing_p50_us": vgg_level.server_us},
+    ]
+    found.series["latency_us"][f"vgg11, concurrency {concurrency}"] = _thin(vgg_level.latencies_us)
+    per_round = [s / o for s, o in zip(paired["served"], paired["offline"])]
+    ratio = float(np.median(per_round))
+    found.ratios += [
+        {"name": f"vgg11 served (concurrency {concurrency}) / offline throughput, batch {batch} "
+                 "(median of per-round ratios)", "value": ratio, "goal": ">= 0.9", "met": ratio >= 0.9,
+         "per_round": per_round},
+        {"name": f"vgg11 served / offline, batch {batch} (ratio of the means)", "value": served / offline,
+         "goal": None, "met": None},
+    ]
+    if mode.engine_run:
+        run_rate = engine_run_throughput(vgg, batch, threads, tmp / "run")
+        found.rows.append({"name": f"vgg11 offline: python -m engine.run over npz, batch {batch}",
+                           "value": run_rate, "unit": "img/s"})
+        found.ratios.append({"name": f"vgg11 served (paired blocks) / engine.run, batch {batch} (not paired)",
+                             "value": served / run_rate, "goal": None, "met": None})
+    found.notes.append("VGG11 has random weights (seed 0): speed only. The offline figure is the engine's "
+                       "backend on a pre-made batch of the same preprocessed frame (inference only, no "
+                       "preprocessing), measured in blocks alternating with the served blocks (3 batches "
+                       "each) so both see the same background load; the goal ratio is the median over rounds "
+                       "of served/offline, which one disturbed block cannot swing.")
+
+
+def suite_notes(cores: int) -> list[str]:
+    return [
+        f"Sweep and VGG11 frames are {FRAME_HW[1]}x{FRAME_HW[0]} RGB sent raw over tcp://127.0.0.1; the server "
+        "preprocesses them (resize 256, crop 224, normalize). Client and server share this machine's "
+        f"{cores} cores, so the client's own time is part of every latency.",
+        "Overhead = reply latency percentile minus the same percentile of the bare in-process work "
+        "(same kernel, same onnxruntime settings, same input), measured in alternating blocks of "
+        "50 requests each so both see the same background load.",
+        f"Load average at the end of the run: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {cores} cores.",
+    ]
+
+
 def run(quick: bool = True) -> dict:
     smoke = os.environ.get("BENCH_SMOKE") == "1"
-    rows, ratios, notes = [], [], []
-    series: dict = {"latency_us": {}}
-    window = 0.5 if smoke else (2.0 if quick else 5.0)
+    mode = MODES["smoke" if smoke else "quick" if quick else "full"]
+    found = Findings(series={"latency_us": {}})
     image = synthetic_image(*FRAME_HW)
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         tmp = Path(tmp)
-
-        # 1 + 3: tiny model, server overhead at concurrency 1 per frame size, and a sweep
-        tiny = write_pool_linear_onnx(tmp / "tiny" / "tiny_224.onnx", resize=256)
-        with ServerProcess(["--onnx", str(tiny), "--max-batch", "8", "--max-queue-delay-us", "0",
-                            "--workers", "2", "--threads", "1"]) as server:
-            paired = {
-                hw: paired_latencies_us(tiny, server.endpoint, synthetic_image(*hw), rounds=4 if smoke else 20,
-                                        per_round=25 if smoke else 50)
-                for hw in FRAME_SIZES
-            }
-            generator = LoadGenerator(server.endpoint, image)
-            levels = (1, 4) if smoke else (1, 2, 4, 8, 16)
-            sweep = [generator.measure(c, warmup_s=window / 2, window_s=window, max_windows=10) for c in levels]
-        for (height, width), (bare, served) in paired.items():
-            frame = f"{width}x{height} raw frame"
-            bare_p, served_p = _percentiles(bare), _percentiles(served)
-            overhead_p50 = (served_p["p50"] - bare_p["p50"]) / 1000
-            overhead_p99 = (served_p["p99"] - bare_p["p99"]) / 1000
-            rows += [
-                {"name": f"tiny model, {frame}, bare in-process preprocess + infer + top-k, p50",
-                 "value": bare_p["p50"] / 1000, "unit": "ms", "p90_ms": bare_p["p90"] / 1000,
-                 "p99_ms": bare_p["p99"] / 1000, "samples": len(bare)},
-                {"name": f"tiny model, {frame}, via engine.serve at concurrency 1, p50",
-                 "value": served_p["p50"] / 1000, "unit": "ms", "p90_ms": served_p["p90"] / 1000,
-                 "p99_ms": served_p["p99"] / 1000, "samples": len(served)},
-            ]
-            series["latency_us"][f"tiny, {frame}, served, concurrency 1"] = _thin(served)
-            series["latency_us"][f"tiny, {frame}, bare in-process"] = _thin(bare)
-            ratios += [
-                {"name": f"server overhead p50 (ms), tiny model, {frame}, concurrency 1", "value": overhead_p50,
-                 "goal": "<= 1", "met": overhead_p50 <= 1.0},
-                {"name": f"server overhead p99 (ms), tiny model, {frame}, concurrency 1", "value": overhead_p99,
-                 "goal": "<= 3", "met": overhead_p99 <= 3.0},
-            ]
-        for level in sweep:
-            rows.append({"name": f"tiny model via engine.serve, {FRAME_HW[1]}x{FRAME_HW[0]} raw, "
-                                 f"concurrency {level.concurrency}",
-                         "value": level.throughput, "unit": "req/s", "p50_ms": level.p50_us / 1000,
-                         "p90_ms": level.p90_us / 1000, "p95_ms": level.p95_us / 1000,
-                         "p99_ms": level.p99_us / 1000, "windows": level.windows, "stable": level.stable,
-                         "errors": level.errors, "server_timing_p50_us": level.server_us})
-            series["latency_us"][f"tiny, concurrency {level.concurrency}"] = _thin(level.latencies_us)
-        series["tiny_sweep"] = [level.row() for level in sweep]
-
-        # 2: VGG11 at concurrency 16 against offline throughput at the same batch size
-        if smoke:
-            notes.append("smoke run: VGG11 part skipped")
+        tiny_part(found, tmp, mode, image)
+        if mode.vgg:
+            vgg_part(found, tmp, mode, image, cores)
         else:
-            batch, threads, concurrency = 8, cores, 16
-            vgg = vgg11_onnx(tmp / "vgg")
-            with ServerProcess(["--onnx", str(vgg), "--max-batch", str(batch), "--max-queue-delay-us", "50000",
-                                "--workers", "1", "--threads", str(threads)], timeout_s=300) as server:
-                paired = paired_throughput(vgg, server.endpoint, image, batch=batch, threads=threads,
-                                           concurrency=concurrency, rounds=4 if quick else 8, batches_per_block=3)
-                vgg_level = LoadGenerator(server.endpoint, image, timeout_s=300).measure(
-                    concurrency, warmup_s=window, window_s=4 * window, max_windows=3 if quick else 6)
-                histogram = _pong_batches(server.endpoint)
-            offline = float(np.mean(paired["offline"]))
-            served = float(np.mean(paired["served"]))
-            rows += [
-                {"name": f"vgg11 offline: backend loop, batch {batch}, {threads} threads (inference only)",
-                 "value": offline, "unit": "img/s", "blocks": paired["offline"]},
-                {"name": f"vgg11 via engine.serve, concurrency {concurrency}, max batch {batch} (paired blocks)",
-                 "value": served, "unit": "img/s", "blocks": paired["served"]},
-                {"name": f"vgg11 via engine.serve, concurrency {concurrency}, bench.load windows",
-                 "value": vgg_level.throughput, "unit": "img/s", "p50_ms": vgg_level.p50_us / 1000,
-                 "p99_ms": vgg_level.p99_us / 1000, "windows": vgg_level.windows, "stable": vgg_level.stable,
-                 "batch_sizes": histogram, "server_timing_p50_us": vgg_level.server_us},
-            ]
-            series["latency_us"][f"vgg11, concurrency {concurrency}"] = _thin(vgg_level.latencies_us)
-            per_round = [s / o for s, o in zip(paired["served"], paired["offline"])]
-            ratio = float(np.median(per_round))
-            ratios += [
-                {"name": f"vgg11 served (concurrency {concurrency}) / offline throughput, batch {batch} "
-                         "(median of per-round ratios)", "value": ratio, "goal": ">= 0.9", "met": ratio >= 0.9,
-                 "per_round": per_round},
-                {"name": f"vgg11 served / offline, batch {batch} (ratio of the means)", "value": served / offline,
-                 "goal": None, "met": None},
-            ]
-            if not quick:
-                run_rate = engine_run_throughput(vgg, batch, threads, tmp / "run")
-                rows.append({"name": f"vgg11 offline: python -m engine.run over npz, batch {batch}",
-                             "value": run_rate, "unit": "img/s"})
-                ratios.append({"name": f"vgg11 served (paired blocks) / engine.run, batch {batch} (not paired)",
-                               "value": served / run_rate, "goal": None, "met": None})
-            notes.append("VGG11 has random weights (seed 0): speed only. The offline figure is the engine's "
-                         "backend on a pre-made batch of the same preprocessed frame (inference only, no "
-                         "preprocessing), measured in blocks alternating with the served blocks (3 batches "
-                         "each) so both see the same background load; the goal ratio is the median over rounds "
-                         "of served/offline, which one disturbed block cannot swing.")
-    notes.append(f"Sweep and VGG11 frames are {FRAME_HW[1]}x{FRAME_HW[0]} RGB sent raw over tcp://127.0.0.1; "
-                 "the server "
-                 "preprocesses them (resize 256, crop 224, normalize). Client and server share this machine's "
-                 f"{cores} cores, so the client's own time is part of every latency.")
-    notes.append("Overhead = reply latency percentile minus the same percentile of the bare in-process work "
-                 "(same kernel, same onnxruntime settings, same input), measured in alternating blocks of "
-                 "50 requests each so both see the same background load.")
-    notes.append(f"Load average at the end of the run: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
-                 f"on {cores} cores.")
-    return {"suite": "serve", "title": "engine.serve vs the same model in-process (overhead, throughput)",
-            "rows": rows, "ratios": ratios, "notes": notes, "series": series}
+            found.notes.append("smoke run: VGG11 part skipped")
+    found.notes += suite_notes(cores)
+    return found.result("serve", "engine.serve vs the same model in-process (overhead, throughput)")
 
 
 def _pong_batches(endpoint: str) -> dict:
@@ -305,16 +347,18 @@ def _pong_batches(endpoint: str) -> dict:
 
 
 def main(argv=None) -> int:
-    """Run the suite alone and save ``bench/results/serve-<date>-<host>.json``."""
+    """Run the suite alone and save ``serve-<date>-<host>.json`` into the git-ignored
+    ``bench/results/raw/`` (committed results come from ``python -m bench``)."""
     import argparse
     import datetime
 
-    from bench.__main__ import _jsonable, results_stem
+    from bench.__main__ import results_stem
     from bench.machine import machine_info
+    from bench.results_files import RAW_DIR, jsonable
 
     p = argparse.ArgumentParser(prog="python -m bench.suite_serve")
     p.add_argument("--full", action="store_true")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / RAW_DIR)
     args = p.parse_args(argv)
     started = datetime.datetime.now()
     result = run(quick=not args.full)
@@ -323,11 +367,12 @@ def main(argv=None) -> int:
                   mode="full" if args.full else "quick", elapsed_s=round(time.time() - started.timestamp(), 1))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"serve-{results_stem(started, machine['host'])}.json"
-    path.write_text(json.dumps(result, indent=1, default=_jsonable) + "\n")
+    path.write_text(json.dumps(result, indent=1, default=jsonable) + "\n")
     for row in result["rows"]:
         print(f"{row['name']}: {row['value']:.3f} {row['unit']}")
     for ratio in result["ratios"]:
-        verdict = "no goal" if ratio["goal"] is None else f"goal {ratio['goal']}, {'met' if ratio['met'] else 'NOT met'}"
+        verdict = ("no goal" if ratio["goal"] is None
+                   else f"goal {ratio['goal']}, {'met' if ratio['met'] else 'NOT met'}")
         print(f"{ratio['name']}: {ratio['value']:.3f} ({verdict})")
     print(f"wrote {path}")
     return 0
