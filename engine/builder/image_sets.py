@@ -107,6 +107,7 @@ class ImageSets:
     check_labels: LabelSource | None
     held_out: dict | None                # images held out of calibration for the check: how many, why
     no_check: str | None                 # why there is no accuracy check; None when there is one
+    skipped: list[dict]                  # {item, error}: chosen images that do not decode, left out
 
 
 def _held_out_count(cfg: BuildConfig, pool: list[str]) -> int:
@@ -129,6 +130,22 @@ def _why_no_check(cfg: BuildConfig, pool: list[str]) -> str:
             f"give check.path for an accuracy check")
 
 
+def readable(items: list[str]) -> tuple[list[str], list[dict]]:
+    """The items that decode, and ``{item, error}`` for those that do not: one corrupt
+    file is skipped and listed (as engine.run and engine.image2npz do), not fatal."""
+    from engine.data.decode import load_item
+
+    ok, skipped = [], []
+    for item in items:
+        try:
+            load_item(item)
+        except (OSError, ValueError) as e:  # DecodeError is a ValueError naming the item
+            skipped.append({"item": item, "error": str(e)})
+        else:
+            ok.append(item)
+    return ok, skipped
+
+
 def choose_images(cfg: BuildConfig) -> ImageSets:
     """The calibration and check images of ``cfg`` (calibration images for int8 only)."""
     pool = list_items(cfg.calibration.path, cfg.calibration.suffix) if cfg.calibration.path else []
@@ -137,16 +154,17 @@ def choose_images(cfg: BuildConfig) -> ImageSets:
     held_out = None
     if held:
         held_out = {"images": len(held),
-                    "why": f"{cfg.key('calibration.count')} {cfg.calibration.count} would use all but "
-                           f"{len(pool) - min(cfg.calibration.count, len(pool))} of the {len(pool)} images and "
-                           f"no check.path is given: {len(held)} held out of calibration for the accuracy check, "
+                    "why": f"{cfg.key('calibration.count')} {cfg.calibration.count} would leave "
+                           f"{len(pool) - min(cfg.calibration.count, len(pool))} of the {len(pool)} images for the "
+                           f"accuracy check and no check.path is given: {len(held)} held out of calibration for it, "
                            f"spread over the classes"}
     kept = set(held)
     count = cfg.calibration.count if cfg.dtype == "int8" else 0
-    calibration = spread_over_classes([i for i in pool if i not in kept], count, class_of)
-    chosen = set(calibration)
+    calibration, skipped = readable(spread_over_classes([i for i in pool if i not in kept], count, class_of))
+    chosen = set(calibration) | {s["item"] for s in skipped}
     check_pool = [i for i in (list_items(cfg.check.path) if cfg.check.path else pool) if i not in chosen]
     check_labels = labels_for(cfg.check.labels or cfg.calibration.labels, check_pool)
-    check = spread_over_classes(check_pool, cfg.check.count, class_key_function(check_labels))
+    check, skipped_check = readable(spread_over_classes(check_pool, cfg.check.count, class_key_function(check_labels)))
     return ImageSets(pool=pool, calibration=calibration, check=check, class_of=class_of, check_labels=check_labels,
-                     held_out=held_out, no_check=None if check else _why_no_check(cfg, pool))
+                     held_out=held_out, no_check=None if check else _why_no_check(cfg, pool),
+                     skipped=skipped + skipped_check)

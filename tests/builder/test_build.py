@@ -465,13 +465,13 @@ def test_calibration_that_would_use_every_image_holds_some_out_for_the_check(wor
     calib = report["calibration"]
     pool = 6 * len(CLASS_INDICES)
     held = calib["held_out_for_check"]
-    assert held["images"] == pool // 5 == 3 and "calibration.count 1000" in held["why"]
+    assert held["images"] == pool // 5 == 3 and "calibration.count 1000 would leave 0 of the 18" in held["why"]
     assert calib["images_used"] == pool - 3 and calib["classes_covered"] == 3
     assert report["check"]["images"] == 3 and report["check"]["labelled_images"] == 3
     assert "error_budget" in report["check"]
     assert not set(calib["items"]) & set(report["check_items"])
     assert len({p.rsplit("/", 2)[-2] for p in report["check_items"]}) == 3, "one held-out image per class"
-    assert "held out of calibration for the accuracy check" in capsys.readouterr().err
+    assert "would leave 0 of the 18 images for the accuracy check" in capsys.readouterr().err
     again = json.loads((build(cfg, progress=False) / "build.json").read_text())
     assert again["check_items"] == report["check_items"], "the same config holds out the same images"
 
