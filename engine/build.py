@@ -12,19 +12,35 @@ int8 goes through onnxruntime's static quantization in QDQ format with per-chann
 weights; see :func:`int8_types` for the data types and ``reduce_range`` chosen for the
 CPU. fp16 converts weights and activations to float16 and keeps float32 inputs and
 outputs, so the engine feeds every model the same way.
+
+The config's paths (model, weights, calibration and check images, labels, output) and
+its zoo name are checked before the model is exported or loaded. A calibration or check
+image that does not decode is skipped and listed, as engine.run does.
+
+Exit status: 0 built, 3 built with some images skipped (each listed, in build.json too),
+2 usage error (a bad config, a missing path, an unknown model), 1 the build failed.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from engine.builder.accuracy import ERROR_BUDGET_HINTS
 from engine.builder.build import build
-from engine.builder.config import load_config
+from engine.builder.config import BuildConfig, load_config
 from engine.builder.source_model import BuildError
+from engine.data import arg_checks
+from engine.data.arg_checks import UsageError
+from engine.models import catalog
+from engine.models.catalog import UnknownModelError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,20 +53,50 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_config(cfg: BuildConfig) -> None:
+    """What can be refused before the model is exported or loaded (seconds, for a zoo model)."""
+    if cfg.model.onnx is None:
+        catalog.resolve(cfg.model.name, cfg.model.library)
+    for key, path in (("model.onnx", cfg.model.onnx), ("model.weights", cfg.model.weights),
+                      ("calibration.labels", cfg.calibration.labels), ("check.labels", cfg.check.labels)):
+        if path is not None:
+            arg_checks.input_file(cfg.key(key), path)
+    for key, path in (("calibration.path", cfg.calibration.path), ("check.path", cfg.check.path)):
+        if path is not None and not Path(path).exists():
+            raise UsageError(f"{cfg.key(key)} {path}: no such folder or datalist")
+    arg_checks.output_dir(cfg.key("output"), cfg.output)
+
+
+def quiet_build(cfg: BuildConfig, work_dir: Path | None) -> Path:
+    """The build with onnxruntime's calibration chatter (prints and log warnings) silenced."""
+    import onnxruntime
+
+    root = logging.getLogger()
+    level = root.level
+    onnxruntime.set_default_logger_severity(3)
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return build(cfg, progress=False, work_dir=work_dir)
+    finally:
+        root.setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    work_dir = None if args.work_dir is None else Path(args.work_dir)
     try:
         cfg = load_config(args.config)
         if args.output:
             cfg = replace(cfg, output=Path(args.output))
-        folder = build(cfg, progress=not args.no_progress,
-                       work_dir=None if args.work_dir is None else Path(args.work_dir))
-    except KeyError as e:  # the zoo's "model 'x' is not in the zoo; choose from ..."
-        print(f"engine.build: {e.args[0]}", file=sys.stderr)
-        return 2
-    except (BuildError, OSError, ValueError) as e:  # ConfigError and CheckpointError are ValueErrors
+        check_config(cfg)
+        folder = quiet_build(cfg, work_dir) if args.no_progress else build(cfg, progress=True, work_dir=work_dir)
+    except (UsageError, UnknownModelError, BuildError, ValueError) as e:  # ConfigError, CheckpointError
         print(f"engine.build: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except OSError as e:
+        print(f"engine.build: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     report = json.loads((folder / "build.json").read_text())
     check = report["check"]
     print(f"built {folder}  ({report['dtype']}, {report['method']}, {report['time_s']:.1f} s)")
@@ -70,7 +116,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{budget['weights_alone']['output_snr_db']:.1f} dB, int8 activations alone "
               f"{budget['activations_alone']['output_snr_db']:.1f} dB")
         print(ERROR_BUDGET_HINTS[budget["limited_by"]])
-    return 0
+    if 0 < check.get("images", 0) < cfg.check.count:
+        print(f"note: {cfg.key('check.count')} {cfg.check.count}: the check used the {check['images']} "
+              "held-out images there were", file=sys.stderr)
+    for skipped in report.get("skipped_images", []):
+        print(f"engine.build: skipped {skipped['item']}: {skipped['error']}", file=sys.stderr)
+    return EXIT_SKIPPED if report.get("skipped_images") else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -110,6 +110,7 @@ def _report(cfg: BuildConfig, info: ModelInfo, built: Path, images: ImageSets, r
         },
         "check": check,
         "check_items": images.check,
+        "skipped_images": images.skipped,
         "ignored_config_keys": cfg.ignored,
     }
 
