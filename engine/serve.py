@@ -18,7 +18,9 @@ from pathlib import Path
 
 import zmq
 
+from engine.data.arg_checks import UsageError
 from engine.models.cache import cached_onnx
+from engine.models.catalog import UnknownModelError
 from engine.serving.model import ServedModel
 from engine.serving.security import enable_curve_server, is_local_endpoint
 from engine.serving.server import Limits, Server
@@ -80,19 +82,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     log = lambda msg: print(f"engine.serve: {msg}", file=sys.stderr, flush=True)  # noqa: E731
-    onnx_path = args.onnx
-    if onnx_path is None:
-        try:
-            onnx_path = cached_onnx(args.model, args.model_library, args.weights, args.seed)
-        except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
-            reason = e.args[0] if isinstance(e, KeyError) and e.args else e  # KeyError's str() adds quotes
-            print(f"engine.serve: error: {reason}", file=sys.stderr)
-            return 2
-    try:
+    try:  # usage errors exit 2; a model that cannot be exported or loaded on the device, 1
+        if args.onnx is not None and args.onnx.is_dir():
+            raise UsageError(f"--onnx {args.onnx}: is a directory, not a file")
+        onnx_path = args.onnx or cached_onnx(args.model, args.model_library, args.weights, args.seed)
         model = ServedModel(onnx_path, instances=args.instances, threads=args.threads, device=args.device)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
+    except (UsageError, UnknownModelError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"engine.serve: error: {e}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(e, RuntimeError) else 2
     model.warmup(args.max_batch)
     context = zmq.Context()
     router = context.socket(zmq.ROUTER)
