@@ -10,7 +10,8 @@ True classes come from ``--label FILE`` (``<file> <index>`` lines) or
 
 Every item that cannot be scored (no result, no label, a result of the wrong shape) is
 listed by name with its reason, and the rates are taken over the items scored only.
-Exit status: 0 all scored, 3 some items could not be scored, 2 usage or unreadable input.
+Exit status: 0 all scored, 3 some items could not be scored, 2 usage error (unreadable
+input, an output path that cannot be written; checked before scoring).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import json
 import sys
 from pathlib import Path
 
+from engine.data import arg_checks
 from engine.data.datalist import read_datalist
 from engine.data.labels import LabelSource
 from engine.data.scoring import (
@@ -78,7 +80,8 @@ def _add_label_options(parser: argparse.ArgumentParser, required: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine.eval", description='Top-1/top-5 accuracy from saved results (top-k text files or output_XXXXXX.npz files).')
+    parser = argparse.ArgumentParser(prog="python -m engine.eval", description="Top-1/top-5 accuracy from saved "
+                                     "results (top-k text files or output_XXXXXX.npz files).")
     sub = parser.add_subparsers(dest="mode", required=True)
     topk = sub.add_parser("topk", help="accuracy from a top-k text results file")
     topk.add_argument("result", metavar="RESULT.txt")
@@ -95,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        arg_checks.output_file("--json", args.json)
+        arg_checks.output_file("--per-class", args.per_class)
         labels = LabelSource(args.label, from_folders=args.labels_from_folders)
         if args.mode == "topk":
             acc, seen = score_topk_file(args.result, labels)

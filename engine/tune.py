@@ -13,12 +13,18 @@ instances x threads split, throughput against batch size rises then flattens or 
 So it measures every split that uses all cores at a middle batch size, then climbs the
 batch size up and down for the two best splits, and stops where it stops improving.
 :func:`exhaustive_sweep` measures the whole grid; the benchmark compares the two.
+
+Exit status: 0 measured, 2 usage error (a missing or directory model file, a grid or
+budget the sweep refuses), 1 the sweep could not run (no usable device, a model the
+backend cannot load).
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from engine.data import arg_checks
+from engine.data.arg_checks import UsageError
 from engine.pipeline.autotune import autotune, default_grid
 
 
@@ -41,15 +47,27 @@ def main(argv: list[str] | None = None) -> int:
     from engine.backends import resolve_device
 
     try:
+        arg_checks.input_file("model", args.model)
+        if args.budget <= 0:
+            raise UsageError(f"--budget must be positive, got {args.budget}")
+        if args.json:
+            arg_checks.output_file("--json", args.json)
+    except UsageError as e:
+        print(f"engine.tune: error: {e}", file=sys.stderr)
+        return 2
+    try:
         device = resolve_device(args.device, args.backend)
         grid = default_grid(device)
         for key in ("instances", "threads", "batch"):
             if getattr(args, key):
                 grid[key] = getattr(args, key)
         best, table = autotune(args.model, device, grid, args.budget, kind=args.backend, exhaustive=args.exhaustive)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        print(f"engine.tune: {e}", file=sys.stderr)
+    except ValueError as e:  # a grid the sweep refuses
+        print(f"engine.tune: error: {e}", file=sys.stderr)
         return 2
+    except (RuntimeError, OSError) as e:
+        print(f"engine.tune: error: {e}", file=sys.stderr)
+        return 1
     print(f"best: {best['instances']} instance(s) x {best['threads']} thread(s), batch {best['batch']}: "
           f"{best['images_per_s']:.2f} images/s")
     if args.json:

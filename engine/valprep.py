@@ -38,7 +38,9 @@ EXIT_REFUSED = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine.valprep", description='Arrange a flat ILSVRC2012 val/ folder into val/<wnid>/ folders and write its label files.',
+    parser = argparse.ArgumentParser(prog="python -m engine.valprep",
+                                     description="Arrange a flat ILSVRC2012 val/ folder into val/<wnid>/ "
+                                                 "folders and write its label files.",
                                      epilog="Exit status: 0 done, 2 refused (nothing moved), 1 failed midway.")
     parser.add_argument("val_dir", metavar="VAL_DIR", help="folder holding the validation images")
     truth = parser.add_mutually_exclusive_group(required=True)
