@@ -23,6 +23,11 @@ RUNTIME = [
     "pyyaml>=6",
     "tqdm>=4.66",
     "psutil>=5.9",
+    # engine.serve's KServe v2 / Triton front ends (--http, --grpc) and its /metrics
+    "uvicorn>=0.30",
+    "prometheus-client>=0.20",
+    "grpcio>=1.60",
+    "tritonclient[grpc]>=2.45",  # its generated GRPCInferenceService stubs
 ]
 
 setup(
@@ -40,7 +45,8 @@ setup(
             "efficientnet-lite-pytorch==0.1.0",
             "scikit-image>=0.24",
         ],
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "import-linter>=2.1", "ruff>=0.8"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "import-linter>=2.1", "ruff>=0.8",
+                 "tritonclient[http,grpc]>=2.45"],
         "bench": ["matplotlib>=3.8"],
     },
     entry_points={

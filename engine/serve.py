@@ -21,6 +21,7 @@ import zmq
 from engine.data.arg_checks import UsageError
 from engine.models.cache import cached_onnx
 from engine.models.catalog import UnknownModelError
+from engine.serving.fronts import add_arguments, check_arguments, start_fronts, stop_fronts
 from engine.serving.model import ServedModel
 from engine.serving.security import enable_curve_server, is_local_endpoint
 from engine.serving.server import Limits, Server
@@ -58,7 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default 1000; 0: never)")
     p.add_argument("--curve-secret-key", help="server certificate (.key_secret) to require CURVE")
     p.add_argument("--curve-authorized-keys", help="folder of authorized client public keys (*.key)")
-    p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without CURVE")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without CURVE (or TLS)")
+    add_arguments(p)
     args = p.parse_args(argv)
     for name in ("max_batch", "instances", "workers", "max_bytes", "max_pixels"):
         if getattr(args, name) < 1:
@@ -72,6 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not is_local_endpoint(args.bind) and not args.curve_secret_key and not args.insecure:
         p.error(f"--bind {args.bind} is not a loopback address: give --curve-secret-key and "
                 "--curve-authorized-keys, or --insecure to serve it unauthenticated")
+    check_arguments(p, args)
     if args.threads is None:
         args.threads = max(1, (os.cpu_count() or 1) // args.instances)
     if args.max_inflight is None:
@@ -93,7 +96,7 @@ def main(argv=None) -> int:
     model.warmup(args.max_batch)
     context = zmq.Context()
     router = context.socket(zmq.ROUTER)
-    auth = None
+    auth, fronts = None, []
     try:
         if args.curve_secret_key:
             auth = enable_curve_server(router, args.curve_secret_key, args.curve_authorized_keys)
@@ -111,13 +114,15 @@ def main(argv=None) -> int:
         log(f"model {model.name} ({model.num_classes} classes), {args.instances} instance(s) x "
             f"{args.threads} thread(s), max batch {args.max_batch}, delay {args.max_queue_delay_us} us, "
             f"{args.workers} workers{', CURVE' if auth else ''}")
+        fronts = start_fronts(server, args, log)
         print(f"engine.serve: listening on {endpoint}", flush=True)
         server.serve()
         log(f"stopped: {server.stats()}")
-    except (FileNotFoundError, ValueError, zmq.ZMQError) as e:
+    except (FileNotFoundError, ValueError, RuntimeError, zmq.ZMQError) as e:
         print(f"engine.serve: error: {e}", file=sys.stderr)
         return 2
     finally:
+        stop_fronts(fronts)
         router.close()
         if auth is not None:
             auth.stop()

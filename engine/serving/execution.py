@@ -100,7 +100,8 @@ class Executor:
             scores = instance.backend.run(batch)[0]
             indices, probs = self.model.topk(scores, max(item.job.request.topk for item in items))
         except Exception as e:  # answer the whole batch, keep serving
-            return [Outcome(item.job, error=f"inference failed ({type(e).__name__}: {e})") for item in items]
+            return [Outcome(item.job, error=f"inference failed ({type(e).__name__}: {e})", server_fault=True)
+                    for item in items]
         infer_us = (time.perf_counter() - t_start) * 1e6
         if n == 1:
             self.service_times.record_infer(infer_us)

@@ -20,13 +20,17 @@ class Limits:
 
 @dataclass
 class Job:
-    """An admitted request: ``seq`` counts it in flight until its one reply is delivered;
-    ``envelope`` holds its ZeroMQ routing frames."""
+    """An admitted request: ``seq`` counts it in flight until its one reply is delivered.
+
+    ``envelope`` holds a ZeroMQ request's routing frames; ``respond``, set by the HTTP and
+    gRPC front ends, takes the job's :class:`Outcome` on the thread that made it instead.
+    """
 
     seq: int
     request: protocol.Request
     t_recv: float
     envelope: list = field(default_factory=list)
+    respond: object = None
 
 
 @dataclass
@@ -57,6 +61,7 @@ class Outcome:
     indices: np.ndarray | None = None  # best classes first
     probs: np.ndarray | None = None
     timing_us: dict | None = None
+    server_fault: bool = False  # the error is the server's (inference failed), not the input's
 
     @property
     def ok(self) -> bool:

@@ -15,13 +15,16 @@ import tempfile
 import time
 
 READY = re.compile(r"^engine\.serve: listening on (\S+)")
+FRONT = re.compile(r"^engine\.serve: (http|grpc) on (\S+)")
 
 
 class ServerProcess:
-    """A running server: ``endpoint``, ``process``; stop with :meth:`stop` or a ``with`` block."""
+    """A running server: ``endpoint``, ``process``, and ``fronts`` ({"http": url, "grpc": url} for
+    the KServe front ends it was asked for); stop with :meth:`stop` or a ``with`` block."""
 
     def __init__(self, args: list[str], *, timeout_s: float = 120.0, env: dict | None = None):
         self.args = ["--bind", "tcp://127.0.0.1:*", *args] if "--bind" not in args else list(args)
+        self.fronts: dict[str, str] = {}
         self._stderr = tempfile.TemporaryFile(mode="w+")  # a pipe nobody reads could fill and block
         self.process = subprocess.Popen(
             [sys.executable, "-m", "engine.serve", *self.args],
@@ -31,18 +34,29 @@ class ServerProcess:
         self.endpoint = self._wait_ready(timeout_s)
 
     def _wait_ready(self, timeout_s: float) -> str:
+        """Read stdout (raw, so no line waits unseen in a buffer) until the ready line."""
         deadline = time.monotonic() + timeout_s
         selector = selectors.DefaultSelector()
-        selector.register(self.process.stdout, selectors.EVENT_READ)
+        fd = self.process.stdout.fileno()
+        selector.register(fd, selectors.EVENT_READ)
+        pending = b""
         try:
             while time.monotonic() < deadline:
-                if selector.select(timeout=0.2):
-                    line = self.process.stdout.readline()
-                    match = READY.match(line)
+                if not selector.select(timeout=0.2):
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk and self.process.poll() is not None:
+                    break
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    text = line.decode(errors="replace")
+                    match = READY.match(text)
                     if match:
                         return match.group(1)
-                    if not line and self.process.poll() is not None:
-                        break
+                    front = FRONT.match(text)
+                    if front:
+                        self.fronts[front.group(1)] = front.group(2)
             self.process.kill()
             self.process.wait()
             err = self.read_stderr()

@@ -81,6 +81,14 @@ class ServedModel:
         indices[~np.isfinite(outputs).all(axis=1)] = -1
         return indices, probs
 
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """One output row as class probabilities (float32): softmax unless the model has its own."""
+        scores = np.asarray(scores, np.float32)
+        if self.outputs_probabilities:
+            return scores
+        shifted = np.exp(scores.astype(np.float64) - scores.max())
+        return (shifted / shifted.sum()).astype(np.float32)
+
     def warmup(self, max_batch: int) -> None:
         """Compile the kernels and let every session allocate for the largest batch."""
         image = np.zeros((self.config.resize, self.config.resize, 3), np.uint8)

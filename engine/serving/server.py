@@ -35,6 +35,7 @@ from engine.serving.admission import Admission, Busy
 from engine.serving.batcher import DynamicBatcher
 from engine.serving.execution import Executor
 from engine.serving.jobs import Instance, Job, Limits
+from engine.serving.metrics import ServingMetrics
 from engine.serving.model import ServedModel
 from engine.serving.zmq_replies import REPLIES_ENDPOINT, push_socket, read_status, reply_frames
 
@@ -68,6 +69,7 @@ class Server:
         self.batcher = DynamicBatcher(max_batch, max_queue_delay_us / 1e6, instances)
         self.executor = Executor(model, self.batcher, self.limits)
         self.admission = Admission(self.limits)
+        self.metrics = ServingMetrics(model.name, self.executor, self.admission)
         self._stop = threading.Event()
         self._stats = collections.Counter()
         self._workers = [
@@ -144,13 +146,30 @@ class Server:
         self.router.send_multipart([*envelope, reply])
 
     def _pushing(self, loop) -> None:
-        """Run a worker or instance ``loop`` that sends its outcomes over its own PUSH socket."""
+        """Run a worker or instance ``loop`` that sends ZeroMQ outcomes over its own PUSH socket."""
         push = push_socket(self.context)
         names = self.model.class_names
+
+        def send(outcome):
+            self.metrics.record(outcome)
+            if outcome.job.respond is None:
+                push.send_multipart(reply_frames(outcome, names))
+            else:
+                self.admission.retire(outcome.job.seq)
+                outcome.job.respond(outcome)
+
         try:
-            loop(lambda outcome: push.send_multipart(reply_frames(outcome, names)))
+            loop(send)
         finally:
             push.close()
+
+    def submit(self, jobs: list[Job]) -> None:
+        """Queue jobs admitted by another front end (``respond`` set) for the workers."""
+        for job in jobs:
+            self.executor.jobs.put(job)
+
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     # ---- requests ------------------------------------------------------------------
     def _read_requests(self) -> None:
@@ -170,6 +189,7 @@ class Server:
                     self._admit(envelope, body, t_recv)
             except protocol.ProtocolError as e:
                 self._stats["errors"] += 1
+                self.metrics.record_refused()
                 self._reply(envelope, protocol.error_reply(e.request_id, str(e)))
             except Exception as e:  # a bug must cost one request, not the server
                 self._stats["errors"] += 1
@@ -222,6 +242,7 @@ class Server:
         names = self.model.class_names
 
         def send(outcome):
+            self.metrics.record(outcome)
             self._deliver(reply_frames(outcome, names))
 
         ready = self.executor.prepare(job, send)
