@@ -38,7 +38,7 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-class _Front:
+class FrontThread:
     """A front end's thread, its event loop, and the address it bound."""
 
     def __init__(self, name: str):
@@ -74,7 +74,7 @@ class _Front:
         self._thread.join(timeout)
 
 
-class HttpFront(_Front):
+class HttpFront(FrontThread):
     def __init__(self, app, host: str, port: int, tls: Tls | None):
         super().__init__("http")
         self.app, self.host, self.port, self.tls = app, host, port, tls

@@ -1,17 +1,20 @@
-"""KServe v2 over HTTP: a real engine.serve process, the real tritonclient, real sockets."""
+"""KServe v2 over HTTP and gRPC: a real engine.serve process, the real tritonclient, real sockets."""
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import signal
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
@@ -34,7 +37,7 @@ def tiny_onnx(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tiny_onnx):
-    with ServerProcess(["--onnx", str(tiny_onnx), "--http", "127.0.0.1:0", "--max-batch", "4",
+    with ServerProcess(["--onnx", str(tiny_onnx), "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--max-batch", "4",
                         "--instances", "2", "--threads", "1", "--max-bytes", str(2**20),
                         "--max-pixels", "1000000"]) as proc:
         yield proc
@@ -86,6 +89,19 @@ def post(url, body: bytes, headers=None):
             return reply.status, reply.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def declare_oversized_body(url, size: int):
+    """Announce a body of ``size`` bytes and send none: the server must refuse it by its length."""
+    host, port = urllib.parse.urlsplit(url).netloc.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.putrequest("POST", urllib.parse.urlsplit(url).path)
+    conn.putheader("Content-Length", str(size))
+    conn.endheaders()
+    reply = conn.getresponse()
+    status, body = reply.status, reply.read()
+    conn.close()
+    return status, body
 
 
 def test_health_metadata_and_config(client):
@@ -179,7 +195,7 @@ def test_malformed_bodies_and_oversized_requests(server):
                                      "parameters": {"binary_data_size": 100}}]}).encode()
     status, body = post(url, header + b"\0" * 12, {"Inference-Header-Content-Length": str(len(header))})
     assert status == 400 and b"runs past the body" in body
-    status, body = post(url, b"\0" * (2**20 + 2**20 + 1))
+    status, body = declare_oversized_body(url, 2**20 + 2**20 + 1)
     assert status == 413 and b"above the limit" in body
     status, _ = post(f"{server.fronts['http']}/v2/nothing/here", b"")
     assert status == 404
@@ -235,6 +251,123 @@ def test_sigterm_drains_http_requests_in_flight(tiny_onnx):
         proc.process.send_signal(signal.SIGTERM)
         probs = [p.get_result(timeout=15).as_numpy("PROBABILITIES") for p in pending]
         assert all(row.shape == (NUM_CLASSES,) for row in probs)
+        assert proc.process.wait(20) == 0
+        assert time.monotonic() - t0 < 15
+        c.close()
+    finally:
+        proc.stop()
+
+
+# ---- gRPC --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def grpc_client(server):
+    c = grpcclient.InferenceServerClient(server.fronts["grpc"])
+    yield c
+    c.close()
+
+
+def grpc_image(image):
+    tensor = grpcclient.InferInput("IMAGE", list(image.shape), "UINT8")
+    tensor.set_data_from_numpy(image)
+    return tensor
+
+
+def grpc_bytes(*blobs):
+    tensor = grpcclient.InferInput("IMAGE", [len(blobs)], "BYTES")
+    tensor.set_data_from_numpy(np.array(blobs, dtype=object))
+    return tensor
+
+
+def grpc_error(call) -> tuple:
+    with pytest.raises(InferenceServerException) as info:
+        call()
+    return info.value.status(), info.value.message()
+
+
+def test_grpc_health_metadata_and_config(grpc_client):
+    assert grpc_client.is_server_live() and grpc_client.is_server_ready()
+    assert grpc_client.is_model_ready(MODEL) and not grpc_client.is_model_ready("nosuchmodel")
+    assert "classification" in grpc_client.get_server_metadata(as_json=True)["extensions"]
+    meta = grpc_client.get_model_metadata(MODEL, as_json=True)
+    assert meta["inputs"][0]["name"] == "IMAGE" and meta["outputs"][0]["datatype"] == "FP32"
+    config = grpc_client.get_model_config(MODEL, as_json=True)["config"]
+    assert config["max_batch_size"] == 4 and config["input"][0]["data_type"] == "TYPE_UINT8"
+    status, message = grpc_error(lambda: grpc_client.get_model_metadata("other"))
+    assert status == "StatusCode.NOT_FOUND" and "unknown model 'other'" in message
+
+
+def test_grpc_raw_and_jpeg_match_the_in_process_model(grpc_client, tiny_onnx):
+    image = photo(7)
+    probs = grpc_client.infer(MODEL, [grpc_image(image)]).as_numpy("PROBABILITIES")
+    np.testing.assert_allclose(probs, reference_probs(tiny_onnx, image), rtol=1e-4, atol=1e-6)
+    blob = jpeg(image)
+    output = grpcclient.InferRequestedOutput("PROBABILITIES", class_count=2)
+    strings = grpc_client.infer(MODEL, [grpc_bytes(blob)], outputs=[output]).as_numpy("PROBABILITIES")
+    expected = reference_probs(tiny_onnx, decode_image(blob))
+    assert strings.shape == (1, 2)
+    assert [int(s.split(b":")[1]) for s in strings[0]] == np.argsort(-expected)[:2].tolist()
+
+
+def test_grpc_malformed_requests_get_invalid_argument(grpc_client):
+    flat = grpcclient.InferInput("IMAGE", [4, 4], "UINT8")
+    flat.set_data_from_numpy(np.zeros((4, 4), np.uint8))
+    cases = {
+        "must be [H, W, 3] or [N, H, W, 3]": ([flat], None),
+        "not a JPEG or PNG": ([grpc_bytes(b"GIF89a not an image")], None),
+        "classification 11 must be an integer in 1..10": (
+            [grpc_image(photo(8))], [grpcclient.InferRequestedOutput("PROBABILITIES", class_count=11)]),
+    }
+    for needle, (inputs, outputs) in cases.items():
+        status, message = grpc_error(lambda i=inputs, o=outputs: grpc_client.infer(MODEL, i, outputs=o))
+        assert status == "StatusCode.INVALID_ARGUMENT" and needle in message, (needle, message)
+    assert grpc_client.infer(MODEL, [grpc_image(photo(8))]).as_numpy("PROBABILITIES").shape == (NUM_CLASSES,)
+
+
+def test_grpc_burst_past_the_inflight_limit_answers_unavailable(tiny_onnx):
+    """As over HTTP: two requests wait out a 2 s queue delay, so the server is full while the rest arrive."""
+    with ServerProcess(["--onnx", str(tiny_onnx), "--grpc", "127.0.0.1:0", "--threads", "1", "--max-batch", "4",
+                        "--max-queue-delay-us", "2000000", "--max-inflight", "2"]) as proc:
+        c = grpcclient.InferenceServerClient(proc.fronts["grpc"])
+        results = []
+
+        def classify(seed):
+            try:
+                results.append(c.infer(MODEL, [grpc_image(photo(seed, 64, 64))]).as_numpy("PROBABILITIES").shape)
+            except InferenceServerException as e:
+                results.append((e.status(), e.message()))
+
+        threads = [threading.Thread(target=classify, args=(seed,)) for seed in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        errors = [r for r in results if r != (NUM_CLASSES,)]
+        assert len(results) == 8 and len(errors) == 6, results
+        assert all(status == "StatusCode.UNAVAILABLE" and "busy" in message for status, message in errors)
+        c.close()
+
+
+def test_grpc_sigterm_drains_requests_in_flight(tiny_onnx):
+    proc = ServerProcess(["--onnx", str(tiny_onnx), "--grpc", "127.0.0.1:0", "--threads", "1", "--max-batch", "64",
+                          "--max-queue-delay-us", "30000000"])
+    try:
+        c = grpcclient.InferenceServerClient(proc.fronts["grpc"])
+        results = []
+
+        def classify(seed):
+            results.append(c.infer(MODEL, [grpc_image(photo(seed, 64, 64))]).as_numpy("PROBABILITIES").shape)
+
+        threads = [threading.Thread(target=classify, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)  # all four wait in the batcher for the 30 s delay
+        t0 = time.monotonic()
+        proc.process.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(15)
+        assert results == [(NUM_CLASSES,)] * 4
         assert proc.process.wait(20) == 0
         assert time.monotonic() - t0 < 15
         c.close()
