@@ -60,11 +60,11 @@ def check_config(cfg: BuildConfig) -> None:
     for key, path in (("model.onnx", cfg.model.onnx), ("model.weights", cfg.model.weights),
                       ("calibration.labels", cfg.calibration.labels), ("check.labels", cfg.check.labels)):
         if path is not None:
-            arg_checks.input_file(cfg.key(key), path)
+            arg_checks.input_file(f"{cfg.key(key)}:", path)
     for key, path in (("calibration.path", cfg.calibration.path), ("check.path", cfg.check.path)):
         if path is not None and not Path(path).exists():
-            raise UsageError(f"{cfg.key(key)} {path}: no such folder or datalist")
-    arg_checks.output_dir(cfg.key("output"), cfg.output)
+            raise UsageError(f"{cfg.key(key)}: {path}: no such folder or datalist")
+    arg_checks.output_dir(f"{cfg.key('output')}:", cfg.output)
 
 
 def quiet_build(cfg: BuildConfig, work_dir: Path | None) -> Path:

@@ -20,7 +20,7 @@ def test_missing_calibration_folder_is_refused_before_the_export(cli, one_line_e
     start = time.perf_counter()
     proc = cli("build", config, "--output", tmp_path / "out")
     assert time.perf_counter() - start < 8, "refused before exporting vgg11"
-    one_line_error(proc, f"calibration.path {tmp_path / 'nowhere'}: no such folder or datalist")
+    one_line_error(proc, f"calibration.path: {tmp_path / 'nowhere'}: no such folder or datalist")
 
 
 def test_unknown_zoo_model_is_refused_cleanly(cli, one_line_error, tmp_path):
