@@ -6,9 +6,16 @@ worker does next (the ZeroMQ guide's load-balancing broker), which is what lets 
 exact books: it knows which items every worker holds, so when a worker process dies its
 items are re-queued to a fresh one and nothing is lost or produced twice.
 
-Credit-based backpressure: an item is only sent to preprocessing once it has a free
-slot, and its slot comes back only when the sink has its result, so memory is bounded by
-the slot count whatever the datalist length.
+Work goes out in groups, so the broker's cost is per message, not per item: the slot ring
+is cut into blocks of one batch of consecutive slots (engine/pipeline/blocks.py); items
+enter the block being filled in datalist order, a preprocess worker gets several of its
+positions in one task, and a full block goes to a device instance as one message naming
+its first slot, which the instance runs in place. The device instance ranks its logits
+too, so a result comes back as one batch of top-k classes.
+
+Credit-based backpressure: items enter preprocessing only while a block is free, and a
+block comes back only when the sink has its results, so memory is bounded by the slot
+count whatever the datalist length.
 
 Everything here runs on the broker's one thread; the worker processes are the
 supervisor's (engine/pipeline/supervisor.py), the clock is the meter's (meter.py).
@@ -22,12 +29,12 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
 
 from engine.pipeline import wire
+from engine.pipeline.blocks import Block, Task
 from engine.pipeline.config import RunConfig, fit_warmup
 from engine.pipeline.meter import Meter
 from engine.pipeline.sink import Sink
@@ -41,20 +48,6 @@ MAX_ITEM_DEATHS = 2  # an item in flight at this many worker deaths is failed, n
 
 class RunStopped(RuntimeError):
     """The run cannot go on (a stage failed to start, too many worker deaths)."""
-
-
-@dataclass(slots=True)
-class Item:
-    """One datalist entry on its way through: where its tensor is and what it took so far."""
-
-    seq: int  # position in the run (iterations past the first pass included)
-    path: str
-    slot: int
-    dispatched_at: float  # when it first went to preprocessing
-    ready_at: float = 0.0  # when its tensor was in its slot
-    load_us: int = 0
-    preprocess_us: int = 0
-    queue_us: int = 0  # from ready to sent to a device
 
 
 class Broker:
@@ -71,15 +64,16 @@ class Broker:
         sweep_stale_segments()
         crop = cfg.data_config.crop
         self.ring = SlotRing.create(cfg.slots, (3, crop, crop), cfg.slot_dtype)
-        self.supervisor = Supervisor(cfg, self.endpoint, self.ring.spec())
+        self.supervisor = Supervisor(cfg, self.endpoint, self.ring.spec(), sink.ranking())
         warmup, self.warmup_notice = fit_warmup(cfg.warmup, self.total)
         if self.warmup_notice:
             print(f"engine: notice: {self.warmup_notice}", file=sys.stderr, flush=True)
         self.meter = Meter(warmup)
-        self.free_slots = deque(range(cfg.slots))
+        self.free_blocks = deque(Block(i, i * cfg.batch) for i in range(cfg.slots // cfg.batch))
+        self.filling: Block | None = None  # the block new items enter
         self.next_seq = 0
-        self.requeued: deque[Item] = deque()  # back from a dead preprocess worker: no slot yet
-        self.ready: deque[Item] = deque()  # preprocessed, waiting for a device batch
+        self.requeued: deque[Task] = deque()  # back from a dead preprocess worker
+        self.ready: deque[Block] = deque()  # preprocessed and closed, waiting for a device instance
         self.deaths_seen: Counter = Counter()  # seq -> worker deaths it was in flight at
         self.task_ids = iter(range(1 << 62))
         self.stop_reason: str | None = None
@@ -132,58 +126,89 @@ class Broker:
             if failed:
                 raise RunStopped(failed)
 
+    # ---- blocks --------------------------------------------------------------------
+    def _close(self, block: Block) -> None:
+        """No more items enter ``block``; it is ready once nothing of it is in preprocessing."""
+        block.closed = True
+        if block is self.filling:
+            self.filling = None
+        self._maybe_ready(block)
+
+    def _maybe_ready(self, block: Block) -> None:
+        if block.closed and not block.pending:
+            if block.valid:
+                self.ready.append(block)
+            else:
+                self._free(block)
+
+    def _free(self, block: Block) -> None:
+        block.reset()
+        self.free_blocks.append(block)
+
     # ---- scheduling ------------------------------------------------------------
-    def _input_left(self) -> bool:
-        return bool(self.requeued) or self.next_seq < self.total
-
-    def _more_input_coming(self) -> bool:
-        return self._input_left() or any(w.inflight for w in self.supervisor.ready("pre"))
-
-    def _next_item(self) -> Item:
-        slot = self.free_slots.popleft()
+    def _new_task(self) -> Task | None:
+        """The next preprocess task: a re-queued one, else the next items into the filling
+        block (None when no block is free)."""
         if self.requeued:
-            item = self.requeued.popleft()
-            item.slot = slot
-            return item
-        seq = self.next_seq
-        self.next_seq += 1
-        return Item(seq, self.items[seq % len(self.items)], slot, time.perf_counter())
+            return self.requeued.popleft()
+        block = self.filling
+        if block is None:
+            if not self.free_blocks:
+                return None
+            block = self.filling = self.free_blocks.popleft()
+        count = min(self.cfg.chunk, self.cfg.batch - len(block), self.total - self.next_seq)
+        task = Task(block, block.add(self.next_seq, count, time.perf_counter()))
+        self.next_seq += count
+        block.pending += 1
+        if len(block) == self.cfg.batch or self.next_seq == self.total:
+            self._close(block)
+        return task
 
     def _dispatch_preprocess(self) -> None:
         capacity = 2 * self.cfg.chunk
-        while self.free_slots and self._input_left():
+        n_items = len(self.items)
+        while self.requeued or self.next_seq < self.total:
             worker = min(self.supervisor.ready("pre"), key=Worker.load, default=None)
             if worker is None or worker.load() >= capacity:
                 return
-            items = []
-            while len(items) < self.cfg.chunk and self.free_slots and self._input_left():
-                items.append(self._next_item())
+            task = self._new_task()
+            if task is None:
+                return
             task_id = next(self.task_ids)
-            worker.inflight[task_id] = items
-            wire.send(self.sock, {"type": "task", "id": task_id,
-                                  "items": [[it.seq, it.path, it.slot] for it in items]}, identity=worker.identity)
+            worker.inflight[task_id] = task
+            wire.send(self.sock, {"type": "task", "id": task_id, "slots": task.slots(),
+                                  "paths": [self.items[seq % n_items] for seq in task.seqs()]},
+                      identity=worker.identity)
+
+    def _short_batch_wait_s(self) -> float | None:
+        """How long the filling block's first items have waited, when it could go short:
+        nothing of it is in preprocessing. None when it cannot."""
+        block = self.filling
+        if block is None or not len(block) or block.pending:
+            return None
+        return time.perf_counter() - block.first_ready_at
 
     def _dispatch_device(self) -> None:
-        """Full batches go to any instance with room in its queue; a partial batch goes only
-        to an idle instance, once its oldest item has waited the batch delay or no more
-        input is coming."""
+        """Ready blocks (full, or the last of the input) go to any instance with room in its
+        queue; the filling block goes short only to an idle instance, once its first items
+        have waited the batch delay."""
         for worker in sorted(self.supervisor.ready("dev"), key=lambda w: len(w.inflight)):
-            while self.ready and len(worker.inflight) < DEVICE_QUEUE_DEPTH:
-                full = len(self.ready) >= self.cfg.batch
-                waited = time.perf_counter() - self.ready[0].ready_at >= self.cfg.batch_delay_ms / 1000
-                if not full and (worker.inflight or (self._more_input_coming() and not waited)):
+            while len(worker.inflight) < DEVICE_QUEUE_DEPTH:
+                if not self.ready and not worker.inflight:
+                    waited = self._short_batch_wait_s()
+                    if waited is not None and waited >= self.cfg.batch_delay_ms / 1000:
+                        self._close(self.filling)
+                if not self.ready:
                     break
-                self._send_batch(worker)
+                self._send_batch(worker, self.ready.popleft())
 
-    def _send_batch(self, worker: Worker) -> None:
+    def _send_batch(self, worker: Worker, block: Block) -> None:
         now = time.perf_counter()
-        items = [self.ready.popleft() for _ in range(min(self.cfg.batch, len(self.ready)))]
-        for item in items:
-            item.queue_us = round((now - item.ready_at) * 1e6)
         task_id = next(self.task_ids)
-        worker.inflight[task_id] = items
+        worker.inflight[task_id] = block
         worker.sent_at[task_id] = now
-        wire.send(self.sock, {"type": "batch", "id": task_id, "items": [[it.seq, it.slot] for it in items]},
+        block.queue_us = (now * block.ready_items - block.ready_sum) * 1e6
+        wire.send(self.sock, {"type": "batch", "id": task_id, "first": block.first_slot, "count": len(block)},
                   identity=worker.identity)
 
     # ---- messages ----------------------------------------------------------------
@@ -193,63 +218,67 @@ class Broker:
             return  # a message from a worker already declared dead: its items were re-queued
         kind = header["type"]
         if kind == "hello":
-            worker.ready = True
+            self.supervisor.mark_ready(worker)
             if worker.role == "dev":
                 self.backends.append(header.get("backend"))
         elif kind == "fatal":
             self.stop_reason = f"{identity.decode()}: {header['error']}"
         elif kind == "pre_done":
-            self._preprocessed(worker, header)
-        elif kind == "dev_done":
+            self._preprocessed(worker.inflight.pop(header["id"]), header)
+        elif kind in ("dev_done", "dev_error"):
             now = time.perf_counter()
-            items = worker.inflight.get(header["id"], [])
-            self._finish_batch(items, header, arrays, worker.finish_batch(header["id"], now), now)
-        elif kind == "dev_error":
-            now = time.perf_counter()
-            items = worker.inflight.get(header["id"], [])
-            self.meter.span(worker.finish_batch(header["id"], now), now, len(items))
-            for item in items:
-                self._finish_error(item, header["error"], counted=True)
+            block = worker.inflight[header["id"]]
+            started = worker.finish_batch(header["id"], now)
+            if kind == "dev_done":
+                self._finish_batch(block, header, arrays, started, now)
+            else:
+                self._fail_batch(block, header["error"], started, now)
 
-    def _preprocessed(self, worker: Worker, header: dict) -> None:
-        by_seq = {item.seq: item for item in worker.inflight.pop(header["id"], [])}
-        now = time.perf_counter()
-        for seq, _slot, load_us, pre_us in header["done"]:
-            item = by_seq[seq]
-            item.ready_at, item.load_us, item.preprocess_us, item.queue_us = now, load_us, pre_us, 0
-            self.ready.append(item)
-        for seq, _slot, reason in header["errors"]:
-            self._finish_error(by_seq[seq], reason)
+    def _preprocessed(self, task: Task, header: dict) -> None:
+        block = task.block
+        for slot, reason in header["errors"]:
+            position = slot - block.first_slot
+            block.holes.add(position)
+            self._finish_error(block.seqs[position], reason)
+        block.returned(len(task) - len(header["errors"]), time.perf_counter(), header["load_us"], header["pre_us"])
+        self._maybe_ready(block)
 
-    def _finish_batch(self, items: list[Item], header: dict, arrays: list, started: float, done: float) -> None:
-        n = len(items)
+    def _finish_batch(self, block: Block, header: dict, arrays: list, started: float, done: float) -> None:
+        ranked, probs, *outputs = arrays
+        seqs, sent_at, rows = block.seqs, block.sent_at, block.rows()
+        if rows is not None:
+            ranked, probs, outputs = ranked[rows], probs[rows], [o[rows] for o in outputs]
+            seqs, sent_at = [seqs[p] for p in rows], [sent_at[p] for p in rows]
+        n = len(seqs)
         self.meter.span(started, done, n)
         t0 = time.perf_counter()
-        ok = self.sink.results([item.seq for item in items], arrays)
+        failed = self.sink.results(seqs, ranked, probs, outputs)
         t1 = time.perf_counter()
-        tm = self.meter.timings
-        tm.infer_batch.append(header["infer_us"])
-        tm.batch_sizes[n] += 1
-        post_us = (t1 - t0) * 1e6 / n
-        measuring = self.meter.measuring
-        for item, good in zip(items, ok):
-            self.free_slots.append(item.slot)
-            if good and measuring:
-                tm.load.append(item.load_us)
-                tm.preprocess.append(item.preprocess_us)
-                tm.queue.append(item.queue_us)
-                tm.infer_item.append(header["infer_us"] / n)
-                tm.postprocess.append(post_us)
-                tm.e2e.append((t1 - item.dispatched_at) * 1e6)
-        self.meter.finish(n, ok.count(False), at=done)
+        self.meter.batch(n, header["infer_us"])
+        if self.meter.measuring:
+            stages = self.meter.stages
+            stages.add("decode", block.load_us, block.ready_items)
+            stages.add("preprocess", block.preprocess_us, block.ready_items)
+            stages.add("queue_wait", block.queue_us, block.ready_items)
+            stages.add("inference", header["infer_us"], n)
+            stages.add("postprocess", header["post_us"] + (t1 - t0) * 1e6, n)
+            self.meter.latencies(t1, sent_at)
+        self.meter.finish(n, failed, at=done)
+        self._free(block)
 
-    def _finish_error(self, item: Item, reason: str, *, counted: bool = False) -> None:
+    def _fail_batch(self, block: Block, reason: str, started: float, done: float) -> None:
+        self.meter.span(started, done, block.valid)
+        for position, seq in enumerate(block.seqs):
+            if position not in block.holes:
+                self._finish_error(seq, reason, counted=True)
+        self._free(block)
+
+    def _finish_error(self, seq: int, reason: str, *, counted: bool = False) -> None:
         """``counted``: the item is already in a device batch's span."""
-        self.sink.error(item.seq, reason)
+        self.sink.error(seq, reason)
         if not counted:
             now = time.perf_counter()
             self.meter.span(now, now, 1)
-        self.free_slots.append(item.slot)
         self.meter.finish(1, 1)
 
     # ---- supervision -------------------------------------------------------------
@@ -270,21 +299,46 @@ class Broker:
         """Take back every item the dead process held; returns how many were re-queued."""
         requeued = 0
         for worker in proc.workers:
-            for items in worker.inflight.values():
-                for item in items:
-                    self.deaths_seen[item.seq] += 1
-                    if self.deaths_seen[item.seq] >= MAX_ITEM_DEATHS:
-                        self._finish_error(item, f"a worker died {MAX_ITEM_DEATHS} times while holding this "
-                                                 f"item (last exit code {exit_code})")
-                    elif proc.role == "pre":
-                        self.free_slots.append(item.slot)
-                        self.requeued.append(item)
-                        requeued += 1
-                    else:  # the preprocessed tensor is still in its slot: back to the front of the queue
-                        item.ready_at = time.perf_counter()
-                        self.ready.appendleft(item)
-                        requeued += 1
+            for held in worker.inflight.values():
+                if proc.role == "pre":
+                    requeued += self._requeue_task(held, exit_code)
+                else:
+                    requeued += self._requeue_block(held, exit_code)
         return requeued
+
+    def _survivors(self, block: Block, positions: list[int], exit_code: int) -> list[int]:
+        """Count one more worker death for the items at ``positions``; fail those at the
+        limit and return the positions of the others."""
+        alive = []
+        for position in positions:
+            seq = block.seqs[position]
+            self.deaths_seen[seq] += 1
+            if self.deaths_seen[seq] >= MAX_ITEM_DEATHS:
+                block.holes.add(position)
+                self._finish_error(seq, f"a worker died {MAX_ITEM_DEATHS} times while holding this item "
+                                        f"(last exit code {exit_code})")
+            else:
+                alive.append(position)
+        return alive
+
+    def _requeue_task(self, task: Task, exit_code: int) -> int:
+        """A dead preprocess worker's task goes out again, to the same slots."""
+        task.positions = self._survivors(task.block, task.positions, exit_code)
+        if task.positions:
+            self.requeued.append(task)
+        else:
+            task.block.pending -= 1
+            self._maybe_ready(task.block)
+        return len(task.positions)
+
+    def _requeue_block(self, block: Block, exit_code: int) -> int:
+        """A dead device instance's batch is still in its slots: back to the front of the queue."""
+        alive = self._survivors(block, [p for p in range(len(block)) if p not in block.holes], exit_code)
+        if alive:
+            self.ready.appendleft(block)
+        else:
+            self._free(block)
+        return len(alive)
 
     # ---- the run -------------------------------------------------------------------
     def _on_signal(self, signum, _frame) -> None:
@@ -305,15 +359,14 @@ class Broker:
             self.shutdown()
 
     def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
         self.meter.start(last_check := time.perf_counter())
         while self.finished < self.total and not self.stop_reason:
             self._dispatch_preprocess()
             self._dispatch_device()
-            if self.sock.poll(self._poll_timeout_ms()):
-                for _ in range(64):
-                    self._handle(*wire.recv(self.sock, with_identity=True))
-                    if not self.sock.poll(0):
-                        break
+            if poller.poll(self._poll_timeout_ms()):
+                self._drain()
             now = time.perf_counter()
             if now - last_check >= SUPERVISE_EVERY_S:
                 last_check = now
@@ -324,12 +377,21 @@ class Broker:
         if self.progress:
             self.progress(self)
 
+    def _drain(self, most: int = 64) -> None:
+        """Handle the messages waiting, ``most`` at a time, so the loop gets to dispatch."""
+        for _ in range(most):
+            try:
+                message = wire.recv(self.sock, with_identity=True, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._handle(*message)
+
     def _poll_timeout_ms(self) -> int:
-        """Sleep until the next message, except when a partial batch may become due: waking
+        """Sleep until the next message, except when a short batch may become due: waking
         the broker more often than that steals cycles from the device threads."""
-        if self.ready and any(len(w.inflight) == 0 for w in self.supervisor.ready("dev")):
-            waited_ms = (time.perf_counter() - self.ready[0].ready_at) * 1000
-            return max(1, int(self.cfg.batch_delay_ms - waited_ms) + 1)
+        waited = self._short_batch_wait_s()
+        if waited is not None and any(not w.inflight for w in self.supervisor.ready("dev")):
+            return max(1, int(self.cfg.batch_delay_ms - waited * 1000) + 1)
         return int(SUPERVISE_EVERY_S * 1000)
 
     def shutdown(self) -> None:

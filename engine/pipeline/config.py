@@ -77,6 +77,7 @@ class RunConfig:
             raise ValueError(f"--topk {self.topk} exceeds the model's {self.data_config.num_classes} classes")
         if not self.slots:
             self.slots = self.default_slots()
+        self.slots = max(2, -(-self.slots // self.batch)) * self.batch  # whole batches, two at least
 
     @property
     def slot_dtype(self) -> np.dtype:
@@ -85,13 +86,15 @@ class RunConfig:
 
     @property
     def chunk(self) -> int:
-        """Items per preprocess task message: fewer broker round trips at large batches."""
-        return max(1, min(4, self.batch // 2))
+        """Items per preprocess task message: a whole batch up to 64 (the broker's cost is
+        per message), so a worker holding two tasks is never idle waiting for the next."""
+        return max(1, min(64, self.batch))
 
     def default_slots(self) -> int:
-        preprocess_inflight = self.workers * 2 * self.chunk
-        device_side = 3 * self.batch * self.instances * self.processes
-        return preprocess_inflight + device_side + self.batch
+        """Whole batches: what the preprocess workers hold, the one being filled, and three
+        per device instance (two queued, one being ranked)."""
+        preprocess_blocks = -(-self.workers * 2 * self.chunk // self.batch)
+        return (preprocess_blocks + 1 + 3 * self.instances * self.processes) * self.batch
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -1,5 +1,5 @@
 """The run's clock and stopwatch: when timing starts (after the warm-up), which work falls
-inside the timed window, and the per-item stage durations kept once it runs.
+inside the timed window, and the stage durations and latencies kept once it runs, and the broker's own CPU time.
 
 Owned by the broker's thread; the broker tells it what finished and when.
 """
@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+
+import numpy as np
 
 
 def work_in_window(spans, start: float, stop: float) -> float:
@@ -23,18 +24,19 @@ def work_in_window(spans, start: float, stop: float) -> float:
     return work
 
 
-@dataclass
-class Timings:
-    """Per-item and per-batch durations in microseconds, appended as results arrive."""
+class StageTimes:
+    """Summed microseconds and item counts per pipeline stage, for per-item means."""
 
-    e2e: list = field(default_factory=list)
-    load: list = field(default_factory=list)
-    preprocess: list = field(default_factory=list)
-    queue: list = field(default_factory=list)
-    infer_batch: list = field(default_factory=list)
-    infer_item: list = field(default_factory=list)
-    postprocess: list = field(default_factory=list)
-    batch_sizes: Counter = field(default_factory=Counter)
+    def __init__(self):
+        self.total_us: Counter = Counter()
+        self.items: Counter = Counter()
+
+    def add(self, stage: str, total_us: float, items: int) -> None:
+        self.total_us[stage] += total_us
+        self.items[stage] += items
+
+    def mean(self, stage: str) -> float | None:
+        return self.total_us[stage] / self.items[stage] if self.items[stage] else None
 
 
 class Meter:
@@ -45,7 +47,11 @@ class Meter:
         self.warmup = warmup
         self.finished = 0
         self.failed = 0
-        self.timings = Timings()
+        self.stages = StageTimes()
+        self.e2e_us: list[np.ndarray] = []  # per item, one array per batch
+        self.batch_us: list[int] = []  # the model's time per batch
+        self.batch_sizes: Counter = Counter()
+        self.cpu_s = 0.0  # the broker process's CPU time over the run (every thread of it)
         self.spans: list[tuple[float, float, int]] = []
         self.t_measure = 0.0
         self.t_end: float | None = None  # None while the run goes on
@@ -64,9 +70,19 @@ class Meter:
     def start(self, now: float) -> None:
         """The run's start: the clock's start too, unless a warm-up comes first."""
         self.t_measure = now
+        self.cpu_s = -time.process_time()
 
     def stop(self, now: float) -> None:
         self.t_end = now
+        self.cpu_s += time.process_time()
+
+    def batch(self, items: int, model_us: int) -> None:
+        self.batch_us.append(model_us)
+        self.batch_sizes[items] += 1
+
+    def latencies(self, done: float, sent_at: list[float]) -> None:
+        """End-to-end latencies of items sent to preprocessing at ``sent_at``, done at ``done``."""
+        self.e2e_us.append((done - np.asarray(sent_at)) * 1e6)
 
     def span(self, started: float, done: float, items: int) -> None:
         self.spans.append((started, done, items))

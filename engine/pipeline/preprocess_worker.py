@@ -1,4 +1,8 @@
-"""Preprocess stage: load an item (npz or image), run the fused kernel into its slot."""
+"""Preprocess stage: load items (npz or images), run the fused kernel into their slots.
+
+A task names several slots and their item paths; the reply gives the failed slots with
+their reasons and the task's summed decode and kernel times.
+"""
 from __future__ import annotations
 
 import time
@@ -50,8 +54,8 @@ def preprocess_main(identity: bytes, endpoint: str, ring_spec: dict, data_config
     wire.send(sock, {"type": "hello", "role": "pre"})
     try:
         while (header := next_task(sock, broker_pid)) is not None:
-            done, errors = [], []
-            for seq, path, slot in header["items"]:
+            errors, load_us, pre_us = [], 0.0, 0.0
+            for slot, path in zip(header["slots"], header["paths"]):
                 t0 = time.perf_counter()
                 try:
                     img = load_item(path, max_pixels=max_pixels)
@@ -59,10 +63,12 @@ def preprocess_main(identity: bytes, endpoint: str, ring_spec: dict, data_config
                     preprocess_into(img, slot)
                     t2 = time.perf_counter()
                 except Exception as exc:  # noqa: BLE001 - any failure of one item is that item's error record
-                    errors.append([seq, slot, _describe(exc)])
+                    errors.append([slot, _describe(exc)])
                     continue
-                done.append([seq, slot, round((t1 - t0) * 1e6), round((t2 - t1) * 1e6)])
-            wire.send(sock, {"type": "pre_done", "id": header["id"], "done": done, "errors": errors})
+                load_us += t1 - t0
+                pre_us += t2 - t1
+            wire.send(sock, {"type": "pre_done", "id": header["id"], "errors": errors,
+                             "load_us": round(load_us * 1e6), "pre_us": round(pre_us * 1e6)})
     finally:
         sock.close()
         ctx.term()

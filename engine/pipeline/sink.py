@@ -1,4 +1,9 @@
-"""The sink: ranks logits, scores against labels, writes outputs in datalist order.
+"""The sink: takes each batch's ranked classes, scores them against labels, writes
+outputs in datalist order.
+
+The device instances rank their logits (engine/pipeline/device_worker.py), so the sink
+works per batch: a batch with nothing per item to do (no labels, no top-k text, no output
+files) costs a few array operations whatever its size.
 
 Results reach the sink in completion order; everything a user reads as a sequence (the
 top-k text file, the errors file) goes through a reorder buffer keyed by sequence
@@ -8,13 +13,13 @@ slot count. Raw outputs are written under their own sequence number straight awa
 """
 from __future__ import annotations
 
+import bisect
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-import kernels
 from engine.data.labels import LabelSource
 from engine.data.topk_text import format_topk_lines
 
@@ -27,6 +32,10 @@ class OrderedWriter:
         self._pending: dict[int, str] = {}
         self._next = 0
 
+    @property
+    def active(self) -> bool:
+        return self._file is not None
+
     def put(self, seq: int, text: str) -> None:
         if self._file is None:
             return
@@ -38,6 +47,16 @@ class OrderedWriter:
     def skip(self, seq: int) -> None:
         """Mark ``seq`` as producing no text here (it went to the other file)."""
         self.put(seq, "")
+
+    def skip_all(self, seqs: list[int]) -> None:
+        """``skip`` each of ``seqs`` (increasing); a run of the very next ones in one step."""
+        if self._file is None:
+            return
+        if not self._pending and seqs and seqs[0] == self._next and seqs[-1] - seqs[0] == len(seqs) - 1:
+            self._next += len(seqs)
+            return
+        for seq in seqs:
+            self.put(seq, "")
 
     def close(self) -> None:
         if self._file is None:
@@ -73,34 +92,43 @@ class Sink:
     def _name(self, cls: int) -> str:
         return self.class_names[cls] if self.class_names and 0 <= cls < len(self.class_names) else str(cls)
 
-    def results(self, seqs: list[int], outputs: list[np.ndarray]) -> list[bool]:
-        """Score one batch; returns per item whether it succeeded (non-finite logits fail)."""
-        logits = outputs[0].reshape(len(seqs), -1)
-        ranked, probs = kernels.softmax_topk(logits, min(max(self.topk, 5), logits.shape[1]))
-        ok = []
-        for j, seq in enumerate(seqs):
-            if ranked[j, 0] < 0:
-                self.error(seq, "model output holds NaN or inf")
-                ok.append(False)
-                continue
-            ok.append(True)
-            self.done += 1
-            if not self._first_pass(seq):
-                continue
-            path = self.items[seq]
-            label = self.labels(path)
-            if label is not None:
-                self.labelled += 1
-                self.top1_hits += int(ranked[j, 0] == label)
-                self.top5_hits += int(label in ranked[j, :5])
-            top = ranked[j, : self.topk]
+    def ranking(self) -> dict:
+        """What the device instances send back: the top ``k`` the sink ranks and scores by
+        (5 at least, for top-5 accuracy), and the raw outputs only when they are written."""
+        return {"k": max(self.topk, 5), "outputs": self.output_dir is not None}
+
+    def results(self, seqs: list[int], ranked: np.ndarray, probs: np.ndarray, outputs: list[np.ndarray]) -> int:
+        """Take one batch (``seqs`` increasing, their ranked classes and probabilities, the
+        raw outputs when written); returns how many items failed (non-finite logits)."""
+        rows = range(len(seqs))
+        bad = np.flatnonzero(ranked[:, 0] < 0)
+        for j in bad:
+            self.error(seqs[j], "model output holds NaN or inf")
+        if len(bad):
+            rows = [j for j in rows if ranked[j, 0] >= 0]
+        self.done += len(rows)
+        first_pass = bisect.bisect_left(seqs, len(self.items))  # seqs increase: the first pass comes first
+        if self.labels.active or self.topk_writer.active or self.output_dir is not None:
+            for j in rows:
+                if j < first_pass:
+                    self._first_pass_result(seqs[j], ranked[j], probs[j], [o[j] for o in outputs])
+        self.error_writer.skip_all([seqs[j] for j in rows if j < first_pass] if len(bad) else seqs[:first_pass])
+        return len(bad)
+
+    def _first_pass_result(self, seq: int, ranked: np.ndarray, probs: np.ndarray, rows: list[np.ndarray]) -> None:
+        path = self.items[seq]
+        label = self.labels(path)
+        if label is not None:
+            self.labelled += 1
+            self.top1_hits += int(ranked[0] == label)
+            self.top5_hits += int(label in ranked[:5])
+        if self.topk_writer.active:
+            top = ranked[: self.topk]
             names = [self._name(int(c)) for c in top]
-            lines = format_topk_lines(path, top, probs[j, : self.topk], names)
-            self.topk_writer.put(seq, "".join(line + "\n" for line in lines))
-            self.error_writer.skip(seq)
-            if self.output_dir is not None:
-                self._write_outputs(seq, [o[j] for o in outputs])
-        return ok
+            self.topk_writer.put(seq, "".join(line + "\n" for line in format_topk_lines(path, top, probs[: self.topk],
+                                                                                         names)))
+        if self.output_dir is not None:
+            self._write_outputs(seq, rows)
 
     def _write_outputs(self, seq: int, rows: list[np.ndarray]) -> None:
         arrays = {f"output_{k}": row.reshape(1, *row.shape).astype(self.output_dtype) for k, row in enumerate(rows)}

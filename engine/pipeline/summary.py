@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import time
 
 import numpy as np
 import psutil
@@ -13,6 +14,7 @@ import psutil
 from engine.data.scoring import accuracy_line
 
 PERCENTILES = (50, 90, 95, 99)
+STAGES = ("decode", "preprocess", "queue_wait", "inference", "postprocess")
 
 
 def latency_stats(values) -> dict | None:
@@ -24,13 +26,8 @@ def latency_stats(values) -> dict | None:
     return stats
 
 
-def _mean(values) -> float | None:
-    return float(np.mean(values)) if len(values) else None
-
-
 def build_report(broker, cfg, sink, *, model_info: dict, items_total: int) -> dict:
     meter, supervisor = broker.meter, broker.supervisor
-    tm = meter.timings
     not_run = broker.total - meter.finished
     acc = sink.accuracy()
     return {
@@ -51,17 +48,12 @@ def build_report(broker, cfg, sink, *, model_info: dict, items_total: int) -> di
                    "notice": broker.warmup_notice},
         "throughput_qps": broker.throughput,
         "latency_us": {
-            "end_to_end": latency_stats(tm.e2e),
-            "model_batch": latency_stats(tm.infer_batch),
+            "end_to_end": latency_stats(np.concatenate(meter.e2e_us) if meter.e2e_us else []),
+            "model_batch": latency_stats(meter.batch_us),
         },
-        "stages_us_per_item": {
-            "decode": _mean(tm.load),
-            "preprocess": _mean(tm.preprocess),
-            "queue_wait": _mean(tm.queue),
-            "inference": _mean(tm.infer_item),
-            "postprocess": _mean(tm.postprocess),
-        },
-        "batch_sizes": {str(k): v for k, v in sorted(tm.batch_sizes.items())},
+        "stages_us_per_item": {stage: meter.stages.mean(stage) for stage in STAGES},
+        "batch_sizes": {str(k): v for k, v in sorted(meter.batch_sizes.items())},
+        "broker_cpu_s": {"run": meter.cpu_s, "process": time.process_time()},
         "accuracy": acc,
         "peak_rss_mb": supervisor.peak_rss_bytes / 2**20,
         "host_memory_used_mb": psutil.virtual_memory().used / 2**20,

@@ -8,6 +8,7 @@ a message from a process already declared dead is recognised and dropped.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -54,8 +55,10 @@ class Proc:
 
 
 class Supervisor:
-    def __init__(self, cfg: RunConfig, endpoint: str, ring_spec: dict):
+    def __init__(self, cfg: RunConfig, endpoint: str, ring_spec: dict, ranking: dict):
+        """``ranking``: what device instances send back (top ``k``, and the raw outputs or not)."""
         self.cfg = cfg
+        self.ranking = ranking
         self.endpoint = endpoint
         self.ring_spec = ring_spec
         self.mp = mp.get_context("spawn")
@@ -64,6 +67,8 @@ class Supervisor:
         self.restarts = 0
         self.max_restarts = 2 * (cfg.workers + cfg.processes) + 2
         self.peak_rss_bytes = 0
+        self._ready: dict[str, list[Worker]] = {}
+        self._ps: dict[int, psutil.Process] = {}  # pid -> its psutil handle, for the memory samples
 
     def start(self, role: str, index: int, generation: int = 0) -> Proc:
         cfg = self.cfg
@@ -75,7 +80,8 @@ class Supervisor:
             identities = [f"dev-{index}-{i}.{generation}".encode() for i in range(cfg.instances)]
             backend_spec = {"kind": cfg.backend, "model_path": cfg.model_path, "device": cfg.device,
                             "threads": cfg.threads, "options": cfg.backend_options}
-            target, args = device_main, (identities, self.endpoint, self.ring_spec, backend_spec, cfg.batch)
+            target, args = device_main, (identities, self.endpoint, self.ring_spec, backend_spec, cfg.batch,
+                                         self.ranking)
         process = self.mp.Process(target=target, args=args, name=f"engine-{role}-{index}", daemon=True)
         process.start()
         proc = Proc(role, index, generation, process)
@@ -102,8 +108,17 @@ class Supervisor:
                 return f"{proc.role} worker {proc.index} exited with code {proc.process.exitcode} while starting"
         return None
 
+    def mark_ready(self, worker: Worker) -> None:
+        """``worker`` said hello: it takes work from now on."""
+        worker.ready = True
+        self._ready.pop(worker.role, None)
+
     def ready(self, role: str) -> list[Worker]:
-        return [w for w in self.workers.values() if w.role == role and w.ready]
+        """The workers of ``role`` that take work (kept between changes: the broker asks
+        on every turn of its loop)."""
+        if role not in self._ready:
+            self._ready[role] = [w for w in self.workers.values() if w.role == role and w.ready]
+        return self._ready[role]
 
     def pids(self) -> str:
         return ", ".join(f"{proc.role}-{proc.index} pid {proc.process.pid}" for proc in self.procs)
@@ -118,6 +133,8 @@ class Supervisor:
             self.procs.remove(proc)
             for worker in proc.workers:
                 del self.workers[worker.identity]
+            self._ready.clear()
+            self._ps.pop(proc.process.pid, None)
             dead.append((proc, code))
         return dead
 
@@ -127,9 +144,11 @@ class Supervisor:
     def sample_memory(self) -> None:
         """Track the peak resident memory of the whole run: broker plus every worker."""
         total = 0
-        for p in [psutil.Process()] + [psutil.Process(proc.process.pid) for proc in self.procs if proc.process.pid]:
+        for pid in [os.getpid()] + [proc.process.pid for proc in self.procs if proc.process.pid]:
             try:
-                total += p.memory_info().rss
+                if pid not in self._ps:
+                    self._ps[pid] = psutil.Process(pid)
+                total += self._ps[pid].memory_info().rss
             except psutil.Error:
                 pass
         self.peak_rss_bytes = max(self.peak_rss_bytes, total)

@@ -32,9 +32,10 @@ def send(sock: zmq.Socket, header: dict, arrays=(), identity: bytes | None = Non
     sock.send_multipart(frames, copy=len(frames) < 3)
 
 
-def recv(sock: zmq.Socket, with_identity: bool = False):
-    """Receive one message: ``(header, arrays)`` or ``(identity, header, arrays)``."""
-    frames = sock.recv_multipart(copy=False)
+def recv(sock: zmq.Socket, with_identity: bool = False, flags: int = 0):
+    """Receive one message: ``(header, arrays)`` or ``(identity, header, arrays)``
+    (``flags=zmq.NOBLOCK``: raise ``zmq.Again`` when none is waiting)."""
+    frames = sock.recv_multipart(flags, copy=False)
     identity = None
     if with_identity:
         identity, frames = frames[0].bytes, frames[1:]
