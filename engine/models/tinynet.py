@@ -4,7 +4,7 @@ but the model (server overhead, pipeline plumbing).
 
 - ``write_tiny_onnx``: conv3x3(3->8, stride 2) + relu -> conv3x3(8->16, stride 2) + relu
   -> global average pool -> gemm(16 -> classes); ``tiny_torch_module`` is the same net in
-  torch. About 0.5 ms per 224x224 image on one core.
+  torch; a fraction of any zoo model's cost per image.
 - ``write_inverted_residual_onnx``: conv3x3(3->8, stride 2) + relu -> conv1x1(8->16) +
   clip(0, 6) -> depthwise conv3x3 + clip(0, 6) -> conv1x1(16->8) -> global average pool
   -> gemm(8 -> classes), MobileNet's block; with ``crowded_pairs`` each output channel of
@@ -12,8 +12,8 @@ but the model (server overhead, pipeline plumbing).
   input channels (2j, 2j+1), the layout that caps x86 int8 weight ranges; with
   ``computed_padding`` its 3x3 convolutions are padded by Pad nodes whose amounts the
   graph computes from the input's shape, as EfficientNet exports do.
-- ``write_pool_linear_onnx``: global average pool -> gemm(3 -> classes), about 20 us per
-  224x224 image: the model for measuring the plumbing around a model.
+- ``write_pool_linear_onnx``: global average pool -> gemm(3 -> classes), next to no work
+  per image: the model for measuring the plumbing around a model.
 """
 from __future__ import annotations
 
