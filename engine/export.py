@@ -24,7 +24,6 @@ from engine.data.arg_checks import UsageError
 from engine.data.dataconfig import ModelInfo
 from engine.models import catalog
 from engine.models.catalog import EFFICIENTNET_LIBRARY, LIBRARIES, UnknownModelError
-from engine.models.checkpoints import CheckpointError
 
 # The zoo's networks halve their input five times: below 32 pixels nothing is left.
 MIN_SIZE = 32
@@ -64,11 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_args(args)
-        from engine.models.onnx_export import ExportError, export_onnx
-        from engine.models.zoo import create
+    except (UsageError, UnknownModelError) as e:
+        print(f"engine.export: error: {e}", file=sys.stderr)
+        return 2
+    from engine.models.checkpoints import CheckpointError  # torch: imported once the arguments are known good
+    from engine.models.onnx_export import ExportError, export_onnx
+    from engine.models.zoo import create
 
+    try:
         model = create(args.name, args.library, weights=args.weights, seed=args.seed)
-    except (UsageError, UnknownModelError, CheckpointError) as e:
+    except CheckpointError as e:
         print(f"engine.export: error: {e}", file=sys.stderr)
         return 2
     complexity = model.complexity(args.size)
