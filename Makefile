@@ -4,16 +4,24 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PERF_STAMP := .venv-perf/.installed
 
 .PHONY: install demo lint test test-all bench bench-full simd-env clean
 
-install: $(STAMP)
+install: $(STAMP) $(PERF_STAMP)
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[demo,test,bench]'
 	touch $(STAMP)
+
+# Triton's perf_analyzer for the KServe tests and benchmark, in a venv of its own (it needs
+# tritonclient 2.45.0's wheel; the engine's .venv keeps a newer tritonclient). As root it
+# apt-installs libb64-0d when missing.
+$(PERF_STAMP): bench/make_perf_env.sh $(STAMP)
+	bash bench/make_perf_env.sh
+	touch $(PERF_STAMP)
 
 demo: install
 	$(BIN)/python -m engine.demo
@@ -44,4 +52,4 @@ simd-env:
 	-bash bench/make_simd_env.sh
 
 clean:
-	rm -rf $(VENV) .venv-simd *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-simd .venv-perf *.egg-info .pytest_cache

@@ -1,0 +1,33 @@
+"""Triton's own perf_analyzer (the .venv-perf that ``make install`` sets up) against a real
+engine.serve over HTTP and gRPC: it reads the model's metadata and config, sends random
+UINT8 images at concurrency 1 and 2, and reports a throughput for each."""
+from __future__ import annotations
+
+import pytest
+
+from bench import perf_analyzer
+from engine.models.tinynet import write_tiny_onnx
+from engine.serving.launch import ServerProcess
+
+MODEL = "tinynet"
+# Short windows and a loose stability bound: a few seconds per protocol, not a measurement.
+QUICK = ("--stability-percentage", "80", "--max-trials", "5")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    onnx = write_tiny_onnx(tmp_path_factory.mktemp("tiny") / "tiny_64.onnx", size=64, resize=72, classes=10, seed=2)
+    with ServerProcess(["--onnx", str(onnx), "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--threads", "1",
+                        "--max-batch", "4"]) as proc:
+        yield proc
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_perf_analyzer_reports_throughput(server, protocol, tmp_path):
+    url = server.fronts[protocol].removeprefix("http://")
+    csv_path = tmp_path / f"{protocol}.csv"
+    rows = perf_analyzer.run(MODEL, url, protocol, csv_path, concurrency="1:2", interval_ms=500, extra=QUICK,
+                             timeout_s=60)
+    assert [row.concurrency for row in rows] == [1, 2]
+    assert all(row.throughput > 0 and 0 < row.p50_us <= row.p99_us for row in rows), rows
+    assert csv_path.read_text().startswith("Concurrency,Inferences/Second")
