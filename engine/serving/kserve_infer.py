@@ -56,7 +56,10 @@ async def infer(server, request_id, inputs: list[tuple], outputs: list[tuple[str
     for outcome in outcomes:
         if not outcome.ok:  # the error names the image (its request id)
             raise (InferenceFailed if outcome.server_fault else KServeError)(outcome.error)
-    return output_tensor(outcomes, wanted, batched, server.model), wanted.binary
+    t_output = time.perf_counter()
+    tensor = output_tensor(outcomes, wanted, batched, server.model)
+    server.metrics.record_output(t_output)
+    return tensor, wanted.binary
 
 
 def _wanted_output(outputs: list, num_classes: int) -> OutputRequest:

@@ -3,8 +3,10 @@
 Every outcome of every front end is recorded (success or failure, and for a success its
 queue, preprocessing ("compute input"), inference and total durations, cumulative in
 microseconds as Triton keeps them); requests refused before admission (malformed, busy)
-count as failures. The batch-size histogram, the batch count and the queue depth are read
-from the executor when Prometheus scrapes, so the hot path does not pay for them.
+count as failures. "Compute output" is what turning outcomes into a reply costs: the KServe
+output tensor (probabilities or classification strings), or a ZeroMQ reply's packing.
+The batch-size histogram, the batch count and the queue depth are read from the executor
+when Prometheus scrapes, so the hot path does not pay for them.
 
 Triton's counters carry no ``_total`` suffix; prometheus-client's ``Counter`` would add
 one, so the samples are written as :class:`prometheus_client.core.Metric` s of type counter.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
@@ -27,12 +30,14 @@ _DURATIONS = {  # Triton's name -> the outcome's timing key
     "nv_inference_compute_input_duration_us": "preprocess",
     "nv_inference_compute_infer_duration_us": "infer",
 }
+OUTPUT_DURATION = "nv_inference_compute_output_duration_us"
 _HELP = {
     "nv_inference_request_success": "Number of successful inference requests",
     "nv_inference_request_failure": "Number of failed inference requests",
     "nv_inference_count": "Number of inferences performed (one per image)",
     "nv_inference_exec_count": "Number of model executions (batches)",
     **{name: f"Cumulative {key} duration in microseconds" for name, key in _DURATIONS.items()},
+    OUTPUT_DURATION: "Cumulative output (reply shaping) duration in microseconds",
 }
 
 
@@ -55,6 +60,12 @@ class ServingMetrics:
             self._totals["nv_inference_count"] += 1
             for name, key in _DURATIONS.items():
                 self._totals[name] += outcome.timing_us[key]
+
+    def record_output(self, t_start: float) -> None:
+        """A reply was shaped from ``t_start`` (``time.perf_counter()``) until now."""
+        elapsed_us = (time.perf_counter() - t_start) * 1e6
+        with self._lock:
+            self._totals[OUTPUT_DURATION] += elapsed_us
 
     def record_refused(self) -> None:
         """A request answered with an error before it was admitted."""

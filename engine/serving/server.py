@@ -153,7 +153,10 @@ class Server:
         def send(outcome):
             self.metrics.record(outcome)
             if outcome.job.respond is None:
-                push.send_multipart(reply_frames(outcome, names))
+                t_output = time.perf_counter()
+                frames = reply_frames(outcome, names)
+                self.metrics.record_output(t_output)
+                push.send_multipart(frames)
             else:
                 self.admission.retire(outcome.job.seq)
                 outcome.job.respond(outcome)
@@ -243,7 +246,10 @@ class Server:
 
         def send(outcome):
             self.metrics.record(outcome)
-            self._deliver(reply_frames(outcome, names))
+            t_output = time.perf_counter()
+            frames = reply_frames(outcome, names)
+            self.metrics.record_output(t_output)
+            self._deliver(frames)
 
         ready = self.executor.prepare(job, send)
         if ready is None:

@@ -216,6 +216,7 @@ def test_metrics_count_what_was_sent(tiny_onnx):
         assert samples[f"nv_inference_request_failure{labels}"] == 1
         assert samples[f"nv_inference_exec_count{labels}"] == 3
         assert samples[f"nv_inference_compute_infer_duration_us{labels}"] > 0
+        assert samples[f"nv_inference_compute_output_duration_us{labels}"] > 0
         assert samples[f"nv_inference_pending_request_count{labels}"] == 0
         c.close()
 
