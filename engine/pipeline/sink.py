@@ -9,19 +9,20 @@ Results reach the sink in completion order; everything a user reads as a sequenc
 top-k text file, the errors file) goes through a reorder buffer keyed by sequence
 number, so files come out in datalist order. The buffer holds at most the items in
 flight, because the broker hands out sequence numbers in order and bounds them by the
-slot count. Raw outputs are written under their own sequence number straight away.
+slot count. Raw outputs are written under their own sequence number, on a thread of their own
+(engine/pipeline/output_files.py).
 """
 from __future__ import annotations
 
 import bisect
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from engine.data.labels import LabelSource
 from engine.data.topk_text import format_topk_lines
+from engine.pipeline.output_files import OutputFiles
 
 
 class OrderedWriter:
@@ -74,10 +75,7 @@ class Sink:
         self.topk = topk
         self.class_names = list(class_names) if class_names else None
         self.labels = labels
-        self.output_dir = Path(path_output) if path_output else None
-        if self.output_dir is not None:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.output_dtype = np.dtype(output_dtype)
+        self.output_files = OutputFiles(Path(path_output), output_dtype) if path_output else None
         self.topk_writer = OrderedWriter(Path(save_topk) if save_topk else None)
         self.error_writer = OrderedWriter(Path(errors_path) if errors_path else None)
         self.errors: list[dict] = []
@@ -95,7 +93,7 @@ class Sink:
     def ranking(self) -> dict:
         """What the device instances send back: the top ``k`` the sink ranks and scores by
         (5 at least, for top-5 accuracy), and the raw outputs only when they are written."""
-        return {"k": max(self.topk, 5), "outputs": self.output_dir is not None}
+        return {"k": max(self.topk, 5), "outputs": self.output_files is not None}
 
     def results(self, seqs: list[int], ranked: np.ndarray, probs: np.ndarray, outputs: list[np.ndarray]) -> int:
         """Take one batch (``seqs`` increasing, their ranked classes and probabilities, the
@@ -108,7 +106,7 @@ class Sink:
             rows = [j for j in rows if ranked[j, 0] >= 0]
         self.done += len(rows)
         first_pass = bisect.bisect_left(seqs, len(self.items))  # seqs increase: the first pass comes first
-        if self.labels.active or self.topk_writer.active or self.output_dir is not None:
+        if self.labels.active or self.topk_writer.active or self.output_files is not None:
             for j in rows:
                 if j < first_pass:
                     self._first_pass_result(seqs[j], ranked[j], probs[j], [o[j] for o in outputs])
@@ -127,15 +125,8 @@ class Sink:
             names = [self._name(int(c)) for c in top]
             self.topk_writer.put(seq, "".join(line + "\n" for line in format_topk_lines(path, top, probs[: self.topk],
                                                                                          names)))
-        if self.output_dir is not None:
-            self._write_outputs(seq, rows)
-
-    def _write_outputs(self, seq: int, rows: list[np.ndarray]) -> None:
-        arrays = {f"output_{k}": row.reshape(1, *row.shape).astype(self.output_dtype) for k, row in enumerate(rows)}
-        final = self.output_dir / f"output_{seq:06d}.npz"
-        tmp = final.with_name(f".{final.name}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, final)
+        if self.output_files is not None:
+            self.output_files.put(seq, rows)
 
     def error(self, seq: int, reason: str) -> None:
         index = seq % len(self.items)
@@ -154,3 +145,5 @@ class Sink:
     def close(self) -> None:
         self.topk_writer.close()
         self.error_writer.close()
+        if self.output_files is not None:
+            self.output_files.close()
