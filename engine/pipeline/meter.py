@@ -52,6 +52,7 @@ class Meter:
         self.batch_us: list[int] = []  # the model's time per batch
         self.batch_sizes: Counter = Counter()
         self.cpu_s = 0.0  # the broker process's CPU time over the run (every thread of it)
+        self.cpu_before_s = 0.0  # ... before it: imports, reading the datalist, starting the workers
         self.spans: list[tuple[float, float, int]] = []
         self.t_measure = 0.0
         self.t_end: float | None = None  # None while the run goes on
@@ -70,7 +71,8 @@ class Meter:
     def start(self, now: float) -> None:
         """The run's start: the clock's start too, unless a warm-up comes first."""
         self.t_measure = now
-        self.cpu_s = -time.process_time()
+        self.cpu_before_s = time.process_time()
+        self.cpu_s = -self.cpu_before_s
 
     def stop(self, now: float) -> None:
         self.t_end = now

@@ -53,7 +53,7 @@ def build_report(broker, cfg, sink, *, model_info: dict, items_total: int) -> di
         },
         "stages_us_per_item": {stage: meter.stages.mean(stage) for stage in STAGES},
         "batch_sizes": {str(k): v for k, v in sorted(meter.batch_sizes.items())},
-        "broker_cpu_s": {"run": meter.cpu_s, "process": time.process_time()},
+        "broker_cpu_s": {"before_run": meter.cpu_before_s, "run": meter.cpu_s, "process": time.process_time()},
         "accuracy": acc,
         "peak_rss_mb": supervisor.peak_rss_bytes / 2**20,
         "host_memory_used_mb": psutil.virtual_memory().used / 2**20,
