@@ -22,6 +22,10 @@ class PerfAnalyzerMissing(RuntimeError):
     """No runnable perf_analyzer: the message says what is missing and how to get it."""
 
 
+class Unstable(RuntimeError):
+    """perf_analyzer gave up: its windows never agreed within the stability bound."""
+
+
 def venv() -> Path:
     return Path(os.environ.get("PERF_VENV", ROOT / ".venv-perf"))
 
@@ -69,7 +73,9 @@ def run(model: str, url: str, protocol: str, csv_path: Path, *, concurrency: str
     done = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=timeout_s)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        raise RuntimeError(f"perf_analyzer {protocol} {url} exited {done.returncode}: {' | '.join(tail)}")
+        unstable = "Failed to obtain stable measurement" in done.stdout + done.stderr
+        message = f"perf_analyzer {protocol} {url} exited {done.returncode}: {' | '.join(tail)}"
+        raise Unstable(message) if unstable else RuntimeError(message)
     return read_csv(csv_path.read_text())
 
 

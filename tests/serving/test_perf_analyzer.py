@@ -10,8 +10,9 @@ from engine.models.tinynet import write_tiny_onnx
 from engine.serving.launch import ServerProcess
 
 MODEL = "tinynet"
-# Short windows and a loose stability bound: a few seconds per protocol, not a measurement.
-QUICK = ("--stability-percentage", "80", "--max-trials", "5")
+# Short windows and no stability bound (any 3 windows agree): a few seconds per protocol, not a
+# measurement; under a tighter bound a loaded machine makes perf_analyzer drop the level that did not settle.
+QUICK = ("--stability-percentage", "100", "--max-trials", "5")
 
 
 @pytest.fixture(scope="module")
