@@ -26,6 +26,8 @@ from engine.serving.model import ServedModel
 from engine.serving.security import enable_curve_server, is_local_endpoint
 from engine.serving.server import Limits, Server
 
+ZEROMQ_OFF = "inproc://engine.serve.zeromq-off"
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m engine.serve", description=__doc__.split("\n")[0])
@@ -36,7 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model-library", default="timm", help="zoo library for --model (default timm)")
     p.add_argument("--weights", help="checkpoint for --model (default: seeded random weights)")
     p.add_argument("--seed", type=int, default=0, help="seed for random weights (default 0)")
-    p.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ROUTER endpoint (default tcp://127.0.0.1:5555)")
+    p.add_argument("--bind", default="tcp://127.0.0.1:5555",
+                   help="ROUTER endpoint (default tcp://127.0.0.1:5555); 'off' serves only --http/--grpc")
     p.add_argument("--max-batch", type=int, default=8, help="largest batch (default 8)")
     p.add_argument("--max-queue-delay-us", type=int, default=0,
                    help="longest a request waits for its batch to fill, in microseconds (default 0)")
@@ -71,6 +74,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--max-queue-delay-us must be >= 0")
     if bool(args.curve_secret_key) != bool(args.curve_authorized_keys):
         p.error("--curve-secret-key and --curve-authorized-keys go together")
+    if args.bind == "off":  # the batcher still runs behind a ROUTER, on an endpoint no other process reaches
+        if not (args.http or args.grpc):
+            p.error("--bind off: give --http or --grpc, or nothing would serve")
+        args.bind = ZEROMQ_OFF
     if not is_local_endpoint(args.bind) and not args.curve_secret_key and not args.insecure:
         p.error(f"--bind {args.bind} is not a loopback address: give --curve-secret-key and "
                 "--curve-authorized-keys, or --insecure to serve it unauthenticated")

@@ -5,6 +5,8 @@ import http.client
 import io
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -13,6 +15,7 @@ import urllib.request
 
 import numpy as np
 import onnxruntime as ort
+import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
@@ -219,6 +222,26 @@ def test_metrics_count_what_was_sent(tiny_onnx):
         assert samples[f"nv_inference_compute_output_duration_us{labels}"] > 0
         assert samples[f"nv_inference_pending_request_count{labels}"] == 0
         c.close()
+
+
+def test_http_instead_of_zeromq_listens_on_the_http_port_alone(tiny_onnx):
+    """``--bind off``: KServe only; the process listens on no TCP port but the HTTP one."""
+    with ServerProcess(["--onnx", str(tiny_onnx), "--bind", "off", "--http", "127.0.0.1:0", "--threads", "1"]) as proc:
+        assert proc.endpoint.startswith("inproc://")
+        c = httpclient.InferenceServerClient(proc.fronts["http"].removeprefix("http://"))
+        result = c.infer(MODEL, [image_input(photo(1))])
+        assert result.as_numpy("PROBABILITIES").shape == (NUM_CLASSES,)
+        c.close()
+        listening = {conn.laddr.port for conn in psutil.Process(proc.process.pid).net_connections("tcp")
+                     if conn.status == psutil.CONN_LISTEN}
+        assert listening == {urllib.parse.urlsplit(proc.fronts["http"]).port}
+
+
+def test_bind_off_without_another_front_end_is_a_usage_error(tiny_onnx):
+    done = subprocess.run([sys.executable, "-m", "engine.serve", "--onnx", str(tiny_onnx), "--bind", "off"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--bind off: give --http or --grpc" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_burst_past_the_inflight_limit_answers_503_busy(tiny_onnx):
