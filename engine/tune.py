@@ -1,18 +1,7 @@
-"""Auto-tuning: pick instances, threads per instance and batch size by measuring.
+"""``python -m engine.tune MODEL.onnx``: measure instances x threads x batch and print the table.
 
-    best, table = autotune("vgg11_224.onnx", "cpu", time_budget_s=60)
-
-A *setting* is ``instances`` separate backend sessions running concurrently (one thread
-each here; onnxruntime releases the GIL while it runs), each with ``threads`` intra-op
-threads, each fed batches of ``batch`` images. Throughput (images/s) is measured with
-the real backend on a fixed random batch.
-
-The short sweep (:func:`autotune`) relies on two regularities of inference throughput:
-settings that leave cores idle lose to those that use them all, and at a fixed
-instances x threads split, throughput against batch size rises then flattens or falls.
-So it measures every split that uses all cores at a middle batch size, then climbs the
-batch size up and down for the two best splits, and stops where it stops improving.
-:func:`exhaustive_sweep` measures the whole grid; the benchmark compares the two.
+The sweep, and the regularities the short one relies on, are :mod:`engine.pipeline.autotune`'s;
+``--exhaustive`` measures the whole grid.
 
 Exit status: 0 measured, 2 usage error (a missing or directory model file, a grid or
 budget the sweep refuses), 1 the sweep could not run (no usable device, a model the

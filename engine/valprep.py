@@ -1,17 +1,10 @@
-"""``python -m engine.valprep``: lay a flat ILSVRC2012 ``val/`` folder out as ``val/<wnid>/``.
+"""``python -m engine.valprep VAL_DIR (--solution CSV | --ground-truth TXT --id-map FILE)``.
 
-The ground truth is either Kaggle's ``LOC_val_solution.csv`` (``ImageId,PredictionString``,
-the prediction string starting with the wnid), or the devkit's
-``ILSVRC2012_validation_ground_truth.txt`` (line n holds the ILSVRC2012_ID of
-``ILSVRC2012_val_{n:08d}``, ids in the devkit's meta.mat order) together with a file
-mapping those ids to wnids (``<id> <wnid>`` lines): the mapping is never guessed.
+Lays a flat ILSVRC2012 ``val/`` folder out as ``val/<wnid>/`` and writes ``val_label.txt`` and
+``label.txt``; the ground-truth formats and the checks made before anything moves are
+:mod:`engine.data.val_layout`'s.
 
-Writes ``val_label.txt`` (``<file> <class index>``, the index being the wnid's position
-in the sorted list of the 1000 wnids) and ``label.txt`` (one class name per index).
-
-Every file is checked before any is moved: a ground-truth line naming a missing image,
-an image already in another class's folder, or a clash stops the run with the full list
-and nothing moved. Re-running on an arranged folder finds everything in place.
+Exit status: 0 done, 2 refused (every problem listed, nothing moved), 1 failed midway.
 """
 from __future__ import annotations
 

@@ -24,18 +24,11 @@ from tritonclient.utils import InferenceServerException
 
 from engine.data.dataconfig import ModelInfo
 from engine.data.decode import decode_image
-from engine.models.tinynet import write_tiny_onnx
 from engine.serving.launch import ServerProcess
 from kernels import resize_crop_normalize
 
 NUM_CLASSES = 10
 MODEL = "tinynet"
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    return write_tiny_onnx(tmp_path_factory.mktemp("tiny") / "tiny_224.onnx", size=224, resize=256,
-                           classes=NUM_CLASSES, seed=3)
 
 
 @pytest.fixture(scope="module")

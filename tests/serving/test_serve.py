@@ -17,19 +17,12 @@ import zmq.auth
 from PIL import Image
 
 from engine.data.dataconfig import ModelInfo
-from engine.models.tinynet import write_tiny_onnx
 from engine.serving.batcher import DynamicBatcher
 from engine.serving.launch import ServerProcess
 from engine.serving.security import is_local_endpoint
 from engine.serving.service_time import ServiceTimes
 
 NUM_CLASSES = 10
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    return write_tiny_onnx(tmp_path_factory.mktemp("tiny") / "tiny_224.onnx", size=224, resize=256,
-                           classes=NUM_CLASSES, seed=3)
 
 
 @pytest.fixture(scope="module")
