@@ -37,8 +37,8 @@ from engine.builder.config import BuildConfig, load_config
 from engine.builder.source_model import BuildError
 from engine.data import arg_checks
 from engine.data.arg_checks import UsageError
-from engine.models import catalog
 from engine.models.catalog import UnknownModelError
+from engine.models.library_models import resolve_model_ref
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
 
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_config(cfg: BuildConfig) -> None:
     """What can be refused before the model is exported or loaded (seconds, for a zoo model)."""
     if cfg.model.onnx is None:
-        catalog.resolve(cfg.model.name, cfg.model.library)
+        resolve_model_ref(cfg.model.name, cfg.model.library)
     for key, path in (("model.onnx", cfg.model.onnx), ("model.weights", cfg.model.weights),
                       ("calibration.labels", cfg.calibration.labels), ("check.labels", cfg.check.labels)):
         if path is not None:

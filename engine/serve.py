@@ -19,7 +19,7 @@ from pathlib import Path
 import zmq
 
 from engine.data.arg_checks import UsageError
-from engine.models.cache import cached_onnx
+from engine.models.cache import cached_model
 from engine.models.catalog import UnknownModelError
 from engine.serving.fronts import add_arguments, check_arguments, start_fronts, stop_fronts
 from engine.serving.model import ServedModel
@@ -34,8 +34,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--onnx", type=Path,
                      help="ONNX model (its model-info JSON beside it gives preprocessing and class names)")
-    src.add_argument("--model", help="zoo model name (e.g. vgg11), exported to ONNX at start-up")
-    p.add_argument("--model-library", default="timm", help="zoo library for --model (default timm)")
+    src.add_argument("--model", help="zoo model (e.g. vgg11) or any timm/torchvision image classifier "
+                                     "(e.g. resnet50.a1_in1k), exported to ONNX at start-up")
+    p.add_argument("--model-library", default=None,
+                   help="timm or torchvision (any image classifier they offer; default: timm when it has the "
+                        "name, else torchvision), or mmcls for a VGG")
     p.add_argument("--weights", help="checkpoint for --model (default: seeded random weights)")
     p.add_argument("--seed", type=int, default=0, help="seed for random weights (default 0)")
     p.add_argument("--bind", default="tcp://127.0.0.1:5555",
@@ -95,8 +98,9 @@ def main(argv=None) -> int:
     try:  # usage errors exit 2; a model that cannot be exported or loaded on the device, 1
         if args.onnx is not None and args.onnx.is_dir():
             raise UsageError(f"--onnx {args.onnx}: is a directory, not a file")
-        onnx_path = args.onnx or cached_onnx(args.model, args.model_library, args.weights, args.seed)
-        model = ServedModel(onnx_path, instances=args.instances, threads=args.threads, device=args.device)
+        cached = None if args.onnx else cached_model(args.model, args.model_library, args.weights, args.seed)
+        model = ServedModel(args.onnx or cached.path, instances=args.instances, threads=args.threads,
+                            device=args.device, torch_module=cached and cached.torch_module())
     except (UsageError, UnknownModelError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"engine.serve: error: {e}", file=sys.stderr)
         return 1 if isinstance(e, RuntimeError) else 2

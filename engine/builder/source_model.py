@@ -44,7 +44,7 @@ def source_model(cfg: BuildConfig, work: Path) -> tuple[Path, ModelInfo]:
     from engine.models.onnx_export import export_onnx
     from engine.models.zoo import create
 
-    zoo_model = create(spec.name, library=spec.library or "timm",
+    zoo_model = create(spec.name, library=spec.library,
                        weights=None if spec.weights is None else str(spec.weights), seed=spec.seed)
     size = spec.input_shape[2] if spec.input_shape else zoo_model.data_config.crop
     # The built model keeps a dynamic batch axis; the engine batches on its own.

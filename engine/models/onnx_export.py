@@ -53,9 +53,10 @@ def _versions() -> dict:
     import onnx
     import onnxruntime
     import timm
+    import torchvision
 
-    return {"torch": torch.__version__, "timm": timm.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__}
+    return {"torch": torch.__version__, "timm": timm.__version__, "torchvision": torchvision.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
 
 
 def _write_onnx(module: nn.Module, path: Path, size: int, static_batch: int | None) -> None:
@@ -128,7 +129,28 @@ def export_onnx(zoo_model: ZooModel, save_dir: str | Path, *, size: int = 224,
     module = _WithSoftmax(zoo_model.module) if softmax else zoo_model.module
     module.eval()
     _write_onnx(module, path, size, static_batch)
+    write_model_info(zoo_model, path, size, static_batch=static_batch, extra={"softmax": softmax, "opset": OPSET})
 
+    if check:
+        try:
+            error = check_onnx(module, path, size, (static_batch,) if static_batch else DYNAMIC_CHECK_BATCHES)
+        except ExportCheckError:
+            raise
+        except Exception as e:  # onnxruntime refusing the file raises its own types
+            raise ExportCheckError(f"{path}: onnxruntime could not run it ({type(e).__name__}: "
+                                   f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from e
+        print(f"onnxruntime vs torch: max relative error {error:.3g} ({path.name})")
+        if not error <= MAX_REL_ERROR:
+            raise ExportCheckError(
+                f"{path}: onnxruntime output differs from torch by a relative {error:.3g} "
+                f"(limit {MAX_REL_ERROR:g}); the files are left in place for inspection")
+    return path
+
+
+def write_model_info(zoo_model: ZooModel, path: Path, size: int, *, static_batch: int | None = None,
+                     extra: dict | None = None) -> Path:
+    """The model-info JSON of ``zoo_model`` exported as ``path`` at ``size``, written beside it
+    (also for a model left without an ONNX file, which the torch backend runs from it)."""
     complexity = zoo_model.complexity(size)
     num_classes = zoo_model.data_config.num_classes
     batch_dim = static_batch if static_batch else "batch"
@@ -140,25 +162,19 @@ def export_onnx(zoo_model: ZooModel, save_dir: str | Path, *, size: int = 224,
         name=zoo_model.name, library=zoo_model.library, model_file=path.name,
         input_name=INPUT_NAME, output_names=[OUTPUT_NAME],
         input_shape=[batch_dim, 3, size, size], output_shapes=[[batch_dim, num_classes]],
-        data_config=data_config, class_names=list(zoo_model.class_names), weights=dict(zoo_model.weights),
+        data_config=data_config, class_names=zoo_model.class_names and list(zoo_model.class_names),
+        weights=dict(zoo_model.weights),
         extra={
             "weights_label": zoo_model.weights_label,
             "num_classes": num_classes,
-            "softmax": softmax,
+            "softmax": False,
             "params": complexity.params,
             "params_m": complexity.params_m,
             "gmacs": complexity.gmacs,
-            "opset": OPSET,
             "versions": _versions(),
+            **(extra or {}),
         },
     )
-    info.save(ModelInfo.path_for(path))
-
-    if check:
-        error = check_onnx(module, path, size, (static_batch,) if static_batch else DYNAMIC_CHECK_BATCHES)
-        print(f"onnxruntime vs torch: max relative error {error:.3g} ({path.name})")
-        if not error <= MAX_REL_ERROR:
-            raise ExportCheckError(
-                f"{path}: onnxruntime output differs from torch by a relative {error:.3g} "
-                f"(limit {MAX_REL_ERROR:g}); the files are left in place for inspection")
-    return path
+    info_path = ModelInfo.path_for(path)
+    info.save(info_path)
+    return info_path

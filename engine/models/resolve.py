@@ -2,9 +2,11 @@
 
 Both commands that run a model (``engine.run``, ``engine.serve``) take either form. What
 can be refused without exporting anything (a missing or directory ``--onnx``, an unknown
-zoo name or library, a missing ``--weights`` or ``--preprocess`` file) is refused by
+model name or library, a missing ``--weights`` or ``--preprocess`` file) is refused by
 :func:`check_model_args` first, as an :class:`~engine.data.arg_checks.UsageError` or a
 :class:`~engine.models.catalog.UnknownModelError`, before the seconds an export takes.
+A ``--model`` that cannot be exported resolves to its model-info JSON, which
+:func:`backend_for` sends to the torch backend.
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ import yaml
 
 from engine.data import arg_checks
 from engine.data.dataconfig import DataConfig, ModelInfo
-from engine.models import catalog
-from engine.models.cache import cached_onnx
+from engine.models.cache import TORCH_BACKEND, TORCH_REASON_KEY, cached_model
+from engine.models.library_models import resolve_model_ref
 
 
 def check_model_args(onnx: str | None, model: str | None, library: str | None, weights: str | None,
@@ -28,7 +30,7 @@ def check_model_args(onnx: str | None, model: str | None, library: str | None, w
             raise arg_checks.UsageError(f"--onnx {onnx}: no model-info JSON at {ModelInfo.path_for(onnx_path)}; "
                                         "give the preprocessing with --preprocess FILE")
     else:
-        catalog.resolve(model, library)
+        resolve_model_ref(model, library)
     if weights is not None:
         arg_checks.input_file("--weights", weights)
     if preprocess is not None:
@@ -51,7 +53,7 @@ def resolve_model(onnx: str | None, model: str | None, library: str | None, weig
                   preprocess: str | None = None) -> tuple[str, ModelInfo]:
     """The ONNX file (exported into the cache for a zoo name) and its model info, the
     data config replaced by ``preprocess`` when given."""
-    onnx_path = onnx or str(cached_onnx(model, library, weights, seed))
+    onnx_path = onnx or str(cached_model(model, library, weights, seed).path)
     info_path = ModelInfo.path_for(onnx_path)
     if info_path.exists():
         info = ModelInfo.load(info_path)
@@ -60,3 +62,9 @@ def resolve_model(onnx: str | None, model: str | None, library: str | None, weig
     if preprocess:
         info.data_config = load_data_config(preprocess)
     return onnx_path, info
+
+
+def backend_for(info: ModelInfo, requested: str) -> str:
+    """The backend to run ``info``'s model on: the torch backend for a zoo model that could
+    not be exported to ONNX (the model cache records why), else ``requested``."""
+    return TORCH_BACKEND if info.extra.get(TORCH_REASON_KEY) else requested

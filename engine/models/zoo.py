@@ -1,4 +1,5 @@
-"""The model zoo's builders: the VGG family from timm, torchvision and mmcls, plus EfficientNet-Lite0.
+"""The model zoo's builders: the VGG family from timm, torchvision and mmcls, EfficientNet-Lite0,
+and any other image classifier of timm or torchvision by name.
 
 Every entry is built by its own library (mmcls by :mod:`engine.models.mmcls_vgg`, which
 reproduces mmcls's network and key names without depending on mmcls) and carries its
@@ -13,7 +14,7 @@ import contextlib
 import functools
 import io
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from engine.models import catalog, efficientnet_lite, mmcls_vgg
 from engine.models.catalog import Complexity, Entry, random_weights, weights_label
 from engine.models.checkpoints import load_checkpoint
 from engine.models.flops import measure
+from engine.models.library_models import resolve_model_ref
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ def _build_timm(name: str) -> nn.Module:
 def _build_torchvision(name: str) -> nn.Module:
     import torchvision
 
-    return getattr(torchvision.models, name)(weights=None)
+    return torchvision.models.get_model(name, weights=None)
 
 
 def _build_efficientnet_lite0() -> nn.Module:
@@ -91,20 +93,30 @@ def specs() -> tuple[ModelSpec, ...]:
     return tuple(_spec(name, library) for name, library in catalog.zoo_keys())
 
 
+@functools.cache
 def get_spec(name: str, library: str | None = None) -> ModelSpec:
-    """The entry for ``name`` from ``library`` (see :func:`engine.models.catalog.resolve`)."""
-    entry = catalog.resolve(name, library)
-    return next(s for s in specs() if (s.name, s.library) == (entry.name, entry.library))
+    """The entry for ``name`` from ``library`` (see :func:`engine.models.library_models.resolve_model_ref`):
+    a row of the zoo's table, or any classifier of timm or torchvision with its library's data config."""
+    ref = resolve_model_ref(name, library)
+    if ref.in_table:
+        return next(s for s in specs() if (s.name, s.library) == (ref.name, ref.library))
+    from engine.models.library_config import data_config_for
+
+    build = _build_timm if ref.library == "timm" else _build_torchvision
+    return ModelSpec(ref.name, ref.library, functools.partial(build, ref.name), data_config_for(ref.name, ref.library))
 
 
 @functools.cache
 def complexity(name: str, library: str | None = None, size: int | None = None) -> Complexity:
-    """Parameters and MACs for one ``size``x``size`` image: the catalog's at the model's own
-    input size, measured on the built network at any other."""
-    entry = catalog.resolve(name, library)
-    if size is None or (3, size, size) == tuple(entry.data_config.input_size):
-        return entry.complexity
-    return _measure(get_spec(name, library), (3, size, size))
+    """Parameters and MACs for one ``size``x``size`` image (the model's own input size when
+    None): the table's for a table model at its size, else measured on the network built on
+    the ``meta`` device (instant, no weights)."""
+    ref = resolve_model_ref(name, library)
+    if ref.in_table and (size is None or (3, size, size) == tuple(ref.entry.data_config.input_size)):
+        return ref.entry.complexity
+    spec = get_spec(name, library)
+    input_size = tuple(spec.data_config.input_size) if size is None else (3, size, size)
+    return _measure(spec, input_size)
 
 
 def _measure(spec: ModelSpec, input_size: tuple[int, int, int]) -> Complexity:
@@ -126,7 +138,11 @@ class ZooModel:
     library: str
     data_config: DataConfig
     weights: dict
-    class_names: list[str] = field(default_factory=lambda: list(imagenet_class_names()))
+    class_names: list[str] | None = None
+
+    def __post_init__(self):
+        if self.class_names is None and self.data_config.num_classes == 1000:
+            self.class_names = list(imagenet_class_names())
 
     @property
     def weights_label(self) -> str:
@@ -150,14 +166,16 @@ def _build_for_weights(spec: ModelSpec) -> nn.Module:
     return module.to_empty(device="cpu")
 
 
-def create(name: str, library: str | None = "timm", weights: str | Path | None = None,
+def create(name: str, library: str | None = None, weights: str | Path | None = None,
            seed: int = 0) -> ZooModel:
     """The network ``name`` from ``library``, in eval mode, with its data config.
 
     ``weights``: a checkpoint file (any of the three VGG key layouts loads into any
-    library's VGG). Without one the network gets random weights seeded with ``seed``;
-    a model whose trained weights ship in a package (efficientnet_lite0) gets those.
-    ``library`` is ignored for a model that only one source offers.
+    library's VGG; any other network takes its library's own state-dict keys). Without one
+    the network gets random weights seeded with ``seed``; a model whose trained weights
+    ship in a package (efficientnet_lite0) gets those. ``library``: see
+    :func:`engine.models.library_models.resolve_model_ref` (None: timm for the VGGs and
+    for any name timm has, else torchvision).
     """
     spec = get_spec(name, library)
     if weights is None and spec.default_weights is not None:

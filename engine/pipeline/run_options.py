@@ -14,7 +14,7 @@ from engine.data import arg_checks
 from engine.data.arg_checks import UsageError
 from engine.data.dataconfig import ModelInfo
 from engine.data.labels import imagenet_class_names
-from engine.models.resolve import check_model_args
+from engine.models.resolve import backend_for, check_model_args
 from engine.pipeline.broker import Broker, RunStopped
 from engine.pipeline.config import RunConfig
 from engine.pipeline.sink import Sink
@@ -101,20 +101,21 @@ def autotuned(model_path: str, device: str, backend: str, budget_s: float, optio
 def run_config(args, model_path: str, info: ModelInfo) -> RunConfig:
     """The run's configuration from engine.run's flags: the device resolved, the default
     instances for it, and -i/--threads/-b replaced by the sweep's pick under ``--auto``."""
-    device = resolve_device(args.device, args.backend)
+    backend = backend_for(info, args.backend)
+    device = resolve_device(args.device, backend)
     instances = args.instances or (3 if device.startswith("cuda") else 1)
     threads, batch = args.threads, args.batch
     options = backend_options(args.precision, args.cuda_graphs, args.compile)
     if args.auto:
-        best = autotuned(model_path, device, args.backend, args.auto_budget, options)
+        best = autotuned(model_path, device, backend, args.auto_budget, options)
         instances, threads, batch = best["instances"], best["threads"], best["batch"]
     num_classes = info.data_config.num_classes
     return RunConfig(
         model_path=model_path, data_config=info.data_config,
         class_names=info.class_names or (imagenet_class_names() if num_classes == 1000 else None),
         model_label=info.extra.get("weights_label", "weights not recorded in the model info"),
-        backend=args.backend, device=device, backend_options=options,
-        normalize_on=normalize_on(args.normalize_on, args.backend, device),
+        backend=backend, device=device, backend_options=options,
+        normalize_on=normalize_on(args.normalize_on, backend, device),
         instances=instances, processes=args.processes, batch=batch,
         threads=threads or max(1, (os.cpu_count() or 1) // instances),
         workers=args.workers, topk=args.topk, iterations=args.iterations, warmup=args.warmup,

@@ -32,7 +32,9 @@ class ServedModel:
     """
 
     def __init__(self, onnx_path, *, instances: int = 1, threads: int = 1, device: str = "cpu",
-                 spinning: bool = False):
+                 spinning: bool = False, torch_module=None):
+        """``torch_module``: run this ``nn.Module`` on the torch backend instead (a zoo model
+        that could not be exported; ``onnx_path`` is then its model-info JSON)."""
         from engine.backends import open_backend
 
         if instances < 1:
@@ -44,6 +46,9 @@ class ServedModel:
         self.name = self.info.name if self.info else self.path.stem
         self.backends = [
             open_backend("ort", self.path, device=device, threads=threads, spinning=spinning)
+            if torch_module is None else
+            open_backend("torch", device=device, threads=threads, module=torch_module, data_config=self.config,
+                         label=self.name, input_name=self.info.input_name, output_names=self.info.output_names)
             for _ in range(instances)
         ]
         expected = (3, self.config.crop, self.config.crop)

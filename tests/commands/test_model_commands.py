@@ -16,7 +16,7 @@ def test_zoo_list_and_info_answer_in_under_two_seconds(cli):
 
 
 def test_zoo_info_unknown_model_is_a_usage_error(cli, one_line_error):
-    one_line_error(cli("zoo", "info", "resnet50"), "model 'resnet50' is not in the zoo")
+    one_line_error(cli("zoo", "info", "resnet5O"), "model 'resnet5O' is not in the zoo")
 
 
 def test_export_refuses_bad_sizes_and_save_dirs_before_torch(cli, one_line_error, tmp_path):
@@ -32,7 +32,7 @@ def test_export_refuses_bad_sizes_and_save_dirs_before_torch(cli, one_line_error
 
 def test_serve_and_tune_say_a_directory_is_a_directory(cli, one_line_error, tmp_path):
     one_line_error(cli("serve", "--onnx", tmp_path), f"--onnx {tmp_path}: is a directory, not a file")
-    one_line_error(cli("serve", "--model", "resnet50"), "model 'resnet50' is not in the zoo")
+    one_line_error(cli("serve", "--model", "resnet5O"), "model 'resnet5O' is not in the zoo")
     one_line_error(cli("tune", tmp_path), f"model {tmp_path}: is a directory, not a file")
 
 

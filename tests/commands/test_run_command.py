@@ -49,8 +49,8 @@ def test_missing_inputs_are_usage_errors(run, cli, one_line_error, tmp_path, tin
 
 
 def test_unknown_zoo_model_or_library_is_a_usage_error(cli, one_line_error, photo_folder):
-    one_line_error(cli("run", "--images", photo_folder, "--model", "resnet50"),
-                   "model 'resnet50' is not in the zoo; choose from", "vgg11")
+    one_line_error(cli("run", "--images", photo_folder, "--model", "vgg12"),
+                   "model 'vgg12' is not in the zoo", "close matches:", "vgg11")
     one_line_error(cli("run", "--images", photo_folder, "--model", "vgg11", "--model-library", "foo"),
                    "model 'vgg11' is not offered by 'foo'", "timm")
 
