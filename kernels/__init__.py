@@ -1,4 +1,5 @@
 """Numba kernels: pure functions on arrays, no I/O, no processes."""
+from kernels.resample_plan import INTERPOLATIONS, kernel_limitation
 from kernels.resize_crop import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -11,6 +12,8 @@ from kernels.softmax_topk import softmax_topk
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "INTERPOLATIONS",
+    "kernel_limitation",
     "resize_crop_normalize",
     "resize_crop_normalize_batch",
     "resize_crop_uint8",

@@ -1,10 +1,12 @@
-"""Fused resize + centre crop + normalize, bit-exact to Pillow's 8-bit bilinear resize.
+"""Fused resize + centre crop + normalize, bit-exact to Pillow's 8-bit resize.
 
-``resize_crop_normalize(img)`` gives what torchvision's
-``Compose([Resize(256), CenterCrop(224), ToTensor(), Normalize(mean, std)])`` gives for
-``PIL.Image.fromarray(img)``, bit for bit, touching only the input pixels that the
-crop needs: no full-size resized image is ever made. See ``resample_plan`` for Pillow's
-arithmetic and pass order.
+``resize_crop_normalize(img, resize=256, crop=224, interpolation="bilinear")`` gives what
+torchvision's ``Compose([Resize(256, BILINEAR), CenterCrop(224), ToTensor(),
+Normalize(mean, std)])`` gives for ``PIL.Image.fromarray(img)``, bit for bit, touching
+only the input pixels that the crop needs: no full-size resized image is ever made.
+Bilinear, bicubic and nearest; ``resize`` an int (shorter side) or (height, width)
+(squash), ``crop`` an int or (height, width). See ``resample_plan`` for Pillow's
+arithmetic and pass order, ``kernel_limitation`` for what the kernel does not do.
 
 How it is fast: both resampling passes are exact integer sums, so they can be summed in
 any order. Each pass runs along the contiguous axis of its input with the other axis in
@@ -28,7 +30,7 @@ import numpy as np
 
 from kernels.normalize import norm_constants, resample_normalize
 from kernels.resample_pass import deinterleave, resample
-from kernels.resample_plan import ResizeCropPlan, resize_crop_plan
+from kernels.resample_plan import ResizeCropPlan, resize_crop_plan, transform_key
 from kernels.workspace import scratch, workspace
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -53,7 +55,7 @@ def _window(img: np.ndarray, plan: ResizeCropPlan) -> tuple[np.ndarray, bool]:
 
 
 def _resize_crop_native(img: np.ndarray, plan: ResizeCropPlan, out: np.ndarray, norm) -> None:
-    """Resize + crop ``img`` into ``out`` (3, crop, crop): uint8 as Pillow gives it,
+    """Resize + crop ``img`` into ``out`` (3, crop_h, crop_w): uint8 as Pillow gives it,
     float32 normalized (``norm``: ``norm_constants``). See ``Workspace``."""
     window, interleaved = _window(img, plan)
     ws = workspace(plan)
@@ -98,11 +100,11 @@ def check_image(img, name: str = "img") -> np.ndarray:
     return img
 
 
-def check_out(out, crop: int, dtype, name: str = "out") -> None:
+def check_out(out, crop: tuple[int, int], dtype, name: str = "out") -> None:
     if not isinstance(out, np.ndarray):
         raise ValueError(f"{name}: expected a numpy array, got {type(out).__name__}")
-    if out.shape != (3, crop, crop):
-        raise ValueError(f"{name}: shape {out.shape}, expected {(3, crop, crop)}")
+    if out.shape != (3, *crop):
+        raise ValueError(f"{name}: shape {out.shape}, expected {(3, *crop)}")
     if out.dtype not in OUTPUT_DTYPES or (dtype is not None and out.dtype != dtype):
         want = np.dtype(dtype) if dtype is not None else "float32, float16 or uint8"
         raise ValueError(f"{name}: dtype {out.dtype}, expected {want}")
@@ -122,25 +124,27 @@ def resize_crop_into(img: np.ndarray, out: np.ndarray, plan: ResizeCropPlan, nor
     np.copyto(out, buf32, casting="same_kind")
 
 
-def _resize_crop(img, out, resize, crop, mean, std, dtype) -> np.ndarray:
+def _resize_crop(img, out, resize, crop, interpolation, mean, std, dtype) -> np.ndarray:
     img = check_image(img)
-    plan = resize_crop_plan(img.shape[0], img.shape[1], int(resize), int(crop))
+    resize, crop, interpolation = transform_key(resize, crop, interpolation)
+    plan = resize_crop_plan(img.shape[0], img.shape[1], resize, crop, interpolation)
     if out is None:
-        out = np.empty((3, crop, crop), dtype=dtype if dtype is not None else np.float32)
+        out = np.empty((3, *crop), dtype=dtype if dtype is not None else np.float32)
     else:
         check_out(out, crop, dtype)
     resize_crop_into(img, out, plan, norm_constants(tuple(mean), tuple(std)))
     return out
 
 
-def resize_crop_normalize(img: np.ndarray, out: np.ndarray | None = None, *, resize: int = 256,
-                          crop: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                          dtype=None) -> np.ndarray:
-    """Resize the shorter side to ``resize`` (Pillow bilinear), centre-crop ``crop``, then
-    ToTensor + Normalize: a (3, crop, crop) CHW array.
+def resize_crop_normalize(img: np.ndarray, out: np.ndarray | None = None, *, resize=256,
+                          crop=224, interpolation: str = "bilinear", mean=IMAGENET_MEAN,
+                          std=IMAGENET_STD, dtype=None) -> np.ndarray:
+    """Resize (Pillow ``interpolation``: "bilinear", "bicubic" or "nearest"; ``resize`` an
+    int: shorter side to it, or (height, width): exactly that size), centre-crop ``crop``
+    (an int or (height, width)), then ToTensor + Normalize: a (3, crop_h, crop_w) CHW array.
 
     ``img``: uint8 (height, width, 3) RGB, any strides (a transposed CHW view is fine).
-    ``out``: optional float32 or float16 (3, crop, crop) array to write into (any
+    ``out``: optional float32 or float16 (3, crop_h, crop_w) array to write into (any
     strides); otherwise a new one of ``dtype`` (float32 by default) is returned.
     Raises ValueError naming the argument when an input is unusable.
     """
@@ -148,11 +152,11 @@ def resize_crop_normalize(img: np.ndarray, out: np.ndarray | None = None, *, res
         raise ValueError(f"dtype {np.dtype(dtype)}: expected float32 or float16")
     if out is not None and out.dtype == np.uint8:
         raise ValueError("out: dtype uint8, expected float32 or float16 (use resize_crop_uint8)")
-    return _resize_crop(img, out, resize, crop, mean, std, dtype)
+    return _resize_crop(img, out, resize, crop, interpolation, mean, std, dtype)
 
 
-def resize_crop_uint8(img: np.ndarray, out: np.ndarray | None = None, *, resize: int = 256,
-                      crop: int = 224) -> np.ndarray:
-    """Like ``resize_crop_normalize`` without normalization: uint8 (3, crop, crop) CHW,
+def resize_crop_uint8(img: np.ndarray, out: np.ndarray | None = None, *, resize=256,
+                      crop=224, interpolation: str = "bilinear") -> np.ndarray:
+    """Like ``resize_crop_normalize`` without normalization: uint8 (3, crop_h, crop_w) CHW,
     for devices that normalize on their own."""
-    return _resize_crop(img, out, resize, crop, IMAGENET_MEAN, IMAGENET_STD, np.uint8)
+    return _resize_crop(img, out, resize, crop, interpolation, IMAGENET_MEAN, IMAGENET_STD, np.uint8)

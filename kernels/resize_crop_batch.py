@@ -8,7 +8,7 @@ import numba
 import numpy as np
 
 from kernels.normalize import norm_constants
-from kernels.resample_plan import resize_crop_plan
+from kernels.resample_plan import resize_crop_plan, transform_key
 from kernels.resize_crop import IMAGENET_MEAN, IMAGENET_STD, check_image, check_out, resize_crop_into
 
 
@@ -29,20 +29,22 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return pool
 
 
-def resize_crop_normalize_batch(images, out: np.ndarray, *, resize: int = 256, crop: int = 224,
-                                mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                                workers: int | None = None) -> np.ndarray:
-    """Fill ``out`` (B, 3, crop, crop), float32/float16/uint8 (uint8: no normalization),
+def resize_crop_normalize_batch(images, out: np.ndarray, *, resize=256, crop=224,
+                                interpolation: str = "bilinear", mean=IMAGENET_MEAN,
+                                std=IMAGENET_STD, workers: int | None = None) -> np.ndarray:
+    """Fill ``out`` (B, 3, crop_h, crop_w), float32/float16/uint8 (uint8: no normalization),
     from a sequence of B images, in parallel over images on ``workers`` threads (default:
-    numba's thread count). Every input is validated before any work starts."""
+    numba's thread count); ``resize``, ``crop`` and ``interpolation`` as in
+    ``resize_crop_normalize``. Every input is validated before any work starts."""
     images = list(images)
+    resize, crop, interpolation = transform_key(resize, crop, interpolation)
     if not isinstance(out, np.ndarray) or out.ndim != 4 or out.shape[0] != len(images):
         shape = getattr(out, "shape", None)
-        raise ValueError(f"out: shape {shape}, expected ({len(images)}, 3, {crop}, {crop})")
+        raise ValueError(f"out: shape {shape}, expected ({len(images)}, 3, {crop[0]}, {crop[1]})")
     for i in range(len(images)):
         check_out(out[i], crop, None, name=f"out[{i}]")
     checked = [check_image(img, name=f"images[{i}]") for i, img in enumerate(images)]
-    plans = [resize_crop_plan(img.shape[0], img.shape[1], int(resize), int(crop))
+    plans = [resize_crop_plan(img.shape[0], img.shape[1], resize, crop, interpolation)
              for img in checked]
     norm = norm_constants(tuple(mean), tuple(std))
     workers = min(workers or numba.get_num_threads(), len(images))

@@ -41,7 +41,7 @@ class Workspace:
     transposed as one (rows, 3 * cols) byte matrix, whose rows 3x, 3x + 1, 3x + 2 are
     exactly that; planar input is transposed plane by plane into it). The 3 channels
     share the coefficients, so the pass runs on long lines of 3 * rows lanes, and writes
-    one (crop, 3 * rows) matrix, which is transposed back for the vertical pass; that one
+    one (crop width, 3 * rows) matrix, which is transposed back for the vertical pass; that one
     reads each channel's rows from it and normalizes on the way out. Vertical pass first (rare: much taller than
     wide): the window is split into contiguous planes, the vertical pass runs along
     them, the horizontal one on its transposed output, and a last identity pass writes
@@ -49,36 +49,37 @@ class Workspace:
     """
 
     def __init__(self, plan: ResizeCropPlan):
-        rows, cols, crop = plan.rows, plan.cols, plan.crop
+        rows, cols = plan.rows, plan.cols
+        crop_h, crop_w = plan.crop_height, plan.crop_width
         n_rows, n_cols = rows.span, cols.span
-        side = max(n_rows, n_cols, crop)
+        side = max(n_rows, n_cols, crop_h, crop_w)
         buf_a, buf_b, buf_c = _scratch_buffers(3 * side * side)
         self.plan = plan
-        self.out_rows = PLANE_ROWS * crop
-        self.out_scratch = _take(buf_c, 3 * crop, crop)
+        self.out_rows = PLANE_ROWS * crop_h
+        self.out_scratch = _take(buf_c, 3 * crop_h, crop_w)
         if plan.vertical_first:
             self.planes = _take(buf_c, 3, n_rows, n_cols)
-            first_out = _take(buf_a, 3 * crop, n_cols)
+            first_out = _take(buf_a, 3 * crop_h, n_cols)
             self.first_pass = (self.planes.reshape(3 * n_rows, n_cols), PLANE_ROWS * n_rows, 1,
                                NO_OFFSETS, rows.first, rows.taps, rows.coeffs, first_out,
                                self.out_rows, 1)
-            self.first_planes = first_out.reshape(3, crop, n_cols)
-            self.transposed = _take(buf_b, 3, n_cols, crop)
-            second_out = _take(buf_a, 3 * crop, crop)
-            self.second_pass = (self.transposed.reshape(3 * n_cols, crop), PLANE_ROWS * n_cols,
+            self.first_planes = first_out.reshape(3, crop_h, n_cols)
+            self.transposed = _take(buf_b, 3, n_cols, crop_h)
+            second_out = _take(buf_a, 3 * crop_w, crop_h)
+            self.second_pass = (self.transposed.reshape(3 * n_cols, crop_h), PLANE_ROWS * n_cols,
                                 1, NO_OFFSETS, cols.first, cols.taps, cols.coeffs, second_out,
-                                self.out_rows, 1)
-            self.to_transpose, self.last_src = second_out, _take(buf_b, crop, 3 * crop)
-            self.last_pass = (self.last_src, NO_OFFSETS, 1, self.out_rows,
-                              *identity_pass(crop))
+                                PLANE_ROWS * crop_w, 1)
+            self.to_transpose, self.last_src = second_out, _take(buf_b, crop_h, 3 * crop_w)
+            self.last_pass = (self.last_src, NO_OFFSETS, 1, PLANE_ROWS * crop_w,
+                              *identity_pass(crop_h))
             return
-        first_out = _take(buf_b, crop, 3 * n_rows)
+        first_out = _take(buf_b, crop_w, 3 * n_rows)
         self.transposed = _take(buf_a, n_cols, 3, n_rows)
         self.plane_outs = [self.transposed[:, p] for p in range(3)]
         self.first_pass = (self.transposed.reshape(n_cols, 3 * n_rows), NO_OFFSETS[:1], 1,
                            NO_OFFSETS[:1], cols.first, cols.taps, cols.coeffs, first_out,
                            NO_OFFSETS[:1], 1)
-        self.to_transpose, self.last_src = first_out, _take(buf_a, 3 * n_rows, crop)
+        self.to_transpose, self.last_src = first_out, _take(buf_a, 3 * n_rows, crop_w)
         self.last_pass = (self.last_src, PLANE_ROWS * n_rows, 1, NO_OFFSETS, rows.first,
                           rows.taps, rows.coeffs)
 
