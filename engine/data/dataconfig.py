@@ -1,9 +1,18 @@
 """The data config a model carries: what its input must look like.
 
-It plays the part of timm's ``pretrained_cfg``: the zoo attaches one to every model,
-export writes it into the model-info JSON, and every preprocessing path (the engine,
-calibration, the server, the benchmarks) reads it from there, so resize/crop/mean/std
-are never configured twice.
+It plays the part of timm's ``pretrained_cfg``: the zoo attaches one to every model (for a
+timm or torchvision model it is read off that library's own eval transform, see
+:mod:`engine.models.library_config`), export writes it into the model-info JSON, and every
+preprocessing path (the engine, calibration, the server, the benchmarks) reads it from
+there, so resize/crop/mean/std are never configured twice.
+
+``input_size`` is authoritative for shapes. ``resize``, ``crop`` and ``interpolation``
+describe torchvision's ``Resize(resize) + CenterCrop(crop)``, which the fused kernel does
+bit-exactly for the interpolations it has. ``library_transform`` is the recipe to rebuild
+the library's own transform (it travels with every library model), and
+``library_only_reason`` says why that transform is not a plain resize + crop (timm's
+``border`` crop mode, a trimmed border, ...): such a model can only be preprocessed by its
+library.
 """
 from __future__ import annotations
 
@@ -11,26 +20,73 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import kernels
 from kernels import IMAGENET_MEAN, IMAGENET_STD
+
+PILLOW_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+TRANSFORM_LIBRARIES = ("timm", "torchvision")
+SIZE_KEYS = ("input_size", "resize", "crop", "mean", "std")
+
+
+def _size_pair(value, name: str) -> tuple[int, int]:
+    """(height, width) of an int (square) or a 2-sequence of positive ints."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair):
+        raise ValueError(f"data config: {name} {value!r}: need a positive int or [height, width]")
+    return pair
+
+
+def _check_recipe(recipe) -> None:
+    if not isinstance(recipe, dict) or recipe.get("library") not in TRANSFORM_LIBRARIES:
+        raise ValueError(f"data config: library_transform {recipe!r}: need a dict whose 'library' is one of "
+                         f"{', '.join(TRANSFORM_LIBRARIES)}")
+    wanted = "config" if recipe["library"] == "timm" else "weights"
+    if wanted not in recipe:
+        raise ValueError(f"data config: library_transform for {recipe['library']} needs {wanted!r}")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     input_size: tuple[int, int, int] = (3, 224, 224)
-    resize: int = 256
-    crop: int = 224
+    resize: int | tuple[int, int] = 256
+    crop: int | tuple[int, int] = 224
     interpolation: str = "bilinear"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     num_classes: int = 1000
+    library_transform: dict | None = field(default=None, hash=False)
+    library_only_reason: str | None = None
+    source: str | None = None
 
     def __post_init__(self):
-        if self.interpolation != "bilinear":
-            raise ValueError(f"interpolation {self.interpolation!r}: only 'bilinear' is supported")
-        if self.crop > self.resize:
-            raise ValueError(f"crop {self.crop} is larger than resize {self.resize}")
+        size = tuple(self.input_size)
+        if len(size) != 3 or size[0] != 3:
+            raise ValueError(f"data config: input_size {self.input_size!r}: need [3, height, width]")
+        _size_pair(size[1:], "input_size")
+        resize = _size_pair(self.resize, "resize")
+        crop = _size_pair(self.crop, "crop")
+        if crop != size[1:]:
+            raise ValueError(f"data config: crop {self.crop!r} does not give input_size {self.input_size!r}")
+        if self.interpolation not in PILLOW_INTERPOLATIONS:
+            raise ValueError(f"data config: interpolation {self.interpolation!r}: choose from "
+                             f"{', '.join(PILLOW_INTERPOLATIONS)}")
+        if self.library_transform is None and (crop[0] > resize[0] or crop[1] > resize[1]):
+            raise ValueError(f"data config: crop {self.crop!r} is larger than resize {self.resize!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(f"mean {self.mean} / std {self.std}: need 3 values each, std > 0")
+            raise ValueError(f"data config: mean {self.mean} / std {self.std}: need 3 values each, std > 0")
+        if not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise ValueError(f"data config: num_classes {self.num_classes!r}: need a positive int")
+        if self.library_transform is not None:
+            _check_recipe(self.library_transform)
+        if self.library_only_reason is not None and self.library_transform is None:
+            raise ValueError(f"data config: library_only_reason {self.library_only_reason!r} without a "
+                             f"library_transform to run instead")
+
+    def kernel_limitation(self) -> str | None:
+        """None when the fused kernel reproduces this preprocessing bit for bit, else why not."""
+        if self.library_only_reason is not None:
+            return self.library_only_reason
+        return kernels.kernel_limitation(self.resize, self.crop, self.interpolation)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,8 +98,8 @@ class DataConfig:
         if unknown:
             raise ValueError(f"data config: unknown keys {sorted(unknown)}")
         kw = dict(d)
-        for key in ("input_size", "mean", "std"):
-            if key in kw:
+        for key in SIZE_KEYS:
+            if isinstance(kw.get(key), list):
                 kw[key] = tuple(kw[key])
         return cls(**kw)
 
