@@ -28,6 +28,8 @@ RUNTIME = [
     "prometheus-client>=0.20",
     "grpcio>=1.60",
     "tritonclient[grpc]>=2.45",  # its generated GRPCInferenceService stubs
+    # engine.run --ray (engine/cluster); plain ray: the dashboard extras ([default]) are not used
+    "ray>=2.60",
 ]
 
 setup(

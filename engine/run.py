@@ -5,6 +5,7 @@ the errors file), 2 on a usage error (a bad flag value, a missing input, an outp
 that cannot be written, an unknown model: all checked before any work), 1 when the run
 could not start or had to stop, 130/143 when interrupted by SIGINT/SIGTERM (what was
 done is flushed first). One run at a time writes into a --path_output folder.
+With --ray the same job runs on a Ray cluster and writes the same files (docs/cluster.md).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
+from engine.cluster.run_options import add_cluster_options, check_cluster_args, run_on_cluster
 from engine.data import arg_checks
 from engine.data.arg_checks import UsageError
 from engine.data.datalist import read_datalist, scan_images
@@ -75,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="write every figure and the configuration as JSON")
     p.add_argument("--errors", help="failed items as JSON lines (default: beside --report)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_cluster_options(p)
     return p
 
 
@@ -90,6 +93,7 @@ def main(argv=None) -> int:
         model_path, info = resolve_model(args.onnx, args.model, args.model_library, args.weights, args.seed,
                                          args.preprocess)
         arg_checks.at_most("--topk", args.topk, info.data_config.num_classes, "the model's classes")
+        check_cluster_args(args)
     except (UsageError, UnknownModelError, OSError, ValueError) as e:
         print(f"engine: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -104,12 +108,14 @@ def main(argv=None) -> int:
     print(start_line(cfg, len(items), model_path), file=sys.stderr, flush=True)
     sink = Sink(items, topk=cfg.topk, class_names=cfg.class_names, labels=labels, path_output=args.path_output,
                 output_dtype=cfg.output_dtype, save_topk=args.save_topk, errors_path=errors_path)
-    broker = run_with_progress(cfg, items, sink)
+    broker = run_on_cluster(args, cfg, items, sink) if args.ray else run_with_progress(cfg, items, sink)
     if lock is not None:
         lock.release()
     model_meta = {"name": info.name, "library": info.library, "file": model_path, "weights_label": cfg.model_label}
     report = build_report(broker, cfg, sink, model_info=model_meta, items_total=len(items))
     report["errors"] = sink.errors
+    if args.ray:
+        report.update(broker.cluster_figures())
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
     print(format_summary(report))
