@@ -21,6 +21,30 @@ NO_OFFSETS = np.zeros(3, dtype=np.int64)
 
 
 @numba.njit(**JIT)
+def _sum_many_taps(src, row, step, lanes, last, y0, taps, k, acc):
+    """``acc = 2**21 + sum_t line(y0 + t) * k[t]`` over ``taps > 4`` taps: the first 4 in
+    one fused loop, the rest 2 at a time, so that ``acc`` makes few trips through L1."""
+    l0, l1 = src[row + y0 * step, lanes], src[row + min(y0 + 1, last) * step, lanes]
+    l2, l3 = src[row + min(y0 + 2, last) * step, lanes], src[row + min(y0 + 3, last) * step, lanes]
+    k0, k1, k2, k3 = k[0], k[1], k[2], k[3]
+    for lane in range(acc.shape[0]):
+        acc[lane] = np.int32(_HALF + l0[lane] * k0 + l1[lane] * k1 + l2[lane] * k2
+                             + l3[lane] * k3)
+    t = 4
+    while t + 1 < taps:
+        la = src[row + min(y0 + t, last) * step, lanes]
+        lb = src[row + min(y0 + t + 1, last) * step, lanes]
+        ka, kb = k[t], k[t + 1]
+        for lane in range(acc.shape[0]):
+            acc[lane] += np.int32(la[lane] * ka + lb[lane] * kb)
+        t += 2
+    if t < taps:
+        la, ka = src[row + min(y0 + t, last) * step, lanes], k[t]
+        for lane in range(acc.shape[0]):
+            acc[lane] += np.int32(la[lane] * ka)
+
+
+@numba.njit(**JIT)
 def resample_lines(src, row, step, lane0, first, taps, coeffs, i0, i1, dst, drow, dstep,
                     acc):
     """Lines ``i0 <= i < i1`` of one plane of a Pillow pass, into rows ``d = drow + (i -
@@ -33,22 +57,16 @@ def resample_lines(src, row, step, lane0, first, taps, coeffs, i0, i1, dst, drow
     lanes, the sums fit as in Pillow's C) gives Pillow's result bit for bit. Weights past
     a pixel's own taps are 0, so every line sums ``taps`` taps (lines past the input are
     clamped to one that exists), up to 4 in one fused loop per tap count: simple counted
-    loops that LLVM vectorizes. More taps accumulate in ``acc`` (int32, ``nlanes`` long).
+    loops that LLVM vectorizes. More taps (bicubic when shrinking) accumulate in ``acc``
+    (int32, ``nlanes`` long; see ``_sum_many_taps``).
     """
     nlanes = dst.shape[1]
     last = (src.shape[0] - 1 - row) // step
     lanes = slice(lane0, lane0 + nlanes)
     if taps > 4:
         for i in range(i0, i1):
+            _sum_many_taps(src, row, step, lanes, last, first[i], taps, coeffs[i], acc)
             line = dst[drow + (i - i0) * dstep]
-            y0 = first[i]
-            for lane in range(nlanes):
-                acc[lane] = _HALF
-            for t in range(taps):
-                k = coeffs[i, t]
-                lt = src[row + min(y0 + t, last) * step, lanes]
-                for lane in range(nlanes):
-                    acc[lane] += lt[lane] * k
             for lane in range(nlanes):
                 line[lane] = min(max(acc[lane] >> PRECISION_BITS, 0), 255)
         return
