@@ -37,7 +37,8 @@ class ListedModel:
     def of(cls, name: str, library: str, config: DataConfig) -> ListedModel:
         resize = config.resize if isinstance(config.resize, int) else "x".join(map(str, config.resize))
         crop = config.crop if isinstance(config.crop, int) else "x".join(map(str, config.crop))
-        return cls(name, library, tuple(config.input_size), config.interpolation, f"{resize}->{crop}")
+        note = f"its library's transform only: {config.library_only_reason}" if config.library_only_reason else ""
+        return cls(name, library, tuple(config.input_size), config.interpolation, f"{resize}->{crop}", note)
 
 
 def _library_rows(library: str) -> list[ListedModel]:
@@ -74,4 +75,6 @@ def library_rows(library: str) -> list[ListedModel]:
 def all_models() -> list[ListedModel]:
     """The zoo's table first, then every timm and every torchvision classifier."""
     table = [ListedModel.of(e.name, e.library, e.data_config) for e in catalog.entries()]
-    return table + [row for library in LIBRARY_SOURCES for row in library_rows(library)]
+    in_table = {(row.name, row.library) for row in table}
+    return table + [row for library in LIBRARY_SOURCES for row in library_rows(library)
+                    if (row.name, row.library) not in in_table]
