@@ -4,7 +4,7 @@ pillow-simd replaces PIL and is not bit-identical to stock Pillow, so it lives i
 venv and the engine's benchmark calls this script there:
     .venv-simd/bin/python bench/simd_resize.py IMAGE.npy --repeat 300
 prints one JSON object with median times; with ``--serve`` it reads lines
-``<job> <count>`` (job: resize or resize_crop_normalize) from stdin and answers each
+``<job> <count>`` (job: resize, resize_bicubic or resize_crop_normalize) from stdin and answers each
 with a JSON list of ``count`` times in seconds, so that the caller can interleave these
 timings with its own on a shared machine. IMAGE.npy is a uint8 (height, width, 3) RGB
 array. Only numpy and PIL are imported.
@@ -64,13 +64,17 @@ def main():
     def resize_only():
         return pil.resize(size, Image.BILINEAR)
 
+    def resize_bicubic_only():
+        return pil.resize(size, Image.BICUBIC)
+
     def resize_crop_normalize():
         crop = np.asarray(pil.resize(size, Image.BILINEAR).crop(box))
         for c in range(3):
             np.take(lut[c], crop[:, :, c], out=out[c])
         return out
 
-    jobs = {"resize": resize_only, "resize_crop_normalize": resize_crop_normalize}
+    jobs = {"resize": resize_only, "resize_bicubic": resize_bicubic_only,
+            "resize_crop_normalize": resize_crop_normalize}
     if args.serve:
         print(json.dumps({"pil_version": Image.__version__, "simd": "post" in Image.__version__,
                           "resized_size": list(size)}), flush=True)
@@ -91,6 +95,7 @@ def main():
         "simd": "post" in Image.__version__,
         "resized_size": list(size),
         "resize_ms": median_ms(resize_only, args.repeat),
+        "resize_bicubic_ms": median_ms(resize_bicubic_only, args.repeat),
         "resize_crop_normalize_ms": median_ms(resize_crop_normalize, args.repeat),
     }))
 

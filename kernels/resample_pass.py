@@ -1,6 +1,6 @@
-"""One Pillow bilinear resampling pass, in exact int32 arithmetic, along the contiguous axis.
+"""One Pillow resampling pass, in exact int32 arithmetic, along the contiguous axis.
 
-Both passes of Pillow's 8-bit bilinear resize are exact integer sums, so they can be
+Both passes of Pillow's 8-bit resize (bilinear, bicubic, nearest) are exact integer sums, so they can be
 summed in any order: each pass runs along the contiguous axis of its input with the
 other axis in the SIMD lanes (see ``resample_plan`` for Pillow's arithmetic and its
 coefficients). These are the numba loops every resize + crop runs.
@@ -56,13 +56,30 @@ def resample_lines(src, row, step, lane0, first, taps, coeffs, i0, i1, dst, drow
     tap over whole lanes (SIMD int32 arithmetic; the int32 casts keep LLVM in 32-bit
     lanes, the sums fit as in Pillow's C) gives Pillow's result bit for bit. Weights past
     a pixel's own taps are 0, so every line sums ``taps`` taps (lines past the input are
-    clamped to one that exists), up to 4 in one fused loop per tap count: simple counted
-    loops that LLVM vectorizes. More taps (bicubic when shrinking) accumulate in ``acc``
-    (int32, ``nlanes`` long; see ``_sum_many_taps``).
+    clamped to one that exists), up to 4 in one fused loop per tap count, 5 and 6 (bicubic
+    shrinking by up to 2x) in one more: simple counted loops that LLVM vectorizes, the sum
+    in registers. More taps accumulate in ``acc`` (int32, ``nlanes`` long; see
+    ``_sum_many_taps``), which costs a trip through L1 per 2 taps.
     """
     nlanes = dst.shape[1]
     last = (src.shape[0] - 1 - row) // step
     lanes = slice(lane0, lane0 + nlanes)
+    if taps == 5 or taps == 6:
+        for i in range(i0, i1):
+            line, y0 = dst[drow + (i - i0) * dstep], first[i]
+            k0, k1, k2, k3, k4 = coeffs[i, 0], coeffs[i, 1], coeffs[i, 2], coeffs[i, 3], coeffs[i, 4]
+            k5 = coeffs[i, 5] if taps == 6 else np.int32(0)  # 5 taps: a sixth of weight 0
+            l0 = src[row + y0 * step, lanes]
+            l1 = src[row + min(y0 + 1, last) * step, lanes]
+            l2 = src[row + min(y0 + 2, last) * step, lanes]
+            l3 = src[row + min(y0 + 3, last) * step, lanes]
+            l4 = src[row + min(y0 + 4, last) * step, lanes]
+            l5 = src[row + min(y0 + 5, last) * step, lanes]
+            for lane in range(nlanes):
+                a = np.int32(_HALF + l0[lane] * k0 + l1[lane] * k1 + l2[lane] * k2
+                             + l3[lane] * k3 + l4[lane] * k4 + l5[lane] * k5)
+                line[lane] = min(max(a >> PRECISION_BITS, 0), 255)
+        return
     if taps > 4:
         for i in range(i0, i1):
             _sum_many_taps(src, row, step, lanes, last, first[i], taps, coeffs[i], acc)
