@@ -14,6 +14,24 @@ from bench.update_readme import main as update_main
 
 REPO = Path(__file__).resolve().parents[2]
 
+
+def helper_spawning_suite(pid_variable: str, then: str) -> str:
+    """A suite that starts a long-lived helper process, writes its pid to the file named by the environment
+    variable ``pid_variable`` (so the test can check that the runner killed it), and then runs ``then``."""
+    return f"""
+        import os
+        import subprocess
+        import sys
+        import time
+
+        def run(quick):
+            helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+            with open(os.environ["{pid_variable}"], "w") as f:
+                f.write(str(helper.pid))
+            {then}
+    """
+
+
 FAKE_SUITES = {
     "__init__": 'SUITES = ("speed", "preprocess", "broken", "absent", "crash", "stuck", "badshape", "nogpu")\n',
     "suite_speed": """
@@ -47,29 +65,8 @@ FAKE_SUITES = {
         def run(quick):
             raise RuntimeError("baseline exploded")
     """,
-    "suite_crash": """
-        import os
-        import subprocess
-        import sys
-
-        def run(quick):
-            helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-            with open(os.environ["CRASH_PID_FILE"], "w") as f:
-                f.write(str(helper.pid))
-            os._exit(7)
-    """,
-    "suite_stuck": """
-        import os
-        import subprocess
-        import sys
-        import time
-
-        def run(quick):
-            helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-            with open(os.environ["STUCK_PID_FILE"], "w") as f:
-                f.write(str(helper.pid))
-            time.sleep(120)
-    """,
+    "suite_crash": helper_spawning_suite("CRASH_PID_FILE", then="os._exit(7)"),
+    "suite_stuck": helper_spawning_suite("STUCK_PID_FILE", then="time.sleep(120)"),
     "suite_nogpu": """
         from bench import SuiteSkipped
 

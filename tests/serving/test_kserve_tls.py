@@ -50,17 +50,23 @@ def image(seed=0):
     return np.random.default_rng(seed).integers(0, 256, (48, 80, 3), dtype=np.uint8)
 
 
+def assert_ready_and_classifies(client, flavour, seed: int):
+    """Asks ``client`` (of tritonclient's ``flavour``, http or grpc, which share this API) whether the server
+    and model are ready, classifies one raw image, checks the probabilities, and closes the client."""
+    assert client.is_server_ready() and client.is_model_ready(MODEL)
+    tensor = flavour.InferInput("IMAGE", [48, 80, 3], "UINT8")
+    tensor.set_data_from_numpy(image(seed))
+    probs = client.infer(MODEL, [tensor]).as_numpy("PROBABILITIES")
+    assert probs.shape == (NUM_CLASSES,) and abs(float(probs.sum()) - 1) < 1e-4
+    client.close()
+
+
 def test_https_serves_tritonclient_with_the_certificate(tls_server, certificate):
     url = tls_server.fronts["http"]
     assert url.startswith("https://127.0.0.1:")
     client = httpclient.InferenceServerClient(url.removeprefix("https://"), ssl=True,
                                               ssl_options={"ca_certs": str(certificate[0])})
-    assert client.is_server_ready() and client.is_model_ready(MODEL)
-    tensor = httpclient.InferInput("IMAGE", [48, 80, 3], "UINT8")
-    tensor.set_data_from_numpy(image(1))
-    probs = client.infer(MODEL, [tensor]).as_numpy("PROBABILITIES")
-    assert probs.shape == (NUM_CLASSES,) and abs(float(probs.sum()) - 1) < 1e-4
-    client.close()
+    assert_ready_and_classifies(client, httpclient, seed=1)
 
 
 def test_https_refuses_plain_http_and_an_unknown_certificate(tls_server):
@@ -74,12 +80,7 @@ def test_https_refuses_plain_http_and_an_unknown_certificate(tls_server):
 def test_grpc_with_tls_serves_tritonclient_with_the_certificate(tls_server, certificate):
     client = grpcclient.InferenceServerClient(tls_server.fronts["grpc"], ssl=True,
                                               root_certificates=str(certificate[0]))
-    assert client.is_server_ready() and client.is_model_ready(MODEL)
-    tensor = grpcclient.InferInput("IMAGE", [48, 80, 3], "UINT8")
-    tensor.set_data_from_numpy(image(2))
-    probs = client.infer(MODEL, [tensor]).as_numpy("PROBABILITIES")
-    assert probs.shape == (NUM_CLASSES,) and abs(float(probs.sum()) - 1) < 1e-4
-    client.close()
+    assert_ready_and_classifies(client, grpcclient, seed=2)
     plain = grpcclient.InferenceServerClient(tls_server.fronts["grpc"])
     with pytest.raises(InferenceServerException):
         plain.is_server_live(client_timeout=5)
