@@ -47,16 +47,17 @@ MODES = {"smoke": Mode(files=16, items=256, rounds=1), "quick": Mode(files=128, 
 
 
 def _preprocess_share(paths: list[str], cfg: dict, slots: int, start, out) -> None:
-    import kernels
+    from engine.data.dataconfig import DataConfig
     from engine.data.decode import load_item
+    from engine.models.preprocessing import Preprocessing
 
-    ring = np.ones((slots, 3, cfg["crop"], cfg["crop"]), np.float32)  # every page touched before the clock
-    args = {"resize": cfg["resize"], "crop": cfg["crop"], "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"])}
-    kernels.resize_crop_normalize(load_item(paths[0]), out=ring[0], **args)  # compiled before the clock
+    preprocess = Preprocessing(DataConfig.from_dict(cfg))
+    ring = np.ones((slots, *preprocess.config.input_size), np.float32)  # every page touched before the clock
+    preprocess(load_item(paths[0]), ring[0])  # compiled before the clock
     start.wait()
     t0 = time.perf_counter()
     for i, path in enumerate(paths):
-        kernels.resize_crop_normalize(load_item(path), out=ring[i % slots], **args)
+        preprocess(load_item(path), ring[i % slots])
     out.put(time.perf_counter() - t0)
 
 

@@ -2,31 +2,39 @@
 (which images they are: :mod:`engine.builder.image_sets`).
 
 Every image goes through the inference path's own preprocessing: ``engine.data.decode``
-then the ``kernels.resize_crop_normalize`` kernel with the model's data config, so the
-ranges the quantizer measures are those of the tensors the deployed model will see.
+then :class:`engine.models.preprocessing.Preprocessing` with the model's data config, so
+the ranges the quantizer measures are those of the tensors the deployed model will see.
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 from tqdm import tqdm
 
 from engine.data.dataconfig import DataConfig
+from engine.models.preprocessing import Preprocessing, announce
+
+
+@functools.cache
+def _preprocessing(config: DataConfig) -> Preprocessing:
+    """One per data config and build: the library transform, if any, is built once, and its
+    notice printed once."""
+    preprocessing = Preprocessing(config)
+    announce(preprocessing.notice)
+    return preprocessing
 
 
 def preprocess_item(item: str, config: DataConfig, out: np.ndarray | None = None) -> np.ndarray:
-    """Decode ``item`` and run the engine's resize/crop/normalize kernel on it (CHW float32)."""
-    import kernels
+    """Decode ``item`` and preprocess it as the engine does (CHW float32)."""
     from engine.data.decode import load_item
 
-    img = load_item(item)
-    return kernels.resize_crop_normalize(
-        img, out, resize=config.resize, crop=config.crop, mean=config.mean, std=config.std
-    )
+    return _preprocessing(config)(load_item(item), out)
 
 
 def iter_batches(items: list[str], config: DataConfig, batch_size: int):
-    """Yield ``(items, float32 (N, C, H, W))`` batches, preprocessed by the kernel."""
+    """Yield ``(items, float32 (N, C, H, W))`` batches, preprocessed as the engine does."""
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         batch = np.empty((len(chunk), *config.input_size), np.float32)

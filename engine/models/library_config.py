@@ -15,6 +15,8 @@ model's (train) ``input_size``, the size the model is exported at.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from engine.data.dataconfig import DataConfig
@@ -87,21 +89,51 @@ def _timm_config(name: str) -> DataConfig:
     if pretrained is None:
         raise ValueError(f"timm model {name!r}: timm has no pretrained config for it")
     cfg = timm.data.resolve_data_config(pretrained_cfg=pretrained.to_dict())
+    return _timm_transform_config(_jsonable(cfg), pretrained.num_classes or 1000,
+                                  f"timm pretrained_cfg of {pretrained.architecture}.{pretrained.tag}")
+
+
+def _timm_transform_config(cfg: dict, num_classes: int, source: str) -> DataConfig:
+    """The data config of the eval transform timm builds from its resolved ``cfg``."""
+    import timm
+
     fields, reason = _read_plain_steps(list(timm.data.create_transform(**cfg).transforms))
     height, width = cfg["input_size"][1:]
-    crop = fields.get("crop", height if height == width else (height, width))
+    crop = fields.pop("crop", height if height == width else (height, width))
     defaults = {"resize": crop, "interpolation": cfg["interpolation"], "mean": tuple(cfg["mean"]),
                 "std": tuple(cfg["std"])}
-    recipe = {"library": "timm", "config": _jsonable(cfg)}
-    return DataConfig(input_size=tuple(cfg["input_size"]), **{**defaults, **fields, "crop": crop},
-                      num_classes=pretrained.num_classes or 1000, library_transform=recipe,
-                      library_only_reason=f"timm {name}: {reason}" if reason else None,
-                      source=f"timm pretrained_cfg of {pretrained.architecture}.{pretrained.tag}")
+    return DataConfig(input_size=tuple(cfg["input_size"]), crop=crop, **{**defaults, **fields},
+                      num_classes=num_classes, library_transform={"library": "timm", "config": cfg},
+                      library_only_reason=f"{source}: {reason}" if reason else None, source=source)
+
+
+def at_input_size(config: DataConfig, size: int) -> DataConfig:
+    """``config`` for its model exported at ``size`` x ``size``: a timm config as timm
+    resolves it at that size (its crop_pct arithmetic, read off its transform); any other
+    with its resize scaled as its crop is (a torchvision weights' transform is for its own
+    size, so that recipe no longer applies and is dropped)."""
+    if tuple(config.input_size) == (3, size, size):
+        return config
+    recipe = config.library_transform
+    if recipe is not None and recipe["library"] == "timm":
+        return _timm_transform_config({**recipe["config"], "input_size": [3, size, size]}, config.num_classes,
+                                      f"{config.source}, at {size}")
+    if config.library_only_reason is not None:
+        raise ValueError(f"data config of {config.source}: only its library's transform preprocesses it "
+                         f"({config.library_only_reason}), which cannot be rescaled to {size}")
+    _, height, width = config.input_size
+    resize = config.resize
+    scaled = round(size * resize / height) if isinstance(resize, int) else (
+        round(size * resize[0] / height), round(size * resize[1] / width))
+    return replace(config, input_size=(3, size, size), crop=size, resize=scaled, library_transform=None,
+                   source=config.source and f"{config.source}, scaled to {size}")
 
 
 def _torchvision_config(name: str) -> DataConfig:
     import torchvision
 
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise ValueError(f"torchvision model {name!r}: not one of torchvision's classifiers")
     try:
         weights = torchvision.models.get_model_weights(name).DEFAULT
     except (ValueError, KeyError, AttributeError):

@@ -9,7 +9,6 @@ when the batch axis is dynamic); a maximum relative error above 1e-4 fails the e
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from engine.data.dataconfig import ModelInfo
+from engine.models.library_config import at_input_size
 from engine.models.zoo import ZooModel
 
 INPUT_NAME = "input"
@@ -154,10 +154,7 @@ def write_model_info(zoo_model: ZooModel, path: Path, size: int, *, static_batch
     complexity = zoo_model.complexity(size)
     num_classes = zoo_model.data_config.num_classes
     batch_dim = static_batch if static_batch else "batch"
-    data_config = zoo_model.data_config
-    if size != data_config.crop:
-        data_config = replace(data_config, input_size=(3, size, size), crop=size,
-                              resize=round(size * data_config.resize / data_config.crop))
+    data_config = at_input_size(zoo_model.data_config, size)
     info = ModelInfo(
         name=zoo_model.name, library=zoo_model.library, model_file=path.name,
         input_name=INPUT_NAME, output_names=[OUTPUT_NAME],

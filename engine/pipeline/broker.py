@@ -33,6 +33,7 @@ from pathlib import Path
 
 import zmq
 
+from engine.models.preprocessing import Preprocessing, announce
 from engine.pipeline import wire
 from engine.pipeline.blocks import Block, Task
 from engine.pipeline.config import RunConfig, fit_warmup
@@ -57,13 +58,15 @@ class Broker:
         self.sink = sink
         self.progress = progress
         self.total = len(items) * cfg.iterations
+        preprocessing = Preprocessing(cfg.data_config, cfg.model_label or None)
+        preprocessing.check_output_dtype(cfg.slot_dtype)
+        announce(preprocessing.notice)
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.endpoint, self._ipc_path = self._bind()
         sweep_stale_segments()
-        crop = cfg.data_config.crop
-        self.ring = SlotRing.create(cfg.slots, (3, crop, crop), cfg.slot_dtype)
+        self.ring = SlotRing.create(cfg.slots, tuple(cfg.data_config.input_size), cfg.slot_dtype)
         self.supervisor = Supervisor(cfg, self.endpoint, self.ring.spec(), sink.ranking())
         warmup, self.warmup_notice = fit_warmup(cfg.warmup, self.total)
         if self.warmup_notice:

@@ -1,4 +1,5 @@
-"""Preprocess stage: load items (npz or images), run the fused kernel into their slots.
+"""Preprocess stage: load items (npz or images), preprocess them into their slots (the fused
+kernel, or the model's library transform: :mod:`engine.models.preprocessing`).
 
 A task names several slots and their item paths; the reply gives the failed slots with
 their reasons and the task's summed decode and kernel times.
@@ -10,8 +11,9 @@ import time
 import numpy as np
 import zmq
 
-import kernels
+from engine.data.dataconfig import DataConfig
 from engine.data.decode import load_item
+from engine.models.preprocessing import Preprocessing
 from engine.pipeline import wire
 from engine.pipeline.lifecycle import become_worker, next_task
 from engine.pipeline.slots import SlotRing
@@ -22,29 +24,14 @@ def _describe(exc: BaseException) -> str:
     return text if isinstance(exc, ValueError | OSError) else f"{type(exc).__name__}: {text}"
 
 
-def _kernel_warmup_samples(size: int) -> list[np.ndarray]:
-    contiguous = np.zeros((size, size, 3), np.uint8)
-    readonly = contiguous.copy()
-    readonly.flags.writeable = False
-    return [contiguous, readonly, np.zeros((3, size, size), np.uint8).transpose(1, 2, 0)]
-
-
 def preprocess_main(identity: bytes, endpoint: str, ring_spec: dict, data_config: dict, max_pixels) -> None:
     broker_pid = become_worker()
     ring = SlotRing.attach(ring_spec)
-    resize, crop = data_config["resize"], data_config["crop"]
-    mean, std = tuple(data_config["mean"]), tuple(data_config["std"])
+    preprocess = Preprocessing(DataConfig.from_dict(data_config))
+    preprocess.warm_up(ring.dtype)
 
     def preprocess_into(img: np.ndarray, slot: int) -> None:
-        if ring.dtype == np.uint8:  # the device normalizes (engine.run --normalize-on device)
-            kernels.resize_crop_uint8(img, out=ring[slot], resize=resize, crop=crop)
-        else:
-            kernels.resize_crop_normalize(img, out=ring[slot], resize=resize, crop=crop, mean=mean, std=std)
-
-    # load the compiled kernel before timing starts, for every array type items arrive as:
-    # decoded images (read-only contiguous HWC) and npz arrays (CHW seen through a transposed view)
-    for sample in _kernel_warmup_samples(crop):
-        preprocess_into(sample, 0)
+        preprocess(img, ring[slot])
 
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)

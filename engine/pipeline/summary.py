@@ -37,7 +37,7 @@ def build_report(broker, cfg, sink, *, model_info: dict, items_total: int) -> di
         "model": model_info,
         "config": cfg.to_dict(),
         "backends": broker.backends,
-        "input": {"name": "input", "shape": [cfg.batch, 3, cfg.data_config.crop, cfg.data_config.crop],
+        "input": {"name": "input", "shape": [cfg.batch, *cfg.data_config.input_size],
                   "dtype": "float32", "slot_dtype": cfg.slot_dtype.name},
         "counts": {"items": items_total, "submitted": broker.total, "done": meter.finished - meter.failed,
                    "failed": meter.failed, "not_run": not_run, "restarts": supervisor.restarts},

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.dataconfig import DataConfig, ModelInfo
-from kernels import resize_crop_normalize, softmax_topk
+from engine.models.preprocessing import Preprocessing, announce
+from kernels import softmax_topk
 
 
 def class_names_for(info: ModelInfo | None, num_classes: int) -> list[str]:
@@ -44,6 +45,8 @@ class ServedModel:
         self.info = ModelInfo.load(info_path) if info_path.is_file() else None
         self.config: DataConfig = self.info.data_config if self.info else DataConfig()
         self.name = self.info.name if self.info else self.path.stem
+        self.preprocessing = Preprocessing(self.config, self.name)
+        announce(self.preprocessing.notice)
         self.backends = [
             open_backend("ort", self.path, device=device, threads=threads, spinning=spinning)
             if torch_module is None else
@@ -51,13 +54,13 @@ class ServedModel:
                          label=self.name, input_name=self.info.input_name, output_names=self.info.output_names)
             for _ in range(instances)
         ]
-        expected = (3, self.config.crop, self.config.crop)
+        expected = tuple(self.config.input_size)
         self.input_shape = tuple(self.backends[0].input_shape)
         if self.input_shape != expected:
             self.close()
             raise ValueError(
                 f"model {self.path}: input {self.input_shape} does not match its data config "
-                f"(crop {self.config.crop} -> {expected})"
+                f"(input_size {expected})"
             )
         probe = self.backends[0].run(np.zeros((1, *self.input_shape), np.float32))[0]
         if probe.ndim != 2:
@@ -68,10 +71,8 @@ class ServedModel:
         self.outputs_probabilities = bool(self.info and self.info.extra.get("softmax"))
 
     def preprocess(self, image_hwc: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Resize (short side), center-crop and normalize into ``out`` (3, crop, crop) float32."""
-        cfg = self.config
-        return resize_crop_normalize(image_hwc, out, resize=cfg.resize, crop=cfg.crop,
-                                     mean=cfg.mean, std=cfg.std)
+        """The model's preprocessing (its data config's) into ``out``, a (3, H, W) float32 slot."""
+        return self.preprocessing(image_hwc, out)
 
     def topk(self, outputs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` classes and their probabilities per row (class -1 for non-finite rows).
