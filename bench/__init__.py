@@ -21,7 +21,7 @@ date, and writes ``bench/results/<date>-<host>.json`` plus a Markdown summary (s
 """
 from dataclasses import dataclass, field
 
-SUITES = ("preprocess", "pipeline", "broker", "build", "serve", "kserve", "gpu")
+SUITES = ("preprocess", "pipeline", "models", "broker", "build", "serve", "kserve", "gpu", "ray")
 
 
 class SuiteSkipped(Exception):
