@@ -6,13 +6,16 @@ reproduces mmcls's network and key names without depending on mmcls) and carries
 data config, the way timm's ``pretrained_cfg`` travels with a timm model. The static
 facts (names, data configs, measured counts) are in :mod:`engine.models.catalog`, which
 reads them without torch; :func:`measured_table` measures them again on the built
-networks (on the ``meta`` device), which is what keeps the catalog's table true.
+networks (on the ``meta`` device), which is what keeps the catalog's table true. Any other
+timm or torchvision classifier gets its data config from its library's eval transform
+(:mod:`engine.models.library_config`) and its counts measured on the ``meta`` device.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import io
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,14 +64,15 @@ def _build_efficientnet_lite0() -> nn.Module:
 
 @functools.cache
 def _timm_data_config(name: str) -> DataConfig:
-    """timm's own pretrained_cfg for ``name``, as a DataConfig (crop_pct -> resize)."""
+    """timm's own pretrained_cfg for a VGG of the table, as a DataConfig (resize = floor(crop /
+    crop_pct), timm's arithmetic)."""
     from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(name).to_dict()
     crop = cfg["input_size"][-1]
     return DataConfig(
         input_size=tuple(cfg["input_size"]),
-        resize=round(crop / cfg["crop_pct"]),
+        resize=math.floor(crop / cfg["crop_pct"]),
         crop=crop,
         interpolation=cfg["interpolation"],
         mean=tuple(cfg["mean"]),
