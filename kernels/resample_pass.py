@@ -22,26 +22,22 @@ NO_OFFSETS = np.zeros(3, dtype=np.int64)
 
 @numba.njit(**JIT)
 def _sum_many_taps(src, row, step, lanes, last, y0, taps, k, acc):
-    """``acc = 2**21 + sum_t line(y0 + t) * k[t]`` over ``taps > 4`` taps: the first 4 in
-    one fused loop, the rest 2 at a time, so that ``acc`` makes few trips through L1."""
-    l0, l1 = src[row + y0 * step, lanes], src[row + min(y0 + 1, last) * step, lanes]
-    l2, l3 = src[row + min(y0 + 2, last) * step, lanes], src[row + min(y0 + 3, last) * step, lanes]
-    k0, k1, k2, k3 = k[0], k[1], k[2], k[3]
+    """``acc = 2**21 + sum_t line(y0 + t) * k[t]`` over ``taps > 6`` taps, 4 at a time in
+    one fused loop (the last 1 to 4 with zero weights past ``taps``), so that ``acc``
+    makes one trip through L1 per 4 taps."""
     for lane in range(acc.shape[0]):
-        acc[lane] = np.int32(_HALF + l0[lane] * k0 + l1[lane] * k1 + l2[lane] * k2
-                             + l3[lane] * k3)
-    t = 4
-    while t + 1 < taps:
-        la = src[row + min(y0 + t, last) * step, lanes]
-        lb = src[row + min(y0 + t + 1, last) * step, lanes]
-        ka, kb = k[t], k[t + 1]
+        acc[lane] = _HALF
+    for t in range(0, taps, 4):
+        k0 = k[t]
+        k1 = k[t + 1] if t + 1 < taps else np.int32(0)
+        k2 = k[t + 2] if t + 2 < taps else np.int32(0)
+        k3 = k[t + 3] if t + 3 < taps else np.int32(0)
+        l0 = src[row + min(y0 + t, last) * step, lanes]
+        l1 = src[row + min(y0 + t + 1, last) * step, lanes]
+        l2 = src[row + min(y0 + t + 2, last) * step, lanes]
+        l3 = src[row + min(y0 + t + 3, last) * step, lanes]
         for lane in range(acc.shape[0]):
-            acc[lane] += np.int32(la[lane] * ka + lb[lane] * kb)
-        t += 2
-    if t < taps:
-        la, ka = src[row + min(y0 + t, last) * step, lanes], k[t]
-        for lane in range(acc.shape[0]):
-            acc[lane] += np.int32(la[lane] * ka)
+            acc[lane] += np.int32(l0[lane] * k0 + l1[lane] * k1 + l2[lane] * k2 + l3[lane] * k3)
 
 
 @numba.njit(**JIT)
@@ -59,7 +55,7 @@ def resample_lines(src, row, step, lane0, first, taps, coeffs, i0, i1, dst, drow
     clamped to one that exists), up to 4 in one fused loop per tap count, 5 and 6 (bicubic
     shrinking by up to 2x) in one more: simple counted loops that LLVM vectorizes, the sum
     in registers. More taps accumulate in ``acc`` (int32, ``nlanes`` long; see
-    ``_sum_many_taps``), which costs a trip through L1 per 2 taps.
+    ``_sum_many_taps``), which costs a trip through L1 per 4 taps.
     """
     nlanes = dst.shape[1]
     last = (src.shape[0] - 1 - row) // step
@@ -80,7 +76,7 @@ def resample_lines(src, row, step, lane0, first, taps, coeffs, i0, i1, dst, drow
                              + l3[lane] * k3 + l4[lane] * k4 + l5[lane] * k5)
                 line[lane] = min(max(a >> PRECISION_BITS, 0), 255)
         return
-    if taps > 4:
+    if taps > 6:
         for i in range(i0, i1):
             _sum_many_taps(src, row, step, lanes, last, first[i], taps, coeffs[i], acc)
             line = dst[drow + (i - i0) * dstep]
