@@ -229,7 +229,17 @@ def kernel_limitation(resize=256, crop=224, interpolation: str = "bilinear") -> 
 
 def transform_key(resize, crop, interpolation) -> tuple:
     """(resize, (crop_h, crop_w), interpolation), checked and hashable: what
-    ``resize_crop_plan`` takes. Raises ValueError with ``kernel_limitation``'s reason."""
+    ``resize_crop_plan`` takes. Raises ValueError with ``kernel_limitation``'s reason.
+    Cached, as every call of the kernel asks (lists, as JSON configs give, become tuples)."""
+    resize, crop = (tuple(v) if isinstance(v, list) else v for v in (resize, crop))
+    try:
+        return _checked_key(resize, crop, interpolation)
+    except TypeError:  # unhashable, so not a size or interpolation the kernel knows
+        raise ValueError(kernel_limitation(resize, crop, interpolation)) from None
+
+
+@lru_cache(maxsize=64)
+def _checked_key(resize, crop, interpolation) -> tuple:
     reason = kernel_limitation(resize, crop, interpolation)
     if reason is not None:
         raise ValueError(reason)

@@ -14,7 +14,7 @@ the SIMD lanes (numba, int32); the data is transposed between passes with OpenCV
 transpose (it releases the GIL, as the numba code does). Interleaved RGB is never split:
 its 3 channels ride along as 3 more SIMD lanes; planar input (the engine's npz CHW array
 seen as HWC through ``transpose(1, 2, 0)``) is transposed plane by plane (see
-``Workspace``). Resampling coefficients are cached per input size
+``Workspace``). Resampling coefficients are cached per input size and transform
 (``resize_crop_plan``), scratch views per thread and plan.
 
 The last step does torchvision's float32 arithmetic in its order (``v / 255``,

@@ -230,12 +230,21 @@ def test_kernel_limitation_says_why():
     ({"resize": (256, 200), "crop": 224}, "CenterCrop would pad"),
     ({"resize": (0, 256)}, r"resize \(0, 256\): must be positive"),
     ({"crop": (224, 224, 3)}, "crop"),
+    ({"resize": [[256], 256]}, r"resize \(\[256\], 256\): expected an int or a \(height, width\) pair"),
+    ({"interpolation": ["bicubic"]}, r"interpolation \['bicubic'\] is not in the kernel"),
 ])
 def test_unsupported_transforms_raise_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         resize_crop_normalize(_synthetic(300, 300), **kwargs)
     with pytest.raises(ValueError, match=message):
         resize_crop_normalize_batch([_synthetic(300, 300)], np.empty((1, 3, 224, 224), np.float32), **kwargs)
+
+
+def test_sizes_as_lists_from_json_configs():
+    img = _synthetic(300, 400)
+    want = resize_crop_normalize(img, resize=(256, 280), crop=(224, 240), interpolation="bicubic")
+    got = resize_crop_normalize(img, resize=[256, 280], crop=[224, 240], interpolation="bicubic")
+    assert np.array_equal(got, want)
 
 
 def test_out_shape_follows_the_rectangular_crop():
