@@ -58,7 +58,7 @@ class Broker:
         self.sink = sink
         self.progress = progress
         self.total = len(items) * cfg.iterations
-        preprocessing = Preprocessing(cfg.data_config, cfg.model_label or None)
+        preprocessing = Preprocessing(cfg.data_config, Path(cfg.model_path).name)
         preprocessing.check_output_dtype(cfg.slot_dtype)
         announce(preprocessing.notice)
         self.ctx = zmq.Context()

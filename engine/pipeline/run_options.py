@@ -12,7 +12,7 @@ from tqdm import tqdm
 from engine.backends import resolve_device
 from engine.data import arg_checks
 from engine.data.arg_checks import UsageError
-from engine.data.dataconfig import ModelInfo
+from engine.data.dataconfig import DataConfig, ModelInfo
 from engine.data.labels import imagenet_class_names
 from engine.models.resolve import backend_for, check_model_args
 from engine.pipeline.broker import Broker, RunStopped
@@ -80,11 +80,13 @@ def backend_options(precision: str | None, cuda_graphs: bool, compile_model: boo
     return options
 
 
-def normalize_on(choice: str, backend: str, device: str) -> str:
-    """``auto``: on the device for torch on a GPU (uint8 over PCIe), else on the host."""
+def normalize_on(choice: str, backend: str, device: str, data_config: DataConfig) -> str:
+    """``auto``: on the device for torch on a GPU (uint8 over PCIe), else on the host (also
+    when the model's preprocessing runs through its library, which normalizes itself)."""
     if choice != "auto":
         return choice
-    return "device" if backend == "torch" and device.startswith("cuda") else "host"
+    on_kernel = data_config.kernel_limitation() is None
+    return "device" if backend == "torch" and device.startswith("cuda") and on_kernel else "host"
 
 
 def autotuned(model_path: str, device: str, backend: str, budget_s: float, options: dict) -> dict:
@@ -115,7 +117,7 @@ def run_config(args, model_path: str, info: ModelInfo) -> RunConfig:
         class_names=info.class_names or (imagenet_class_names() if num_classes == 1000 else None),
         model_label=info.extra.get("weights_label", "weights not recorded in the model info"),
         backend=backend, device=device, backend_options=options,
-        normalize_on=normalize_on(args.normalize_on, backend, device),
+        normalize_on=normalize_on(args.normalize_on, backend, device, info.data_config),
         instances=instances, processes=args.processes, batch=batch,
         threads=threads or max(1, (os.cpu_count() or 1) // instances),
         workers=args.workers, topk=args.topk, iterations=args.iterations, warmup=args.warmup,
