@@ -2,7 +2,6 @@
 its library's transform (real processes, a real timm transform, real photo files)."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,32 +9,17 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import timm
+from library_only_model import LANCZOS_TIMM, write_lanczos_model
 from photos import write_photo
 from PIL import Image
 
 from engine.data.decode import load_item
-from engine.models.tinynet import write_tiny_onnx
 
 ROOT = Path(__file__).resolve().parents[2]
-SIZE = 32
-LANCZOS_TIMM = {"input_size": [3, SIZE, SIZE], "interpolation": "lanczos", "mean": [0.5] * 3, "std": [0.5] * 3,
-                "crop_pct": 0.875, "crop_mode": "center"}
-
-
-def _lanczos_model(folder: Path) -> Path:
-    """The tiny net with a data config only timm's own transform reproduces."""
-    model = write_tiny_onnx(folder / "tiny.onnx", size=SIZE, classes=10)
-    info_path = model.with_suffix(".json")
-    info = json.loads(info_path.read_text())
-    info["data_config"].update(resize=36, interpolation="lanczos", mean=[0.5] * 3, std=[0.5] * 3,
-                               library_transform={"library": "timm", "config": LANCZOS_TIMM},
-                               source="a lanczos test config")
-    info_path.write_text(json.dumps(info))
-    return model
 
 
 def test_run_preprocesses_through_the_library_and_says_so_once(tmp_path):
-    model = _lanczos_model(tmp_path)
+    model = write_lanczos_model(tmp_path, "run-lanczos-net")
     items = [str(write_photo(tmp_path / "cat.jpg", "chelsea")),
              str(write_photo(tmp_path / "coffee.png", "coffee", size=(997, 61)))]
     datalist = tmp_path / "list.txt"
