@@ -43,16 +43,18 @@ class Preprocessing:
         self.config = config
         self.model = model or config.source or "(unnamed)"
         self.reason = config.kernel_limitation()
-        self.transform = None
-        if self.reason is not None:
-            if config.library_transform is None:
-                raise ValueError(f"model {model}: the kernel cannot preprocess it ({self.reason}) and its data "
-                                 f"config has no library_transform to run instead")
-            self.transform = library_transform(config.library_transform)
+        if self.reason is not None and config.library_transform is None:
+            raise ValueError(f"model {self.model}: the kernel cannot preprocess it ({self.reason}) and its data "
+                             f"config has no library_transform to run instead")
 
     @property
     def on_kernel(self) -> bool:
-        return self.transform is None
+        return self.reason is None
+
+    @functools.cached_property
+    def transform(self) -> Callable:
+        """The library's transform, built on first use (the broker only checks and announces)."""
+        return library_transform(self.config.library_transform)
 
     @property
     def notice(self) -> str | None:
