@@ -64,7 +64,7 @@ def check_config(cfg: BuildConfig) -> None:
     for key, path in (("calibration.path", cfg.calibration.path), ("check.path", cfg.check.path)):
         if path is not None and not Path(path).exists():
             raise UsageError(f"{cfg.key(key)}: {path}: no such folder or datalist")
-    arg_checks.output_dir(f"{cfg.key('output')}:", cfg.output)
+    arg_checks.check_output_dir(f"{cfg.key('output')}:", cfg.output)
 
 
 def quiet_build(cfg: BuildConfig, work_dir: Path | None) -> Path:

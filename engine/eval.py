@@ -62,6 +62,7 @@ def _report(acc: Accuracy, summary: dict, args) -> int:
           + (f", {acc.skipped_count} not scored" if acc.skipped_count else ""), file=sys.stderr)
     text = json.dumps(summary, indent=2)
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(text + "\n")
     else:
         print(text)
@@ -98,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        arg_checks.output_file("--json", args.json)
-        arg_checks.output_file("--per-class", args.per_class)
+        arg_checks.check_output_file("--json", args.json)
+        arg_checks.check_output_file("--per-class", args.per_class)
         labels = LabelSource(args.label, from_folders=args.labels_from_folders)
         if args.mode == "topk":
             acc, seen = score_topk_file(args.result, labels)
@@ -115,6 +116,7 @@ def main(argv=None) -> int:
                 print(f"{len(unpaired)} result files pair with no datalist entry (first: {unpaired[0]}): "
                       f"is this the datalist the results were made from?", file=sys.stderr)
         if args.per_class:
+            Path(args.per_class).parent.mkdir(parents=True, exist_ok=True)
             write_per_class_csv(args.per_class, acc, class_names_for(args.names, seen, num_classes))
     except (OSError, ValueError) as e:
         print(f"engine.eval: {e}", file=sys.stderr)

@@ -60,7 +60,7 @@ def check_args(args) -> None:
     arg_checks.at_least("--static-batch", args.static_batch, 1)
     if args.weights is not None:
         arg_checks.input_file("--weights", args.weights)
-    arg_checks.output_dir("--save-dir", args.save_dir)
+    arg_checks.check_output_dir("--save-dir", args.save_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,8 +58,8 @@ def check_args(args) -> None:
     arg_checks.at_least("--max_pixels", args.max_pixels, 0)
     if not args.dataset_path.is_dir():
         raise UsageError(f"--dataset_path {args.dataset_path}: not a directory")
-    arg_checks.output_dir("--target_path", args.target_path)
-    arg_checks.output_file("--text_path", args.text_path)
+    arg_checks.check_output_dir("--target_path", args.target_path)
+    arg_checks.check_output_file("--text_path", args.text_path)
 
 
 def main(argv=None) -> int:

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.budget <= 0:
             raise UsageError(f"--budget must be positive, got {args.budget}")
         if args.json:
-            arg_checks.output_file("--json", args.json)
+            arg_checks.check_output_file("--json", args.json)
     except UsageError as e:
         print(f"engine.tune: error: {e}", file=sys.stderr)
         return 2
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"best: {best['instances']} instance(s) x {best['threads']} thread(s), batch {best['batch']}: "
           f"{best['images_per_s']:.2f} images/s")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"best": best, "table": table}, indent=2) + "\n")
     return 0
 

@@ -3,12 +3,17 @@
 Every command runs these before any work, so a mistake costs the user a one-line usage
 error (exit status 2) that names the flag, the value and the reason, instead of a
 traceback after an hour of conversion. Output paths are checked by doing what the
-command will do later: creating the missing folders and writing (then removing) a probe
-file where the output will go; that is the only check that tells ``/proc/x`` or a
-read-only mount from a usable place, whoever the user is.
+command will do later: creating the missing folders and writing a probe file where the
+output will go; that is the only check that tells ``/proc/x`` or a read-only mount from a
+usable place, whoever the user is. :func:`check_output_dir` and :func:`check_output_file`
+then remove the probe and every folder they made, so a command refused for a later
+argument leaves nothing behind; the command's writers make the folders when they write.
+:func:`output_dir` and :func:`output_file` keep the folders, for a command whose writers
+expect them to exist once its checks are done.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -60,40 +65,74 @@ def _probe_writable(flag: str, shown: Path, folder: Path) -> None:
         raise UsageError(f"{flag} {shown}: cannot write in {folder} ({e.strerror or e})") from None
 
 
-def _make_folder(flag: str, shown: Path, folder: Path) -> None:
+def _missing_folders(flag: str, shown: Path, folder: Path) -> list[Path]:
+    """The folders from the deepest existing ancestor of ``folder`` down to it that do not exist yet,
+    outermost first; an ancestor that is a file is refused."""
+    missing = []
     for ancestor in (folder, *folder.parents):
         if ancestor.exists():
             if not ancestor.is_dir():
                 raise UsageError(f"{flag} {shown}: {ancestor} is a file, not a folder")
             break
+        missing.append(ancestor)
+    return missing[::-1]
+
+
+def _probe_folder(flag: str, shown: Path, folder: Path, keep: bool) -> None:
+    """Make the missing folders down to ``folder`` and write a probe file in it; unless ``keep``,
+    remove the folders made here again (the innermost first), whether the probe passed or not."""
+    made = []
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{flag} {shown}: cannot create folder {folder} ({e.strerror or e})") from None
+        for missing in _missing_folders(flag, shown, folder):
+            try:
+                missing.mkdir(exist_ok=True)
+            except OSError as e:
+                raise UsageError(f"{flag} {shown}: cannot create folder {folder} ({e.strerror or e})") from None
+            made.append(missing)
+        _probe_writable(flag, shown, folder)
+    finally:
+        if not keep:
+            for created in reversed(made):
+                with contextlib.suppress(OSError):  # another process wrote into it meanwhile: it is theirs now
+                    created.rmdir()
 
 
-def output_file(flag: str, path: str | os.PathLike | None) -> Path | None:
-    """A file the command will write (None: not given): its folder is created and checked
-    writable; an existing folder in its place, or an existing read-only file, is refused."""
-    if path is None:
-        return None
+def _check_file(flag: str, path: str | os.PathLike, keep: bool) -> Path:
     p = Path(path)
     if p.is_dir():
         raise UsageError(f"{flag} {p}: is a directory, not a file")
-    _make_folder(flag, p, p.parent)
     if p.exists() and not os.access(p, os.W_OK):
         raise UsageError(f"{flag} {p}: the existing file is not writable")
-    _probe_writable(flag, p, p.parent)
+    _probe_folder(flag, p, p.parent, keep)
     return p
 
 
-def output_dir(flag: str, path: str | os.PathLike | None) -> Path | None:
-    """A folder the command will write into (None: not given): created and checked writable."""
-    if path is None:
-        return None
+def _check_dir(flag: str, path: str | os.PathLike, keep: bool) -> Path:
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise UsageError(f"{flag} {p}: is a file, not a folder")
-    _make_folder(flag, p, p)
-    _probe_writable(flag, p, p)
+    _probe_folder(flag, p, p, keep)
     return p
+
+
+def check_output_file(flag: str, path: str | os.PathLike | None) -> Path | None:
+    """A file the command will write (None: not given), checked and nothing left behind: its
+    folder could be made and written in; an existing folder in its place, or an existing
+    read-only file, is refused."""
+    return None if path is None else _check_file(flag, path, keep=False)
+
+
+def check_output_dir(flag: str, path: str | os.PathLike | None) -> Path | None:
+    """A folder the command will write into (None: not given), checked and nothing left behind:
+    it could be made and written in."""
+    return None if path is None else _check_dir(flag, path, keep=False)
+
+
+def output_file(flag: str, path: str | os.PathLike | None) -> Path | None:
+    """:func:`check_output_file`, keeping the file's folder."""
+    return None if path is None else _check_file(flag, path, keep=True)
+
+
+def output_dir(flag: str, path: str | os.PathLike | None) -> Path | None:
+    """:func:`check_output_dir`, keeping the folder."""
+    return None if path is None else _check_dir(flag, path, keep=True)
