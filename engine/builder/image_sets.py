@@ -132,7 +132,15 @@ def _why_no_check(cfg: BuildConfig, pool: list[str]) -> str:
 
 def readable(items: list[str]) -> tuple[list[str], list[dict]]:
     """The items that decode, and ``{item, error}`` for those that do not: one corrupt
-    file is skipped and listed (as engine.run and engine.image2npz do), not fatal."""
+    file is skipped and listed (as engine.run and engine.image2npz do), not fatal.
+
+    This is a decode of its own, before calibration, because the calibration pass cannot
+    find unreadable images as it reaches them: onnxruntime's strided calibration takes the
+    reader's batch count before the first batch, and its histogram calibrators (percentile,
+    entropy) refuse a stride that yields no data, so the batches must be known to be full.
+    Keeping the decoded images for the later passes instead would hold every calibration
+    image in memory at once; a decode alone is a small share of what the build does with
+    each image (the measurement is in docs/build.md)."""
     from engine.data.decode import load_item
 
     ok, skipped = [], []
