@@ -156,12 +156,17 @@ def server_metadata() -> dict:
     return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS}
 
 
+def _image_dims(model) -> list[int]:
+    """[height, width, 3] of the image the model's crop makes (input_size is authoritative for shapes)."""
+    return [*model.config.input_size[1:], 3]
+
+
 def model_metadata(model) -> dict:
     return {
         "name": model.name,
         "versions": [VERSION],
         "platform": "onnxruntime_onnx",
-        "inputs": [{"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, model.config.crop, model.config.crop, 3]}],
+        "inputs": [{"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, *_image_dims(model)]}],
         "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, model.num_classes]}],
     }
 
@@ -174,7 +179,7 @@ def model_config(model, max_batch: int, max_queue_delay_us: int) -> dict:
         "backend": "onnxruntime",
         "max_batch_size": max_batch,
         "input": [{"name": INPUT_NAME, "data_type": "TYPE_UINT8", "format": "FORMAT_NHWC",
-                   "dims": [model.config.crop, model.config.crop, 3]}],
+                   "dims": _image_dims(model)}],
         "output": [{"name": OUTPUT_NAME, "data_type": "TYPE_FP32", "dims": [model.num_classes]}],
         "dynamic_batching": {"max_queue_delay_microseconds": max_queue_delay_us},
         "instance_group": [{"count": len(model.backends), "kind": "KIND_CPU"}],

@@ -97,7 +97,8 @@ class ServedModel:
 
     def warmup(self, max_batch: int) -> None:
         """Compile the kernels and let every session allocate for the largest batch."""
-        image = np.zeros((self.config.resize, self.config.resize, 3), np.uint8)
+        resize = self.config.resize
+        image = np.zeros((*((resize, resize) if isinstance(resize, int) else resize), 3), np.uint8)
         self.preprocess(image, np.empty(self.input_shape, np.float32))
         for backend in self.backends:
             backend.warmup(max_batch)
