@@ -410,11 +410,11 @@ def check_preprocess_ops(ops: list | None, data_config, source: str = "preproces
         if kind == "Resize":
             size = op.get("size")
             # The seed wrote [256, 256] for "short side 256"; a single int means the same.
-            if size is not None and pair(size) != (data_config.resize, data_config.resize):
+            if size is not None and pair(size) != pair(data_config.resize):
                 raise ConfigError(f"{where}: size {size} but the model's data config resizes to {data_config.resize}")
         elif kind == "CenterCrop":
             crop = op.get("crop_size", op.get("size"))
-            if crop is not None and pair(crop) != (data_config.crop, data_config.crop):
+            if crop is not None and pair(crop) != pair(data_config.crop):
                 raise ConfigError(f"{where}: crop {crop} but the model's data config crops {data_config.crop}")
         elif kind == "Normalize":
             for name in ("mean", "std"):
