@@ -44,7 +44,7 @@ def _sum_many_taps(src, row, step, lanes, last, y0, taps, k, acc):
 def resample_lines(src, row, step, lane0, first, taps, coeffs, i0, i1, dst, drow, dstep,
                     acc):
     """Lines ``i0 <= i < i1`` of one plane of a Pillow pass, into rows ``d = drow + (i -
-    i0) * dstep`` of ``dst`` (uint8 or int32): ``dst[d, l] = clip8(2**21 + sum_t
+    i0) * dstep`` of the uint8 ``dst``: ``dst[d, l] = clip8(2**21 + sum_t
     src[row + (first[i] + t) * step, lane0 + l] * coeffs[i, t])``.
 
     The pass's input lines are rows of the 2-D ``src``: line ``y`` is row ``row + y *
