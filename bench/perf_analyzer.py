@@ -58,10 +58,13 @@ class Measurement:
 
 
 def read_csv(text: str) -> list[Measurement]:
-    rows = csv.DictReader(io.StringIO(text))
-    return [Measurement(concurrency=int(row["Concurrency"]), throughput=float(row["Inferences/Second"]),
+    """The rows by concurrency: perf_analyzer writes them by throughput, so a loaded machine
+    where a higher level does no better lists it first."""
+    rows = [Measurement(concurrency=int(row["Concurrency"]), throughput=float(row["Inferences/Second"]),
                         p50_us=float(row["p50 latency"]), p90_us=float(row["p90 latency"]),
-                        p95_us=float(row["p95 latency"]), p99_us=float(row["p99 latency"])) for row in rows]
+                        p95_us=float(row["p95 latency"]), p99_us=float(row["p99 latency"]))
+            for row in csv.DictReader(io.StringIO(text))]
+    return sorted(rows, key=lambda m: m.concurrency)
 
 
 def run(model: str, url: str, protocol: str, csv_path: Path, *, concurrency: str, interval_ms: int,

@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("run", "serve", "client", "zoo", "export", "build", "image2npz", "valprep", "eval", "tune", "demo")
-SUBSYSTEMS = ("models", "data", "builder", "pipeline", "serving", "backends")
+SUBSYSTEMS = ("models", "data", "builder", "pipeline", "serving", "backends", "cluster")
 MAX_COMMAND_LINES = 150
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 80

@@ -41,7 +41,7 @@ SWEEP_TIMEOUT_S = 10.0
 SWEEP_ROUNDS = 6
 
 
-NODE_ACTOR = ray.remote(concurrency_groups={CONTROL: 1})(NodeRunner)
+NODE_ACTOR = ray.remote(max_concurrency=SHARDS_IN_FLIGHT, concurrency_groups={CONTROL: 2})(NodeRunner)
 
 
 @dataclass

@@ -2,9 +2,10 @@
 processes, shared-memory ring), started once and kept up while the driver hands it
 shards; each shard's results go back as one small :class:`ShardResult`.
 
-Shards run one at a time; ``stop`` is in a concurrency group of its own (``CONTROL``), so
-it reaches a broker busy with a shard. ``close`` stops the worker processes and removes
-the ring from /dev/shm.
+The actor takes several ``run_shard`` calls at once (the driver keeps a few in flight), so
+the next shard's items enter the pipeline while the last one's are still in it; ``stop``
+is in a concurrency group of its own (``CONTROL``), so it is never queued behind shards.
+``close`` stops the worker processes and removes the ring from /dev/shm.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import platform
 import ray
 
 from engine.cluster.model_package import ModelPackage
-from engine.cluster.shard_result import ShardFigures, ShardResult, ShardSink
+from engine.cluster.shard_result import ShardResult, ShardSink
 from engine.pipeline.config import RunConfig
 from engine.pipeline.shard_broker import ShardBroker
 
@@ -27,8 +28,8 @@ class NodeRunner:
         cfg = dataclasses.replace(cfg, model_path=package.unpack(), warmup=0, quiet=True)
         self.ranking = ranking
         self.node = ray.get_runtime_context().get_node_id()
-        self.broker = ShardBroker(cfg, ShardSink([], ranking))
-        self.broker.start()
+        self.broker = ShardBroker(cfg, ranking)
+        self.broker.serve()
 
     def ready(self) -> dict:
         """Where this actor runs and what its device instances opened."""
@@ -37,13 +38,12 @@ class NodeRunner:
 
     def run_shard(self, shard: int, items: list[str]) -> ShardResult:
         sink = ShardSink(items, self.ranking)
-        meter = self.broker.run_shard(items, sink)
-        supervisor = self.broker.supervisor
-        return sink.result(shard, self.node, ShardFigures.of(meter, supervisor.restarts, supervisor.peak_rss_bytes))
+        return sink.result(shard, self.node, self.broker.run_shard(items, sink))
 
     @ray.method(concurrency_group=CONTROL)
     def stop(self) -> None:
         self.broker.request_stop()
 
+    @ray.method(concurrency_group=CONTROL)
     def close(self) -> None:
-        self.broker.shutdown()
+        self.broker.close()

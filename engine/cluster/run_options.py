@@ -28,6 +28,9 @@ def check_cluster_args(args) -> None:
     arg_checks.at_least("--ray-shard", args.ray_shard, 1)
     if args.iterations != 1:
         raise UsageError("--iterations applies to a local run; a --ray run passes over the datalist once")
+    if args.auto:
+        raise UsageError("--auto measures on this host, not on the cluster's nodes; with --ray give -i, --threads "
+                         "and -b (engine.tune on a node finds them)")
     from engine.cluster.connect import connect
 
     connect(args.ray)

@@ -7,26 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.pipeline.meter import Meter
-
-
-@dataclass
-class ShardFigures:
-    """The node's meter for one shard, in the parts the driver adds up."""
-
-    seconds: float
-    stage_us: dict[str, float]
-    stage_items: dict[str, int]
-    batch_us: list[int]
-    batch_sizes: dict[int, int]
-    restarts: int
-    peak_rss_bytes: int
-
-    @classmethod
-    def of(cls, meter: Meter, restarts: int, peak_rss_bytes: int) -> ShardFigures:
-        return cls(seconds=(meter.t_end or 0.0) - meter.t_measure, stage_us=dict(meter.stages.total_us),
-                   stage_items=dict(meter.stages.items), batch_us=list(meter.batch_us),
-                   batch_sizes=dict(meter.batch_sizes), restarts=restarts, peak_rss_bytes=peak_rss_bytes)
+from engine.pipeline.shard_broker import ShardFigures
 
 
 @dataclass

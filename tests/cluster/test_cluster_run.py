@@ -75,7 +75,6 @@ def test_an_unreachable_cluster_is_a_usage_error_within_seconds(engine_run, tmp_
     assert len(lines) == 1 and "--ray 127.0.0.1:1: cannot reach the cluster's head" in lines[0], proc.stderr
 
 
-@pytest.mark.slow
 def test_an_actor_killed_mid_shard_loses_no_item(cluster, engine_run, tmp_path):
     datalist = write_datalist(tmp_path / "val", 240)
     run = engine_run(datalist, tmp_path / "out", "--ray", cluster.address, "--ray-shard", "8", wait=False)
@@ -86,7 +85,6 @@ def test_an_actor_killed_mid_shard_loses_no_item(cluster, engine_run, tmp_path):
     _assert_every_item_once(tmp_path / "out", datalist)
 
 
-@pytest.mark.slow
 def test_a_pipeline_worker_killed_inside_an_actor_loses_no_item(cluster, engine_run, tmp_path):
     datalist = write_datalist(tmp_path / "val", 240)
     run = engine_run(datalist, tmp_path / "out", "--ray", cluster.address, "--ray-shard", "8", wait=False)
@@ -101,7 +99,6 @@ def test_a_pipeline_worker_killed_inside_an_actor_loses_no_item(cluster, engine_
     assert sum(n["worker_restarts"] for n in report["nodes"]) >= 1
 
 
-@pytest.mark.slow
 def test_sigterm_cancels_the_job_and_leaves_no_actor_or_segment(cluster, engine_run, tmp_path):
     datalist = write_datalist(tmp_path / "val", 400)
     run = engine_run(datalist, tmp_path / "out", "--ray", cluster.address, "--ray-shard", "8", wait=False)
@@ -116,7 +113,6 @@ def test_sigterm_cancels_the_job_and_leaves_no_actor_or_segment(cluster, engine_
     assert not [p for p in psutil.process_iter(["ppid"]) if p.info["ppid"] in actor_pids]
 
 
-@pytest.mark.slow
 def test_a_node_removed_mid_run_loses_no_item(cluster, engine_run, tmp_path):
     """Last in the module: it takes a node away (and gives the cluster a fresh one after)."""
     datalist = write_datalist(tmp_path / "val", 240)
@@ -128,3 +124,17 @@ def test_a_node_removed_mid_run_loses_no_item(cluster, engine_run, tmp_path):
     cluster.add_node(num_cpus=1, object_store_memory=200 * 2**20)
     assert run.returncode == 0, stderr
     _assert_every_item_once(tmp_path / "out", datalist)
+
+
+@pytest.mark.parametrize("args,shown", [
+    (["--ray", "head-without-port"], "--ray head-without-port: give auto or the head's HOST:PORT"),
+    (["--ray-shard", "8"], "--ray-shard applies to --ray"),
+    (["--ray", "127.0.0.1:1", "--ray-shard", "0"], "--ray-shard must be at least 1, got 0"),
+    (["--ray", "127.0.0.1:1", "--iterations", "2"], "--iterations applies to a local run"),
+    (["--ray", "127.0.0.1:1", "--auto"], "--auto measures on this host"),
+])
+def test_what_a_cluster_run_cannot_do_is_refused_before_any_work(engine_run, tmp_path, args, shown):
+    proc = engine_run(write_datalist(tmp_path / "val", 1), tmp_path / "out", *args)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and shown in lines[0], proc.stderr
