@@ -11,13 +11,15 @@
    (scheduling, result return, the driver's share), the bytes each shard's result moves
    through Ray, and the driver's CPU per item and per shard (its report's ``broker_cpu_s``:
    every thread of the driver's process, Ray's own included).
-3. What Ray Data stages would move instead: preprocessed float32 batches put in the
+3. The CPU a Ray driver spends per second at rest (its threads' part of the driver's CPU).
+4. What Ray Data stages would move instead: preprocessed float32 batches put in the
    object store on one node and read by a task on the other, in images/s.
 """
 from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -35,6 +37,7 @@ from engine.models.tinynet import write_tiny_onnx
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 16
 STORE_BYTES = 300 * 2**20
+REST_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class Mode:
 
 
 MODES = {"smoke": Mode(files=16, items=128, rounds=1, shards=(32,), store_batches=2),
-         "quick": Mode(files=128, items=3072, rounds=2, shards=(16, 64, 256), store_batches=8),
+         "quick": Mode(files=128, items=6144, rounds=3, shards=(16, 64, 256), store_batches=8),
          "full": Mode(files=256, items=8192, rounds=4, shards=(16, 64, 256, 1024), store_batches=16)}
 
 
@@ -82,6 +85,7 @@ def ray_vs_local(found: Findings, tmp: Path, model: Path, datalist: Path, addres
     """Paired rounds of the two local set-ups and the Ray path; the goal ratio is against
     the faster local set-up of each round."""
     setups = {**LOCAL_SETUPS, RAY_LABEL: ["--ray", address]}
+    _engine(datalist, model, tmp / "first-job.json", "--ray", address)  # a fresh cluster's first job, not timed
     rates: dict[str, list[float]] = {name: [] for name in setups}
     walls: dict[str, list[float]] = {name: [] for name in setups}
     for r in range(rounds):
@@ -121,6 +125,17 @@ class BatchReader:
         return float(batch[:, 0, 0, 0].sum())
 
 
+def driver_at_rest(found: Findings) -> None:
+    """The CPU a Ray driver's own threads spend per second with nothing to do: the part of
+    the driver's CPU in the shard rows that goes by time, not by item."""
+    start = resource.getrusage(resource.RUSAGE_SELF)
+    time.sleep(REST_S)
+    end = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = (end.ru_utime - start.ru_utime) + (end.ru_stime - start.ru_stime)
+    found.rows.append({"name": "a Ray driver at rest (joined, nothing to do), its CPU per second",
+                       "value": 1e3 * cpu_s / REST_S, "unit": "ms/s"})
+
+
 def object_store_rate(found: Findings, address: str, batches: int) -> None:
     """Preprocessed batches (BATCH x 3 x 224 x 224 float32) through the object store: put by
     the driver, read by an actor (started and warmed before the clock)."""
@@ -128,6 +143,7 @@ def object_store_rate(found: Findings, address: str, batches: int) -> None:
 
     ray.init(address=address, log_to_driver=False)
     try:
+        driver_at_rest(found)
         consumer = ray.remote(num_cpus=1)(BatchReader).remote()
         batch = np.random.default_rng(0).standard_normal((BATCH, 3, 224, 224)).astype(np.float32)
         ray.get(consumer.read.remote(ray.put(batch)))
@@ -161,7 +177,8 @@ def run(quick: bool = True) -> dict:
                        f"the tiny net at 224 x 224 with 1000 classes, batch {BATCH}, top-5 returned (no output "
                        "files). The cluster is ray.cluster_utils.Cluster on this machine: two raylets declaring 1 "
                        "CPU each, sharing the same 2 cores the local run has; the driver (engine.run) runs beside "
-                       "them. Throughput is each run's report figure (after its warm-up).")
+                       "them; the fresh cluster runs one job before the rounds. Throughput is each run's report figure "
+                       "(after its warm-up).")
     return found.result("ray", "engine.run --ray on a 2-node Ray cluster vs the local engine, per-shard overhead")
 
 

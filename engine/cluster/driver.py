@@ -71,7 +71,8 @@ class ClusterRun:
         self.cfg, self.items, self.sink, self.progress = cfg, items, sink, progress
         self.shard_size, self.threads_given = shard_size, threads_given
         self.total = len(items)
-        self.queue: deque[Shard] = deque(cut(items, shard_size))
+        self.queue: deque[Shard] = deque()  # cut once the actors are known
+        self.shard_count = 0
         warmup, self.warmup_notice = fit_warmup(cfg.warmup, self.total)
         if self.warmup_notice:
             print(f"engine: notice: {self.warmup_notice}", file=sys.stderr, flush=True)
@@ -107,7 +108,7 @@ class ClusterRun:
     def cluster_figures(self) -> dict:
         """The report's ``cluster`` and ``nodes`` entries."""
         shards = sum(n.shards for n in self.nodes)
-        return {"cluster": {"shard_size": self.shard_size, "shards": len(cut(self.items, self.shard_size)),
+        return {"cluster": {"shard_size": self.shard_size, "shards": self.shard_count,
                             "shards_done": shards, "actors_started": len(self.nodes),
                             "actors_lost": sum(1 for n in self.nodes if n.lost),
                             "bytes_returned": sum(n.bytes_returned for n in self.nodes),
@@ -236,6 +237,8 @@ class ClusterRun:
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.start_actors()
+            self.queue.extend(cut(self.items, self.shard_size, smallest=self.cfg.batch, nodes=len(self.nodes)))
+            self.shard_count = len(self.queue)
             self._loop()
         finally:
             if self.meter.t_end is None:

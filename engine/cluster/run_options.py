@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from engine.cluster.shards import DEFAULT_BATCHES_PER_SHARD
 from engine.data import arg_checks
 from engine.data.arg_checks import UsageError
 from engine.pipeline.config import RunConfig
@@ -16,7 +17,7 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
                         help="run on a Ray cluster: auto (the one `ray start` runs on this host) or its head's "
                              "address; one actor per node runs this pipeline on shards of the datalist")
     parser.add_argument("--ray-shard", type=int, default=None,
-                        help="items per shard sent to a node (default: 4 batches)")
+                        help=f"items per shard sent to a node (default: {DEFAULT_BATCHES_PER_SHARD} batches)")
 
 
 def check_cluster_args(args) -> None:
@@ -44,7 +45,7 @@ def run_on_cluster(args, cfg: RunConfig, items: list[str], sink: Sink):
     from engine.cluster.driver import ClusterRun
 
     bar, progress = make_progress(cfg.quiet, len(items))
-    run = ClusterRun(cfg, items, sink, shard_size=args.ray_shard or 4 * cfg.batch,
+    run = ClusterRun(cfg, items, sink, shard_size=args.ray_shard or DEFAULT_BATCHES_PER_SHARD * cfg.batch,
                      threads_given=args.threads is not None, progress=progress)
     try:
         run.run()

@@ -1,10 +1,13 @@
-"""The datalist cut into shards: a few batches each, small enough that nodes finish at
-nearly the same time and that a shard lost with its node costs little to run again."""
+"""The datalist cut into shards: big enough that the driver's cost per shard stays small
+beside its work, small enough that a shard lost with its node costs little to run again,
+and smaller towards the end, so that the nodes finish at nearly the same time."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEFAULT_BATCHES_PER_SHARD = 4
+# The driver spends about a millisecond of its CPU per shard (docs/cluster.md); 16 batches
+# keep that small beside a shard's work, and a lost actor re-runs at most two shards.
+DEFAULT_BATCHES_PER_SHARD = 16
 
 
 @dataclass
@@ -20,6 +23,14 @@ class Shard:
         return [self.start + int(p) for p in positions]
 
 
-def cut(items: list[str], shard_size: int) -> list[Shard]:
-    return [Shard(i, start, items[start:start + shard_size])
-            for i, start in enumerate(range(0, len(items), shard_size))]
+def cut(items: list[str], shard_size: int, smallest: int = 1, nodes: int = 1) -> list[Shard]:
+    """Shards of ``shard_size`` items, then, once fewer than two rounds of them per node are
+    left, each a ``2 * nodes``-th of what is left (never under ``smallest``): guided
+    self-scheduling, so no node is left with a whole shard when the others are done."""
+    shards, start = [], 0
+    while start < len(items):
+        left = len(items) - start
+        size = min(shard_size, max(smallest, -(-left // (2 * nodes))))
+        shards.append(Shard(len(shards), start, items[start:start + size]))
+        start += size
+    return shards
