@@ -14,6 +14,7 @@ import psutil
 import pytest
 from cluster_procs import node_actors, wait_for_busy_actor, write_datalist
 
+from engine.cluster.shards import cut
 from engine.data.topk_text import iter_topk_blocks
 from engine.pipeline.slots import PREFIX, SHM_DIR
 
@@ -51,7 +52,8 @@ def test_cluster_run_writes_what_the_local_run_writes(cluster, engine_run, tmp_p
     assert ray_report["counts"] == local_report["counts"]
     assert ray_report["accuracy"] == local_report["accuracy"]
     assert [e["item"] for e in ray_report["errors"]] == [e["item"] for e in local_report["errors"]]
-    assert ray_report["cluster"]["shards_done"] == 4
+    shards = cut(list(range(30)), 8, smallest=ray_report["input"]["shape"][0], nodes=2)
+    assert ray_report["cluster"]["shards_done"] == ray_report["cluster"]["shards"] == len(shards)
     assert len(ray_report["nodes"]) == 2 and sum(n["items"] for n in ray_report["nodes"]) == 30
     assert _actors_gone()
 
