@@ -66,12 +66,13 @@ def _engine(datalist: Path, model: Path, report: Path, *extra) -> tuple[dict, fl
     return json.loads(report.read_text()), wall
 
 
-def _start_cluster():
+def start_two_node_cluster(store_bytes: int = STORE_BYTES):
+    """Two raylets on this machine, 1 CPU each (``ray.cluster_utils.Cluster``); the tests' cluster too."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
-                                                            "object_store_memory": STORE_BYTES})
-    cluster.add_node(num_cpus=1, object_store_memory=STORE_BYTES)
+                                                            "object_store_memory": store_bytes})
+    cluster.add_node(num_cpus=1, object_store_memory=store_bytes)
     cluster.wait_for_nodes()
     return cluster
 
@@ -166,7 +167,7 @@ def run(quick: bool = True) -> dict:
         model = write_tiny_onnx(tmp / "tiny" / "tiny224.onnx", size=224, classes=1000)
         datalist = tmp / "list.txt"
         write_datalist(datalist, [files[i % len(files)] for i in range(mode.items)])
-        cluster = _start_cluster()
+        cluster = start_two_node_cluster()
         try:
             ray_vs_local(found, tmp, model, datalist, cluster.address, mode.rounds)
             shard_overhead(found, tmp, model, datalist, cluster.address, mode.shards)

@@ -14,7 +14,6 @@ It reads like the local broker to engine.run and the report (``finished``, ``thr
 from __future__ import annotations
 
 import dataclasses
-import signal
 import sys
 import time
 from collections import deque
@@ -29,6 +28,7 @@ from engine.cluster.node_books import NodeBooks
 from engine.cluster.shard_result import ShardResult
 from engine.cluster.shards import Shard, cut
 from engine.pipeline.config import RunConfig, fit_warmup
+from engine.pipeline.interrupts import stop_on_signals
 from engine.pipeline.meter import Meter
 from engine.pipeline.sink import Sink
 from engine.pipeline.slots import PREFIX, SHM_DIR, sweep_stale_segments
@@ -229,23 +229,17 @@ class ClusterRun:
                 refs.extend([books.ready_ref] if books.ready_ref is not None else books.inflight)
         return refs
 
-    def _on_signal(self, signum, _frame) -> None:
-        self.exit_signal = signum
-        self.stop_reason = f"interrupted by {signal.Signals(signum).name}"
-
     def run(self) -> None:
-        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            self.start_actors()
-            self.queue.extend(cut(self.items, self.shard_size, smallest=self.cfg.batch, nodes=len(self.nodes)))
-            self.shard_count = len(self.queue)
-            self._loop()
-        finally:
-            if self.meter.t_end is None:
-                self.meter.stop(time.perf_counter())
-            self.shutdown()
-            for s, h in handlers.items():
-                signal.signal(s, h)
+        with stop_on_signals(self):
+            try:
+                self.start_actors()
+                self.queue.extend(cut(self.items, self.shard_size, smallest=self.cfg.batch, nodes=len(self.nodes)))
+                self.shard_count = len(self.queue)
+                self._loop()
+            finally:
+                if self.meter.t_end is None:
+                    self.meter.stop(time.perf_counter())
+                self.shutdown()
 
     def _loop(self) -> None:
         self.meter.start(last_progress := time.perf_counter())

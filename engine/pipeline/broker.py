@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from engine.models.preprocessing import Preprocessing, announce
 from engine.pipeline import wire
 from engine.pipeline.blocks import Block, Task
 from engine.pipeline.config import RunConfig, fit_warmup
+from engine.pipeline.interrupts import stop_on_signals
 from engine.pipeline.meter import Meter
 from engine.pipeline.sink import Sink
 from engine.pipeline.slots import SlotRing, sweep_stale_segments
@@ -344,21 +344,15 @@ class Broker:
         return len(alive)
 
     # ---- the run -------------------------------------------------------------------
-    def _on_signal(self, signum, _frame) -> None:
-        self.exit_signal = signum
-        self.stop_reason = f"interrupted by {signal.Signals(signum).name}"
-
     def run(self) -> None:
-        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            self._start_all()
-            print(f"engine: workers: {self.supervisor.pids()}", file=sys.stderr, flush=True)
-            self._loop()
+            with stop_on_signals(self):
+                self._start_all()
+                print(f"engine: workers: {self.supervisor.pids()}", file=sys.stderr, flush=True)
+                self._loop()
         finally:
             if self.meter.t_end is None:
                 self.meter.stop(time.perf_counter())
-            for s, h in handlers.items():
-                signal.signal(s, h)
             self.shutdown()
 
     def _loop(self) -> None:

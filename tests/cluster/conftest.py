@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.suite_ray import start_two_node_cluster
 from engine.models.tinynet import write_tiny_onnx
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,12 +19,7 @@ STORE_BYTES = 200 * 2**20
 
 @pytest.fixture(scope="module")
 def cluster():
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
-                                                       "object_store_memory": STORE_BYTES})
-    c.add_node(num_cpus=1, object_store_memory=STORE_BYTES)
-    c.wait_for_nodes()
+    c = start_two_node_cluster(STORE_BYTES)
     yield c
     c.shutdown()
 
