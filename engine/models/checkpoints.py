@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -188,11 +189,14 @@ def convert_vgg(state: dict[str, torch.Tensor], source: str, target_shapes: Mapp
 
 
 def fit_state_dict(module: nn.Module, state: dict[str, torch.Tensor], layout: str | None,
-                   path: str | Path = "<state dict>", target: str = "model") -> dict[str, torch.Tensor]:
+                   path: str | Path = "<state dict>", target: str = "model") -> OrderedDict[str, torch.Tensor]:
     """``state`` translated to ``module``'s keys, or :class:`CheckpointMismatch`.
 
     ``layout`` is the VGG layout ``module`` was built in (None for other networks: keys
-    must then match as they are).
+    must then match as they are). The result carries ``module``'s own per-module version
+    metadata: a plain dict or a safetensors file has none, and modules that convert old
+    layouts on load (torchvision's MNASNet) refuse a state dict without it; the keys and
+    shapes were just checked against ``module``, so its current versions are the truth.
     """
     expected = module.state_dict()
     if layout is not None:
@@ -205,18 +209,22 @@ def fit_state_dict(module: nn.Module, state: dict[str, torch.Tensor], layout: st
                   if k in expected and state[k].shape != expected[k].shape]
     if missing or unexpected or mismatched:
         raise CheckpointMismatch(path, target, missing, unexpected, mismatched)
-    full = dict(state)
+    full = OrderedDict(state)
     for k in expected:
         if k not in full:  # an optional counter the checkpoint lacks
             full[k] = torch.zeros(expected[k].shape, dtype=expected[k].dtype)
+    full._metadata = getattr(expected, "_metadata", OrderedDict())
     return full
 
 
 def load_checkpoint(module: nn.Module, path: str | Path, layout: str | None = None,
-                    target: str = "model") -> dict:
-    """Loads ``path`` into ``module`` in full; returns ``{"file": path, "sha256": hex}``."""
+                    target: str = "model", unused_prefixes: tuple[str, ...] = ()) -> dict:
+    """Loads ``path`` into ``module`` in full; returns ``{"file": path, "sha256": hex}``.
+    Keys under ``unused_prefixes`` (heads that ``module`` drops for eval) are skipped."""
     path = Path(path)
     state = read_state_dict(path)
+    if unused_prefixes:
+        state = {k: v for k, v in state.items() if not k.startswith(unused_prefixes)}
     full = fit_state_dict(module, state, layout, path=path, target=target)
     module.load_state_dict(full, strict=True)
     return {"file": str(path.resolve()), "sha256": sha256_file(path)}

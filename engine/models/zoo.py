@@ -25,7 +25,7 @@ from torch import nn
 
 from engine.data.dataconfig import DataConfig, ModelInfo
 from engine.data.labels import imagenet_class_names
-from engine.models import catalog, efficientnet_lite, mmcls_vgg
+from engine.models import catalog, efficientnet_lite, mmcls_vgg, torchvision_builds
 from engine.models.catalog import Complexity, Entry, random_weights, weights_label
 from engine.models.checkpoints import load_checkpoint
 from engine.models.flops import measure
@@ -42,18 +42,13 @@ class ModelSpec:
     data_config: DataConfig
     vgg_layout: str | None = None  # checkpoint key layout, for VGG cross-loading
     default_weights: Callable[[], Path] | None = None  # trained weights shipped in a package
+    unused_checkpoint_prefixes: tuple[str, ...] = ()  # checkpoint keys the eval network drops
 
 
 def _build_timm(name: str) -> nn.Module:
     import timm
 
     return timm.create_model(name, pretrained=False)
-
-
-def _build_torchvision(name: str) -> nn.Module:
-    import torchvision
-
-    return torchvision.models.get_model(name, weights=None)
 
 
 def _build_efficientnet_lite0() -> nn.Module:
@@ -85,7 +80,7 @@ def _spec(name: str, library: str) -> ModelSpec:
     if library == "timm":
         return ModelSpec(name, library, functools.partial(_build_timm, name), _timm_data_config(name), library)
     if library == "torchvision":
-        return ModelSpec(name, library, functools.partial(_build_torchvision, name), DataConfig(), library)
+        return ModelSpec(name, library, functools.partial(torchvision_builds.build, name), DataConfig(), library)
     if library == "mmcls":
         return ModelSpec(name, library, functools.partial(mmcls_vgg.build, name), DataConfig(), library)
     return ModelSpec(name, library, _build_efficientnet_lite0, DataConfig(),
@@ -106,8 +101,12 @@ def get_spec(name: str, library: str | None = None) -> ModelSpec:
         return next(s for s in specs() if (s.name, s.library) == (ref.name, ref.library))
     from engine.models.library_config import data_config_for
 
-    build = _build_timm if ref.library == "timm" else _build_torchvision
-    return ModelSpec(ref.name, ref.library, functools.partial(build, ref.name), data_config_for(ref.name, ref.library))
+    if ref.library == "timm":
+        return ModelSpec(ref.name, ref.library, functools.partial(_build_timm, ref.name),
+                         data_config_for(ref.name, ref.library))
+    return ModelSpec(ref.name, ref.library, functools.partial(torchvision_builds.build, ref.name),
+                     data_config_for(ref.name, ref.library),
+                     unused_checkpoint_prefixes=torchvision_builds.unused_checkpoint_prefixes(ref.name))
 
 
 @functools.cache
@@ -123,10 +122,19 @@ def complexity(name: str, library: str | None = None, size: int | None = None) -
     return _measure(spec, input_size)
 
 
+def _build_on_meta(spec: ModelSpec) -> nn.Module:
+    """The network with no storage behind its tensors (instant, no random init), or built
+    on the CPU where its constructor needs real tensors (torchvision's RegNets compute
+    their widths with ``.tolist()``, which meta tensors cannot give)."""
+    try:
+        with torch.device("meta"):
+            return spec.build()
+    except NotImplementedError:
+        return spec.build()
+
+
 def _measure(spec: ModelSpec, input_size: tuple[int, int, int]) -> Complexity:
-    with torch.device("meta"):
-        module = spec.build()
-    return measure(module, input_size)
+    return measure(_build_on_meta(spec), input_size)
 
 
 def measured_table() -> list[dict]:
@@ -162,9 +170,11 @@ def _has_unsaved_buffers(module: nn.Module) -> bool:
 
 
 def _build_for_weights(spec: ModelSpec) -> nn.Module:
-    """An uninitialised network on the CPU, for a checkpoint to fill (skips random init)."""
-    with torch.device("meta"):
-        module = spec.build()
+    """An uninitialised network on the CPU, for a checkpoint to fill (skips random init
+    where it can)."""
+    module = _build_on_meta(spec)
+    if not any(t.is_meta for t in module.state_dict().values()):
+        return module
     if _has_unsaved_buffers(module):
         return spec.build()
     return module.to_empty(device="cpu")
@@ -187,7 +197,8 @@ def create(name: str, library: str | None = None, weights: str | Path | None = N
     target = f"{spec.library} {spec.name}"
     if weights is not None:
         module = _build_for_weights(spec)
-        info = load_checkpoint(module, weights, layout=spec.vgg_layout, target=target)
+        info = load_checkpoint(module, weights, layout=spec.vgg_layout, target=target,
+                               unused_prefixes=spec.unused_checkpoint_prefixes)
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -29,7 +29,8 @@ FAMILIES = [("timm", "resnet18"), ("timm", "mobilenetv3_small_100"),
             ("torchvision", "mobilenet_v3_small"), ("torchvision", "squeezenet1_0")]
 MORE_FAMILIES = [("timm", "efficientnet_b0"), ("timm", "convnext_atto"), ("timm", "regnetx_002"),
                  ("timm", "vit_tiny_patch16_224"), ("timm", "resnet50.a1_in1k"), ("torchvision", "resnet18"),
-                 ("torchvision", "shufflenet_v2_x0_5"), ("torchvision", "efficientnet_b0")]
+                 ("torchvision", "shufflenet_v2_x0_5"), ("torchvision", "efficientnet_b0"),
+                 ("torchvision", "mnasnet0_5"), ("torchvision", "regnet_y_400mf")]
 
 
 def _library_network(library: str, name: str, seed: int) -> torch.nn.Module:
