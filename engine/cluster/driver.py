@@ -29,7 +29,7 @@ from engine.cluster.shard_result import ShardResult
 from engine.cluster.shards import Shard, cut
 from engine.pipeline.config import RunConfig, fit_warmup
 from engine.pipeline.interrupts import stop_on_signals
-from engine.pipeline.meter import Meter
+from engine.pipeline.meter import Meter, MeterReadings
 from engine.pipeline.sink import Sink
 from engine.pipeline.slots import PREFIX, SHM_DIR, sweep_stale_segments
 
@@ -65,7 +65,7 @@ def _sweep_segments() -> list[str]:
     return removed
 
 
-class ClusterRun:
+class ClusterRun(MeterReadings):
     def __init__(self, cfg: RunConfig, items: list[str], sink: Sink, *, shard_size: int, threads_given: bool,
                  progress=None):
         self.cfg, self.items, self.sink, self.progress = cfg, items, sink, progress
@@ -85,25 +85,8 @@ class ClusterRun:
         self.last_error: str | None = None
         self.package_ref = None
 
-    # ---- what engine.run, the progress bar and the report read --------------------
-    @property
-    def finished(self) -> int:
-        return self.meter.finished
-
-    @property
-    def failed(self) -> int:
-        return self.meter.failed
-
-    def _last_done(self) -> list[float]:
+    def device_last_done(self) -> list[float]:
         return [n.last_done for n in self.nodes if n.last_done]
-
-    @property
-    def throughput(self) -> float:
-        return self.meter.throughput(self._last_done())
-
-    @property
-    def measured_seconds(self) -> float:
-        return self.meter.seconds(self._last_done())
 
     def cluster_figures(self) -> dict:
         """The report's ``cluster`` and ``nodes`` entries."""

@@ -37,7 +37,7 @@ from engine.pipeline import wire
 from engine.pipeline.blocks import Block, Task
 from engine.pipeline.config import RunConfig, fit_warmup
 from engine.pipeline.interrupts import stop_on_signals
-from engine.pipeline.meter import Meter
+from engine.pipeline.meter import Meter, MeterReadings
 from engine.pipeline.sink import Sink
 from engine.pipeline.slots import SlotRing, sweep_stale_segments
 from engine.pipeline.supervisor import Proc, Supervisor, Worker
@@ -51,7 +51,7 @@ class RunStopped(RuntimeError):
     """The run cannot go on (a stage failed to start, too many worker deaths)."""
 
 
-class Broker:
+class Broker(MeterReadings):
     def __init__(self, cfg: RunConfig, items: list[str], sink: Sink, progress=None):
         self.cfg = cfg
         self.items = items
@@ -83,22 +83,8 @@ class Broker:
         self.exit_signal: int | None = None
         self.backends: list[dict] = []
 
-    # ---- what the command and the report read ------------------------------------
-    @property
-    def finished(self) -> int:
-        return self.meter.finished
-
-    @property
-    def failed(self) -> int:
-        return self.meter.failed
-
-    @property
-    def throughput(self) -> float:
-        return self.meter.throughput(self.supervisor.device_last_done())
-
-    @property
-    def measured_seconds(self) -> float:
-        return self.meter.seconds(self.supervisor.device_last_done())
+    def device_last_done(self) -> list[float]:
+        return self.supervisor.device_last_done()
 
     # ---- sockets -------------------------------------------------------------------
     def _bind(self) -> tuple[str, str | None]:
@@ -371,6 +357,7 @@ class Broker:
                 if self.progress:
                     self.progress(self)
         self.meter.stop(time.perf_counter())
+        self.supervisor.sample_memory()  # a run shorter than one supervision period has a peak too
         if self.progress:
             self.progress(self)
 

@@ -129,3 +129,30 @@ class Meter:
             return self.measured_items / self.seconds(device_last_done)
         start, stop = self.timed_window(device_last_done)
         return work_in_window(self.spans, start, stop) / max(1e-9, stop - start)
+
+
+class MeterReadings:
+    """What engine.run, the progress bar and the report read off a run, the local broker's
+    or the cluster driver's alike: both keep a ``meter`` and say when their device stages
+    last finished work."""
+
+    meter: Meter
+
+    def device_last_done(self) -> list[float]:
+        raise NotImplementedError
+
+    @property
+    def finished(self) -> int:
+        return self.meter.finished
+
+    @property
+    def failed(self) -> int:
+        return self.meter.failed
+
+    @property
+    def throughput(self) -> float:
+        return self.meter.throughput(self.device_last_done())
+
+    @property
+    def measured_seconds(self) -> float:
+        return self.meter.seconds(self.device_last_done())
