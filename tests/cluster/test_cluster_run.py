@@ -78,7 +78,7 @@ def test_an_unreachable_cluster_is_a_usage_error_within_seconds(engine_run, tmp_
 
 
 def test_an_actor_killed_mid_shard_loses_no_item(cluster, engine_run, tmp_path):
-    datalist = write_datalist(tmp_path / "val", 240)
+    datalist = write_datalist(tmp_path / "val", 240, repeat=8)
     run = engine_run(datalist, tmp_path / "out", "--ray", cluster.address, "--ray-shard", "8", wait=False)
     os.kill(wait_for_busy_actor().pid, signal.SIGKILL)
     _, stderr = run.communicate(timeout=180)
@@ -88,7 +88,7 @@ def test_an_actor_killed_mid_shard_loses_no_item(cluster, engine_run, tmp_path):
 
 
 def test_a_pipeline_worker_killed_inside_an_actor_loses_no_item(cluster, engine_run, tmp_path):
-    datalist = write_datalist(tmp_path / "val", 240)
+    datalist = write_datalist(tmp_path / "val", 240, repeat=8)
     run = engine_run(datalist, tmp_path / "out", "--ray", cluster.address, "--ray-shard", "8", wait=False)
     actor = wait_for_busy_actor()
     workers = actor.children()
@@ -102,7 +102,7 @@ def test_a_pipeline_worker_killed_inside_an_actor_loses_no_item(cluster, engine_
 
 
 def test_sigterm_cancels_the_job_and_leaves_no_actor_or_segment(cluster, engine_run, tmp_path):
-    datalist = write_datalist(tmp_path / "val", 400)
+    datalist = write_datalist(tmp_path / "val", 400, repeat=5)
     run = engine_run(datalist, tmp_path / "out", "--ray", cluster.address, "--ray-shard", "8", wait=False)
     wait_for_busy_actor()
     actor_pids = {p.pid for p in node_actors()}
@@ -117,7 +117,7 @@ def test_sigterm_cancels_the_job_and_leaves_no_actor_or_segment(cluster, engine_
 
 def test_a_node_removed_mid_run_loses_no_item(cluster, engine_run, tmp_path):
     """Last in the module: it takes a node away (and gives the cluster a fresh one after)."""
-    datalist = write_datalist(tmp_path / "val", 240)
+    datalist = write_datalist(tmp_path / "val", 240, repeat=8)
     run = engine_run(datalist, tmp_path / "out", "--ray", cluster.address, "--ray-shard", "8", wait=False)
     wait_for_busy_actor()
     worker_node = next(node for node in cluster.list_all_nodes() if node is not cluster.head_node)

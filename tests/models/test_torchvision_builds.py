@@ -1,5 +1,6 @@
 """torchvision's classifiers built as their trained weights run (engine.models.torchvision_builds):
-the parameter count torchvision publishes for each default weights, and checkpoints in the
+the parameter and multiply-accumulate counts torchvision publishes for each default weights
+(ViTs' attention included), and checkpoints in the
 layouts a user has (torchvision's own file, a saved ``state_dict()``, safetensors) giving
 the outputs of the network torchvision would return with those weights."""
 from __future__ import annotations
@@ -13,23 +14,29 @@ from torchvision.models import GoogLeNet
 
 from engine.models import zoo
 
-SAMPLED = ("googlenet", "inception_v3", "vit_h_14", "vit_b_16", "regnet_y_400mf", "mnasnet0_5", "resnet18")
+SAMPLED = ("googlenet", "inception_v3", "vit_h_14", "vit_b_16", "swin_t", "regnet_y_400mf", "mnasnet0_5", "resnet18")
 
 
-def _published_params(name: str) -> int:
-    return torchvision.models.get_model_weights(name).DEFAULT.meta["num_params"]
+def _published(name: str) -> tuple[int, float]:
+    """torchvision's parameter count and GFLOPS (multiply-accumulates, 3 decimals) for the default weights."""
+    meta = torchvision.models.get_model_weights(name).DEFAULT.meta
+    return meta["num_params"], meta["_ops"]
+
+
+def _measured(name: str) -> tuple[int, float]:
+    counts = zoo.complexity(name, "torchvision")
+    return counts.params, round(counts.macs / 1e9, 3)
 
 
 @pytest.mark.parametrize("name", SAMPLED)
-def test_parameters_equal_what_torchvision_publishes_for_the_weights(name):
-    assert zoo.complexity(name, "torchvision").params == _published_params(name)
+def test_parameters_and_macs_equal_what_torchvision_publishes_for_the_weights(name):
+    assert _measured(name) == _published(name)
 
 
 @pytest.mark.slow
-def test_every_classifier_has_the_published_parameter_count():
+def test_every_classifier_has_the_published_parameters_and_macs():
     names = torchvision.models.list_models(module=torchvision.models)
-    wrong = {n: (zoo.complexity(n, "torchvision").params, _published_params(n)) for n in names
-             if zoo.complexity(n, "torchvision").params != _published_params(n)}
+    wrong = {n: (_measured(n), _published(n)) for n in names if _measured(n) != _published(n)}
     assert not wrong
 
 

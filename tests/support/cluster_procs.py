@@ -9,8 +9,10 @@ import psutil
 from photos import write_photo
 
 
-def write_datalist(root: Path, count: int, missing: tuple[int, ...] = ()) -> Path:
-    """``count`` real JPEGs in two class folders, listed; the positions in ``missing`` name files that do not exist."""
+def write_datalist(root: Path, count: int, missing: tuple[int, ...] = (), repeat: int = 1) -> Path:
+    """``count`` real JPEGs in two class folders, listed ``repeat`` times over (a job long
+    enough for a test to act while shards run); the positions in ``missing`` name files
+    that do not exist."""
     lines = []
     for i in range(count):
         path = root / f"n0144076{i % 2}" / f"photo_{i:04d}.jpg"
@@ -18,7 +20,7 @@ def write_datalist(root: Path, count: int, missing: tuple[int, ...] = ()) -> Pat
             write_photo(path, ("chelsea", "coffee", "astronaut")[i % 3], size=(48 + i % 40, 40 + i % 24))
         lines.append(str(path))
     datalist = root / "datalist.txt"
-    datalist.write_text("\n".join(lines) + "\n")
+    datalist.write_text("\n".join(lines * repeat) + "\n")
     return datalist
 
 
@@ -33,14 +35,19 @@ def node_actors() -> list[psutil.Process]:
 
 
 def wait_for_busy_actor(timeout: float = 60) -> psutil.Process:
-    """A node actor in the middle of a shard."""
+    """A node actor in the middle of a shard (Ray titles it ray::NodeRunner.run_shard while
+    one runs). The actors found are polled every 20 ms; the process table, slow to walk on
+    a loaded host, is read again twice a second."""
     deadline = time.monotonic() + timeout
+    actors, rescan_at = [], 0.0
     while time.monotonic() < deadline:
-        for proc in node_actors():
+        if time.monotonic() >= rescan_at:
+            actors, rescan_at = node_actors(), time.monotonic() + 0.5
+        for proc in actors:
             try:
                 if "run_shard" in " ".join(proc.cmdline()):
                     return proc
             except psutil.Error:
                 pass
-        time.sleep(0.05)
+        time.sleep(0.02)
     raise AssertionError("no node actor started a shard")
