@@ -220,8 +220,7 @@ class ClusterRun(MeterReadings):
                 self.shard_count = len(self.queue)
                 self._loop()
             finally:
-                if self.meter.t_end is None:
-                    self.meter.stop(time.perf_counter())
+                self.meter.stop(time.perf_counter())
                 self.shutdown()
 
     def _loop(self) -> None:

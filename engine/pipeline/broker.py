@@ -337,8 +337,7 @@ class Broker(MeterReadings):
                 print(f"engine: workers: {self.supervisor.pids()}", file=sys.stderr, flush=True)
                 self._loop()
         finally:
-            if self.meter.t_end is None:
-                self.meter.stop(time.perf_counter())
+            self.meter.stop(time.perf_counter())
             self.shutdown()
 
     def _loop(self) -> None:

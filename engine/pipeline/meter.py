@@ -75,6 +75,10 @@ class Meter:
         self.cpu_s = -self.cpu_before_s
 
     def stop(self, now: float) -> None:
+        """Stops the clock; the first call counts (a run's clean-up stops it again, in case
+        its loop did not get to)."""
+        if self.t_end is not None:
+            return
         self.t_end = now
         self.cpu_s += time.process_time()
 
