@@ -101,12 +101,11 @@ def get_spec(name: str, library: str | None = None) -> ModelSpec:
         return next(s for s in specs() if (s.name, s.library) == (ref.name, ref.library))
     from engine.models.library_config import data_config_for
 
-    if ref.library == "timm":
-        return ModelSpec(ref.name, ref.library, functools.partial(_build_timm, ref.name),
-                         data_config_for(ref.name, ref.library))
-    return ModelSpec(ref.name, ref.library, functools.partial(torchvision_builds.build, ref.name),
-                     data_config_for(ref.name, ref.library),
-                     unused_checkpoint_prefixes=torchvision_builds.unused_checkpoint_prefixes(ref.name))
+    timm_model = ref.library == "timm"
+    build = _build_timm if timm_model else torchvision_builds.build
+    unused = () if timm_model else torchvision_builds.unused_checkpoint_prefixes(ref.name)
+    return ModelSpec(ref.name, ref.library, functools.partial(build, ref.name), data_config_for(ref.name, ref.library),
+                     unused_checkpoint_prefixes=unused)
 
 
 @functools.cache
@@ -122,19 +121,20 @@ def complexity(name: str, library: str | None = None, size: int | None = None) -
     return _measure(spec, input_size)
 
 
-def _build_on_meta(spec: ModelSpec) -> nn.Module:
-    """The network with no storage behind its tensors (instant, no random init), or built
-    on the CPU where its constructor needs real tensors (torchvision's RegNets compute
-    their widths with ``.tolist()``, which meta tensors cannot give)."""
+def _build_on_meta(spec: ModelSpec) -> nn.Module | None:
+    """The network with no storage behind its tensors (instant, no random init), or None
+    where its constructor needs real tensors (torchvision's RegNets compute their widths
+    with ``.tolist()``, which meta tensors cannot give)."""
     try:
         with torch.device("meta"):
             return spec.build()
     except NotImplementedError:
-        return spec.build()
+        return None
 
 
 def _measure(spec: ModelSpec, input_size: tuple[int, int, int]) -> Complexity:
-    return measure(_build_on_meta(spec), input_size)
+    module = _build_on_meta(spec)
+    return measure(spec.build() if module is None else module, input_size)
 
 
 def measured_table() -> list[dict]:
@@ -173,9 +173,7 @@ def _build_for_weights(spec: ModelSpec) -> nn.Module:
     """An uninitialised network on the CPU, for a checkpoint to fill (skips random init
     where it can)."""
     module = _build_on_meta(spec)
-    if not any(t.is_meta for t in module.state_dict().values()):
-        return module
-    if _has_unsaved_buffers(module):
+    if module is None or _has_unsaved_buffers(module):
         return spec.build()
     return module.to_empty(device="cpu")
 

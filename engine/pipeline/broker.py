@@ -356,7 +356,6 @@ class Broker(MeterReadings):
                 if self.progress:
                     self.progress(self)
         self.meter.stop(time.perf_counter())
-        self.supervisor.sample_memory()  # a run shorter than one supervision period has a peak too
         if self.progress:
             self.progress(self)
 
@@ -378,7 +377,10 @@ class Broker(MeterReadings):
         return int(SUPERVISE_EVERY_S * 1000)
 
     def shutdown(self) -> None:
-        """Stop every worker, wait briefly, then force; remove the socket and the ring."""
+        """Stop every worker, wait briefly, then force; remove the socket and the ring.
+        The memory is sampled once more first: a run shorter than one supervision period
+        has a peak too."""
+        self.supervisor.sample_memory()
         for worker in self.supervisor.workers.values():
             try:
                 wire.send(self.sock, {"type": "stop"}, identity=worker.identity)
