@@ -29,7 +29,7 @@ demo: install
 # The import direction (.importlinter) and the ruff rule set (ruff.toml) are part of the tests.
 lint: install
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/ruff check engine kernels bench tests
+	$(BIN)/ruff check engine bench tests
 
 test: lint
 	$(BIN)/python -m pytest -q -m "not slow and not gpu"

@@ -36,7 +36,7 @@ setup(
     name="vgg-stream-engine",
     version="0.1.0",
     description="High-throughput streaming inference engine for ImageNet classifiers",
-    packages=find_packages(include=["engine", "engine.*", "kernels", "kernels.*", "bench", "bench.*"]),
+    packages=find_packages(include=["engine", "engine.*"]),
     package_data={"engine.models": ["zoo_table.json"]},
     python_requires=">=3.10",
     install_requires=RUNTIME,
@@ -62,7 +62,6 @@ setup(
             "engine-build=engine.build:main",
             "engine-serve=engine.serve:main",
             "engine-client=engine.client:main",
-            "engine-bench=bench.__main__:main",
         ]
     },
 )

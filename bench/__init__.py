@@ -19,7 +19,15 @@ A suite that cannot run on this machine (the GPU suite without a GPU) raises
 date, and writes ``bench/results/<date>-<host>.json`` plus a Markdown summary (see
 :mod:`bench.results_files`). A suite's parts may collect into one :class:`Findings`.
 """
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
+
+# The small test models and the server launcher are test fixtures (tests/support/), not
+# part of the installed engine; the benchmarks measure with the same ones.
+_SUPPORT = str(Path(__file__).resolve().parents[1] / "tests" / "support")
+if _SUPPORT not in sys.path:
+    sys.path.append(_SUPPORT)
 
 SUITES = ("preprocess", "pipeline", "models", "broker", "build", "serve", "kserve", "gpu", "ray")
 

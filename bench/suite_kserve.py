@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from server_process import ServerProcess
+from tinynet import write_pool_linear_onnx
 
 from bench import Findings, SuiteSkipped
 from bench import perf_analyzer as pa
 from bench.load import LoadGenerator
 from bench.results_files import RAW_DIR
-from engine.models.tinynet import write_pool_linear_onnx
-from engine.serving.launch import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAME = (224, 224, 3)  # what perf_analyzer sends: the model config's input dims, random UINT8

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tinynet import write_pool_linear_onnx
 
 from engine.data.dataconfig import ModelInfo
 from engine.data.datalist import write_datalist
-from engine.models.tinynet import write_pool_linear_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENET_SIZE = (500, 375)  # (width, height) of a typical ILSVRC2012 val photo

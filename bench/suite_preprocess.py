@@ -168,7 +168,7 @@ def _cv2_pipeline(inputs: Inputs, interpolation):
     """cv2.resize, then a numpy crop and normalize into ``inputs.out``."""
     import cv2
 
-    from kernels import IMAGENET_MEAN, IMAGENET_STD
+    from engine.kernels import IMAGENET_MEAN, IMAGENET_STD
 
     mean = np.asarray(IMAGENET_MEAN, np.float32)[:, None, None]
     std = np.asarray(IMAGENET_STD, np.float32)[:, None, None]
@@ -187,7 +187,7 @@ def _cv2_pipeline(inputs: Inputs, interpolation):
 def _compose(interpolation: str = "bilinear"):
     from torchvision import transforms
 
-    from kernels import IMAGENET_MEAN, IMAGENET_STD
+    from engine.kernels import IMAGENET_MEAN, IMAGENET_STD
 
     mode = transforms.InterpolationMode(interpolation)
     return transforms.Compose([transforms.Resize(RESIZE, interpolation=mode), transforms.CenterCrop(CROP),
@@ -196,7 +196,7 @@ def _compose(interpolation: str = "bilinear"):
 
 def _exactness_note(inputs: Inputs, interpolation: str) -> str:
     """Whether the kernel reproduces torchvision on this photo, checked in the run that is timed."""
-    from kernels import resize_crop_normalize
+    from engine.kernels import resize_crop_normalize
 
     out = resize_crop_normalize(inputs.photo, interpolation=interpolation)
     exact = np.array_equal(out, _compose(interpolation)(inputs.pil).numpy())
@@ -209,7 +209,7 @@ def _local_candidates(inputs: Inputs, compose) -> dict:
     import cv2
     from PIL import Image
 
-    from kernels import resize_crop_normalize, resize_crop_uint8
+    from engine.kernels import resize_crop_normalize, resize_crop_uint8
 
     def local(fn):
         return lambda count: _timed(fn, count)
@@ -244,7 +244,7 @@ def _add_pillow_simd(candidates: dict, simd: _PillowSimd, notes: list[str]) -> N
 
 def _batch_rates(inputs: Inputs, batch: int, quick: bool) -> dict[int, float]:
     """Images/s of the batch form on 1 and 2 worker threads, HWC and CHW-view inputs mixed."""
-    from kernels import resize_crop_normalize_batch
+    from engine.kernels import resize_crop_normalize_batch
 
     images = [inputs.photo if i % 2 else inputs.chw_view for i in range(batch)]
     batch_out = np.empty((batch, 3, CROP, CROP), np.float32)

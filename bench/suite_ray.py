@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tinynet import write_tiny_onnx
 
 from bench import Findings
 from bench.suite_pipeline import make_npz_set
 from engine.data.datalist import write_datalist
-from engine.models.tinynet import write_tiny_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 16

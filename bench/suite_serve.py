@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from server_process import ServerProcess
+from tinynet import write_pool_linear_onnx
 
 from bench import Findings
 from bench.load import LoadGenerator, synthetic_image
-from engine.models.tinynet import write_pool_linear_onnx
-from engine.serving.launch import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAME_HW = (375, 500)  # a typical ILSVRC2012 val photo, sent raw

@@ -20,8 +20,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import kernels
-from kernels import IMAGENET_MEAN, IMAGENET_STD
+from engine import kernels
+from engine.kernels import IMAGENET_MEAN, IMAGENET_STD
 
 PILLOW_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 TRANSFORM_LIBRARIES = ("timm", "torchvision")

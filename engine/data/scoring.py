@@ -123,7 +123,7 @@ def _ranking(logits: np.ndarray, k: int) -> np.ndarray:
     The same kernel as the engine's sink, so both rank ties alike. Imported here: numba
     takes a second to load, which the top-k text mode never needs.
     """
-    import kernels
+    from engine import kernels
 
     if logits.dtype.kind != "f":
         logits = logits.astype(np.float32)

@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-import kernels
+from engine import kernels
 from engine.data.dataconfig import DataConfig
-from kernels.resize_crop import check_image
+from engine.kernels.resize_crop import check_image
 
 
 def library_transform(recipe: dict) -> Callable:

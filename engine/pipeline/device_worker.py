@@ -17,7 +17,7 @@ import time
 import numpy as np
 import zmq
 
-import kernels
+from engine import kernels
 from engine.pipeline import wire
 from engine.pipeline.lifecycle import become_worker, next_task
 from engine.pipeline.model_backend import open_model_backend

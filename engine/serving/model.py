@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.dataconfig import DataConfig, ModelInfo
+from engine.kernels import softmax_topk
 from engine.models.preprocessing import Preprocessing, announce
-from kernels import softmax_topk
 
 
 def class_names_for(info: ModelInfo | None, num_classes: int) -> list[str]:

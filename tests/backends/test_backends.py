@@ -5,10 +5,10 @@ import threading
 
 import numpy as np
 import pytest
+from tinynet import tiny_torch_module, write_tiny_onnx
 
 from engine.backends import available_devices, open_backend, resolve_device
 from engine.data.dataconfig import DataConfig
-from engine.models.tinynet import tiny_torch_module, write_tiny_onnx
 
 SIZE = 32
 CONFIG = DataConfig(input_size=(3, SIZE, SIZE), resize=36, crop=SIZE, num_classes=10)

@@ -5,8 +5,8 @@ import json
 import os
 
 import pytest
+from tinynet import write_tiny_onnx
 
-from engine.models.tinynet import write_tiny_onnx
 from engine.pipeline.autotune import (
     Meter,
     Setting,

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import yaml
 from photos import PHOTOS, write_photo
+from tinynet import write_tiny_onnx
 
 from engine.backends import open_backend
 from engine.build import main
@@ -17,7 +18,6 @@ from engine.builder.image_sets import spread_over_classes
 from engine.builder.quantize import PREPARED_MODEL
 from engine.data.dataconfig import ModelInfo
 from engine.data.labels import imagenet_wnids
-from engine.models.tinynet import write_tiny_onnx
 
 SIZE = 32
 # Folders named after ImageNet wnids, so the build finds labels in the folder names.

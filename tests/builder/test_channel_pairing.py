@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 from photos import PHOTOS, write_photo
+from tinynet import write_inverted_residual_onnx
 
 import engine.builder.verified_rewrites
 from engine.builder.build import build
@@ -21,7 +22,6 @@ from engine.builder.graph import output_snr_db
 from engine.builder.quantize import PREPARED_MODEL, name_unnamed_nodes
 from engine.builder.verified_rewrites import pair_prepared_channels
 from engine.builder.weight_ranges import FULL, channel_ranges
-from engine.models.tinynet import write_inverted_residual_onnx
 
 
 def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:

@@ -9,11 +9,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from photos import PHOTOS, write_photo
+from tinynet import write_tiny_onnx
 
 from engine.builder.build import build
 from engine.builder.config import parse_config
 from engine.builder.error_budget import activations_alone, error_budget, limited_by, simulated_outputs, weights_alone
-from engine.models.tinynet import write_tiny_onnx
 
 SCALE, ZERO = 0.1, 128  # activation quantization: uint8, representable range [-12.8, 12.7]
 W_SCALE = 0.05

@@ -11,11 +11,11 @@ import pytest
 import yaml
 from onnx import helper, numpy_helper
 from photos import PHOTOS, write_photo
+from tinynet import write_inverted_residual_onnx
 
 from engine.builder.build import build
 from engine.builder.config import load_config
 from engine.builder.pad_folding import fold_pads
-from engine.models.tinynet import write_inverted_residual_onnx
 
 SIZE = 32
 

@@ -11,12 +11,12 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from photos import PHOTOS, write_photo
+from tinynet import write_tiny_onnx
 
 from engine.builder.build import build
 from engine.builder.config import parse_config
 from engine.builder.cpu_target import int8_types
 from engine.builder.weight_ranges import FULL, PAIR_LIMIT, REDUCED, channel_ranges, pair_sums, widened_weights
-from engine.models.tinynet import write_tiny_onnx
 
 CHANNELS, OUTPUTS, WEIGHT_SCALE = 32, 8, 0.01
 

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tinynet import write_tiny_onnx
 
 from bench.suite_ray import start_two_node_cluster
-from engine.models.tinynet import write_tiny_onnx
 
 ROOT = Path(__file__).resolve().parents[2]
 STORE_BYTES = 200 * 2**20

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 from photos import write_photo
-
-from engine.models.tinynet import write_tiny_onnx
+from tinynet import write_tiny_onnx
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,14 +6,14 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import functional as TF
 
-from kernels import (
+from engine.kernels import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     resize_crop_normalize,
     resize_crop_normalize_batch,
     resize_crop_uint8,
 )
-from kernels.resample_plan import crop_offset, resize_crop_plan, resized_size
+from engine.kernels.resample_plan import crop_offset, resize_crop_plan, resized_size
 
 
 def _pillow_crop(img, resize=256, crop=224):
@@ -222,7 +222,7 @@ def test_normalization_is_exact_for_any_mean_and_std():
     """Every one of the 256 values of each channel, for many (mean, std) pairs: the
     kernel's fast fma-corrected divisions where its own check allows them, plain
     divisions elsewhere; both must give numpy's float32 result exactly."""
-    from kernels.normalize import norm_constants
+    from engine.kernels.normalize import norm_constants
 
     rng = np.random.default_rng(11)
     ramp = np.broadcast_to(np.arange(256, dtype=np.uint8)[None, :, None], (256, 256, 3))
@@ -242,8 +242,8 @@ def test_normalization_is_exact_for_any_mean_and_std():
 
 def test_normalization_division_fallback_is_exact():
     """The plain-division branch (taken when the fma check fails) on all 256 values."""
-    from kernels.normalize import norm_constants, resample_normalize
-    from kernels.resample_pass import NO_OFFSETS, PLANE_ROWS, identity_pass
+    from engine.kernels.normalize import norm_constants, resample_normalize
+    from engine.kernels.resample_pass import NO_OFFSETS, PLANE_ROWS, identity_pass
 
     mean, std = (0.3, -0.2, 1.5), (0.07, 0.9, 2.2)
     norm, _ = norm_constants(mean, std)

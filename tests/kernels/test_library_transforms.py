@@ -17,7 +17,7 @@ from timm.data import create_transform, resolve_data_config
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
-from kernels import (
+from engine.kernels import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     kernel_limitation,
@@ -25,7 +25,7 @@ from kernels import (
     resize_crop_normalize_batch,
     resize_crop_uint8,
 )
-from kernels.resample_plan import resize_crop_plan
+from engine.kernels.resample_plan import resize_crop_plan
 
 MODES = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
          "nearest": InterpolationMode.NEAREST}

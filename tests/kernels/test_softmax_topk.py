@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from kernels import softmax_topk
+from engine.kernels import softmax_topk
 
 
 def _reference(logits, k):

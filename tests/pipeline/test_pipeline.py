@@ -19,12 +19,12 @@ import onnxruntime as ort
 import psutil
 import pytest
 from photos import write_photo
+from tinynet import write_tiny_onnx
 
-import kernels
+from engine import kernels
 from engine.backends import available_devices
 from engine.data.dataconfig import ModelInfo
 from engine.data.decode import load_item
-from engine.models.tinynet import write_tiny_onnx
 from engine.pipeline.meter import work_in_window
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import pytest
-
-from engine.models.tinynet import write_tiny_onnx
+from tinynet import write_tiny_onnx
 
 NUM_CLASSES = 10
 

@@ -12,11 +12,11 @@ import pytest
 import zmq
 import zmq.auth
 from PIL import Image
+from server_process import ServerProcess
+from tinynet import write_tiny_onnx
 
 from bench.load import LoadGenerator, Window, is_stable, write_csv
-from engine.models.tinynet import write_tiny_onnx
 from engine.serving.client import Client, ServerError, encode_item
-from engine.serving.launch import ServerProcess
 
 
 @pytest.fixture(scope="module")

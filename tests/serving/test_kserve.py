@@ -20,12 +20,12 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from PIL import Image
+from server_process import ServerProcess
 from tritonclient.utils import InferenceServerException
 
 from engine.data.dataconfig import ModelInfo
 from engine.data.decode import decode_image
-from engine.serving.launch import ServerProcess
-from kernels import resize_crop_normalize
+from engine.kernels import resize_crop_normalize
 
 NUM_CLASSES = 10
 MODEL = "tinynet"

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from server_process import ServerProcess
+from tinynet import write_tiny_onnx
 from tritonclient.utils import InferenceServerException
-
-from engine.models.tinynet import write_tiny_onnx
-from engine.serving.launch import ServerProcess
 
 MODEL = "tinynet"
 NUM_CLASSES = 10

@@ -4,10 +4,10 @@ UINT8 images at concurrency 1 and 2, and reports a throughput for each."""
 from __future__ import annotations
 
 import pytest
+from server_process import ServerProcess
+from tinynet import write_tiny_onnx
 
 from bench import perf_analyzer
-from engine.models.tinynet import write_tiny_onnx
-from engine.serving.launch import ServerProcess
 
 MODEL = "tinynet"
 # Short windows and no stability bound (any 3 windows agree): a few seconds per protocol, not a

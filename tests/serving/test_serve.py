@@ -15,10 +15,10 @@ import pytest
 import zmq
 import zmq.auth
 from PIL import Image
+from server_process import ServerProcess
 
 from engine.data.dataconfig import ModelInfo
 from engine.serving.batcher import DynamicBatcher
-from engine.serving.launch import ServerProcess
 from engine.serving.security import is_local_endpoint
 from engine.serving.service_time import ServiceTimes
 
@@ -83,7 +83,7 @@ def npz_bytes(save=np.savez, **arrays):
 
 def reference_topk(onnx_path, image, k):
     """What the served model must answer, computed in-process from the same parts."""
-    from kernels import resize_crop_normalize
+    from engine.kernels import resize_crop_normalize
 
     cfg = ModelInfo.load(ModelInfo.path_for(onnx_path)).data_config
     x = resize_crop_normalize(image, None, resize=cfg.resize, crop=cfg.crop, mean=cfg.mean, std=cfg.std)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+from tinynet import write_tiny_onnx
+
 from engine.data.dataconfig import ModelInfo
-from engine.models.tinynet import write_tiny_onnx
 from engine.serving import kserve
 from engine.serving.model import ServedModel
 

@@ -8,9 +8,9 @@ import torch
 import tritonclient.http as httpclient
 from photos import photo_array
 from PIL import Image
+from server_process import ServerProcess
 
 from engine.models.zoo import create
-from engine.serving.launch import ServerProcess
 
 NAME = "volo_d1_224"  # its exported graph keeps the example's batch of 1: onnxruntime refuses larger batches
 

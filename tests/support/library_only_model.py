@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tinynet import write_tiny_onnx
+
 from engine.data.dataconfig import ModelInfo
-from engine.models.tinynet import write_tiny_onnx
 
 SIZE = 32
 LANCZOS_TIMM = {"input_size": [3, SIZE, SIZE], "interpolation": "lanczos", "mean": [0.5] * 3, "std": [0.5] * 3,

@@ -12,7 +12,7 @@ from functools import lru_cache
 import numba
 import numpy as np
 
-from kernels.resample_plan import PRECISION_BITS
+from engine.kernels.resample_plan import PRECISION_BITS
 
 _HALF = 1 << (PRECISION_BITS - 1)
 JIT = {"cache": True, "nogil": True, "boundscheck": False, "error_model": "numpy"}

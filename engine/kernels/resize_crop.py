@@ -28,10 +28,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from kernels.normalize import norm_constants, resample_normalize
-from kernels.resample_pass import deinterleave, resample
-from kernels.resample_plan import ResizeCropPlan, resize_crop_plan, transform_key
-from kernels.workspace import scratch, workspace
+from engine.kernels.normalize import norm_constants, resample_normalize
+from engine.kernels.resample_pass import deinterleave, resample
+from engine.kernels.resample_plan import ResizeCropPlan, resize_crop_plan, transform_key
+from engine.kernels.workspace import scratch, workspace
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -11,8 +11,8 @@ import threading
 
 import numpy as np
 
-from kernels.resample_pass import NO_OFFSETS, PLANE_ROWS, identity_pass
-from kernels.resample_plan import ResizeCropPlan
+from engine.kernels.resample_pass import NO_OFFSETS, PLANE_ROWS, identity_pass
+from engine.kernels.resample_plan import ResizeCropPlan
 
 scratch = threading.local()
 

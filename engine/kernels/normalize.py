@@ -14,7 +14,7 @@ import numpy as np
 from numba.core import types
 from numba.extending import intrinsic
 
-from kernels.resample_pass import JIT, NO_OFFSETS, PLANE_ROWS, identity_pass, resample_lines
+from engine.kernels.resample_pass import JIT, NO_OFFSETS, PLANE_ROWS, identity_pass, resample_lines
 
 # Lines resampled before they are normalized: into a uint8 block, as every pass writes (the
 # values are clamped to 0..255 anyway, and LLVM vectorizes wide-tap sums into bytes far

@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from kernels.normalize import norm_constants
-from kernels.resample_plan import resize_crop_plan, transform_key
-from kernels.resize_crop import IMAGENET_MEAN, IMAGENET_STD, check_image, check_out, resize_crop_into
+from engine.kernels.normalize import norm_constants
+from engine.kernels.resample_plan import resize_crop_plan, transform_key
+from engine.kernels.resize_crop import IMAGENET_MEAN, IMAGENET_STD, check_image, check_out, resize_crop_into
 
 
 def _run_chunk(jobs, norm) -> None:
