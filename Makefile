@@ -1,5 +1,6 @@
 # Every target sets itself up: `make install` creates .venv and installs the package
-# with its extras; it does nothing when setup.py has not changed since the last install.
+# with every extra (all) and the demo/test/bench tools; it does nothing when setup.py has
+# not changed since the last install.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,7 +14,7 @@ install: $(STAMP) $(PERF_STAMP)
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[demo,test,bench]'
+	$(BIN)/pip install -q -e '.[all,demo,test,bench]'
 	touch $(STAMP)
 
 # Triton's perf_analyzer for the KServe tests and benchmark, in a venv of its own (it needs
