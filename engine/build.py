@@ -37,6 +37,7 @@ from engine.builder.config import BuildConfig, load_config
 from engine.builder.source_model import BuildError
 from engine.data import arg_checks
 from engine.data.arg_checks import UsageError
+from engine.data.extras import require
 from engine.models.catalog import UnknownModelError
 from engine.models.library_models import resolve_model_ref
 
@@ -56,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 def check_config(cfg: BuildConfig) -> None:
     """What can be refused before the model is exported or loaded (seconds, for a zoo model)."""
     if cfg.model.onnx is None:
+        require("torch", f"{cfg.key('model.name')}: {cfg.model.name} (a zoo model, exported first)")
         resolve_model_ref(cfg.model.name, cfg.model.library)
+    if cfg.quantization.adaround:
+        require("torch", cfg.key("quantization.adaround"))
     for key, path in (("model.onnx", cfg.model.onnx), ("model.weights", cfg.model.weights),
                       ("calibration.labels", cfg.calibration.labels), ("check.labels", cfg.check.labels)):
         if path is not None:

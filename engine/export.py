@@ -24,6 +24,7 @@ import sys
 from engine.data import arg_checks
 from engine.data.arg_checks import UsageError
 from engine.data.dataconfig import ModelInfo
+from engine.data.extras import require
 from engine.models.catalog import EFFICIENTNET_LIBRARY, LIBRARIES, UnknownModelError
 from engine.models.library_models import resolve_model_ref
 
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(args) -> None:
     """Everything that can be refused before torch is imported."""
+    require("torch", "engine.export")
     resolve_model_ref(args.name, args.library)
     arg_checks.at_least("--size", args.size, MIN_SIZE)
     arg_checks.at_least("--static-batch", args.static_batch, 1)

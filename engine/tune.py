@@ -14,6 +14,7 @@ from pathlib import Path
 
 from engine.data import arg_checks
 from engine.data.arg_checks import UsageError
+from engine.data.extras import require
 from engine.pipeline.autotune import autotune, default_grid
 
 
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         arg_checks.input_file("model", args.model)
+        if args.backend == "torch":
+            require("torch", "--backend torch")
         if args.budget <= 0:
             raise UsageError(f"--budget must be positive, got {args.budget}")
         if args.json:

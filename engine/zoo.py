@@ -26,6 +26,7 @@ import json
 import sys
 from dataclasses import asdict
 
+from engine.data.extras import MissingExtra, require
 from engine.models import catalog
 from engine.models.catalog import EFFICIENTNET_LIBRARY, LIBRARIES, UnknownModelError, list_models
 from engine.models.library_models import resolve_model_ref
@@ -94,7 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     p_info.add_argument("--seed", type=int, default=0, help="seed of the random weights (no --weights)")
     p_info.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-
+    try:  # the table's rows need nothing; every other answer builds or lists the libraries' models
+        if args.command != "list" or args.all:
+            require("torch", "engine.zoo list --all" if args.command == "list" else f"engine.zoo {args.command}")
+    except MissingExtra as e:
+        print(f"engine.zoo: error: {e}", file=sys.stderr)
+        return 2
     if args.command == "list" and args.all:
         from engine.models.listing import all_models
 

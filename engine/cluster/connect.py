@@ -6,6 +6,7 @@ import logging
 import socket
 
 from engine.data.arg_checks import UsageError
+from engine.data.extras import require
 
 REACH_TIMEOUT_S = 3.0
 
@@ -29,6 +30,7 @@ def check_reachable(address: str) -> None:
 
 def connect(address: str) -> dict:
     """Join the cluster (``auto``: the one ``ray start`` left on this host); its resources."""
+    require("ray", "--ray")
     import ray
 
     if address != "auto":

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.data.dataconfig import ModelInfo
+from engine.data.extras import require
 from engine.models.library_models import library_version, resolve_model_ref
 
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vgg-stream-engine" / "onnx"
@@ -83,6 +84,7 @@ def cached_model(name: str, library: str | None = None, weights: str | None = No
     """The ONNX file of zoo model ``name`` (exported into the cache when missing), or the
     model-info JSON to run it on the torch backend when it cannot be exported.
     ``size``: the input size (default: the model's own)."""
+    require("torch", "--model")
     if weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"weights {weights}: no such file")
     folder = cache_folder(name, library, weights, seed)

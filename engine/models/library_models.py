@@ -15,6 +15,7 @@ import difflib
 import functools
 from dataclasses import dataclass
 
+from engine.data.extras import require
 from engine.models import catalog
 from engine.models.catalog import UnknownModelError
 
@@ -42,6 +43,8 @@ class ModelRef:
 @functools.cache
 def library_names(library: str) -> frozenset[str]:
     """The classifier names ``library`` offers (timm: architectures and pretrained tags)."""
+    if library in LIBRARY_SOURCES:
+        require("torch", f"a {library} model")
     if library == "timm":
         import timm
 

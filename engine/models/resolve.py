@@ -17,6 +17,7 @@ import yaml
 
 from engine.data import arg_checks
 from engine.data.dataconfig import DataConfig, ModelInfo
+from engine.data.extras import require
 from engine.models.cache import TORCH_BACKEND, TORCH_REASON_KEY, cached_model
 from engine.models.library_models import resolve_model_ref
 
@@ -30,6 +31,7 @@ def check_model_args(onnx: str | None, model: str | None, library: str | None, w
             raise arg_checks.UsageError(f"--onnx {onnx}: no model-info JSON at {ModelInfo.path_for(onnx_path)}; "
                                         "give the preprocessing with --preprocess FILE")
     else:
+        require("torch", "--model")
         resolve_model_ref(model, library)
     if weights is not None:
         arg_checks.input_file("--weights", weights)

@@ -12,6 +12,8 @@ import ipaddress
 import threading
 from dataclasses import dataclass
 
+from engine.data.extras import MissingExtra, require
+
 MAX_JSON_BYTES = 1 << 20  # what a request may carry beside its images (JSON header, framing)
 
 
@@ -125,6 +127,10 @@ def check_arguments(parser, args) -> None:
         text = getattr(args, flag)
         if text is None:
             continue
+        try:
+            require("serve", f"--{flag}")
+        except MissingExtra as e:
+            parser.exit(2, f"{parser.prog}: error: {e}\n")
         try:
             host, port = parse_host_port(text, f"--{flag}")
         except ValueError as e:
