@@ -3,7 +3,8 @@
 ``pip install .`` is the core: it runs ONNX models on the CPU. The extras add what only
 some users need (see engine/data/extras.py, which names each extra's import modules, and
 docs/architecture.md): ``[torch]`` --model / export / the torch backend, ``[serve]`` the
-KServe HTTP/gRPC fronts, ``[ray]`` engine.run --ray, ``[all]`` every extra.
+KServe HTTP/gRPC fronts, ``[ray]`` engine.run --ray, ``[openvino]`` --backend openvino,
+``[all]`` every extra.
 Only ``engine`` (with ``engine.kernels``) is installed: no top-level name of another
 distribution (``kernels`` is one on PyPI), no ``bench``, no ``tests``.
 
@@ -35,6 +36,8 @@ EXTRAS = {  # a new extra goes here: "all" is the union of these
               "tritonclient[grpc]>=2.45"],  # its generated GRPCInferenceService stubs
     # engine.run --ray (engine/cluster) and engine.ray_data; ray's dashboard extras ([default]) are not used
     "ray": ["ray[data]>=2.60"],
+    # --backend openvino: the same ONNX files at fp32 or bf16 on the CPU, int8 QDQ files; bf16 deploy folders
+    "openvino": ["openvino>=2025.1"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 

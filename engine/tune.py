@@ -15,7 +15,8 @@ from pathlib import Path
 from engine.data import arg_checks
 from engine.data.arg_checks import UsageError
 from engine.data.extras import require
-from engine.pipeline.autotune import autotune, default_grid
+from engine.pipeline.autotune import default_grid
+from engine.pipeline.precision_sweep import auto_sweep, check_precision_options, items_source, loss_items
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m engine.tune",
                                 description="Measure instances x threads x batch settings and print the best.")
     p.add_argument("model", help="ONNX model (its model-info JSON beside it for --backend torch)")
-    p.add_argument("--backend", default="ort", choices=("ort", "torch"))
+    p.add_argument("--backend", default=None, choices=("ort", "openvino", "torch"),
+                   help="the one backend to measure (default: onnxruntime, and OpenVINO where installed)")
+    p.add_argument("--precision", nargs="+", choices=("fp32", "bf16", "fp16"),
+                   help="precisions the sweep may pick (default: the model file's own, fp32 for an export)")
+    p.add_argument("--max-accuracy-loss", dest="max_accuracy_loss", type=float, metavar="PCT",
+                   help="allow a lower precision whose top-1 disagreement with onnxruntime fp32 on --check-items "
+                        "is at most PCT percent")
+    p.add_argument("--check-items", dest="check_items",
+                   help="datalist or image folder the accuracy loss is measured on (its first 64 items)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--budget", type=float, default=30.0, help="target seconds for the sweep")
     p.add_argument("--instances", type=int, nargs="+", help="instances to try (default: divisors of the cores)")
@@ -40,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         arg_checks.input_file("model", args.model)
         if args.backend == "torch":
             require("torch", "--backend torch")
+        check_precision_options(args.backend, None, True, args.max_accuracy_loss)
+        if (args.max_accuracy_loss is None) != (args.check_items is None):
+            raise UsageError("--max-accuracy-loss and --check-items go together (the loss is measured on the items)")
+        if args.check_items and not Path(args.check_items).exists():
+            raise UsageError(f"--check-items {args.check_items}: no such datalist or folder")
         if args.budget <= 0:
             raise UsageError(f"--budget must be positive, got {args.budget}")
         if args.json:
@@ -48,23 +62,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"engine.tune: error: {e}", file=sys.stderr)
         return 2
     try:
-        device = resolve_device(args.device, args.backend)
+        device = resolve_device(args.device, args.backend or "ort")
         grid = default_grid(device)
         for key in ("instances", "threads", "batch"):
             if getattr(args, key):
                 grid[key] = getattr(args, key)
-        best, table = autotune(args.model, device, grid, args.budget, kind=args.backend, exhaustive=args.exhaustive)
+        result = auto_sweep(args.model, device, args.backend, args.budget, {}, precisions=args.precision,
+                            max_loss=args.max_accuracy_loss, items=loss_items(*items_source(args.check_items),
+                                                                             args.max_accuracy_loss),
+                            grid=grid, exhaustive=args.exhaustive, verbose=True)
     except ValueError as e:  # a grid the sweep refuses
         print(f"engine.tune: error: {e}", file=sys.stderr)
         return 2
     except (RuntimeError, OSError) as e:
         print(f"engine.tune: error: {e}", file=sys.stderr)
         return 1
+    best = {**result.setting, "backend": result.candidate.backend, "precision": result.candidate.precision}
     print(f"best: {best['instances']} instance(s) x {best['threads']} thread(s), batch {best['batch']}: "
-          f"{best['images_per_s']:.2f} images/s")
+          f"{best['images_per_s']:.2f} images/s on {result.candidate.label()}")
+    for row in result.table:
+        loss = (f", top-1 disagreement {row['top1_disagreement_pct']}% / SNR {row['output_snr_db']} dB"
+                if "top1_disagreement_pct" in row else "")
+        rate = f"{row['images_per_s']:.2f} images/s" if "images_per_s" in row else "not measured: over the loss bound"
+        print(f"  {row['backend']} {row['precision']}: {rate}{loss}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"best": best, "table": table}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"best": best, "table": result.settings, "candidates": result.table},
+                                              indent=2) + "\n")
     return 0
 
 

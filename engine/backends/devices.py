@@ -41,7 +41,9 @@ def ort_cuda_available() -> bool:
 
 
 def available_devices(kind: str | None = None) -> list[str]:
-    """``["cpu"]`` or ``["cpu", "cuda"]``; with ``kind`` ("ort"/"torch"), for that runtime."""
+    """``["cpu"]`` or ``["cpu", "cuda"]``; with ``kind`` ("ort"/"openvino"/"torch"), for that runtime."""
+    if kind == "openvino":  # OpenVINO's CPU plugin only: its GPU plugin is for Intel GPUs
+        return ["cpu"]
     if kind == "ort":
         cuda = ort_cuda_available()
     elif kind == "torch":
@@ -49,7 +51,7 @@ def available_devices(kind: str | None = None) -> list[str]:
     elif kind is None:
         cuda = ort_cuda_available() or torch_cuda_available()
     else:
-        raise ValueError(f"backend kind {kind!r}: expected 'ort' or 'torch'")
+        raise ValueError(f"backend kind {kind!r}: expected 'ort', 'openvino' or 'torch'")
     return ["cpu", "cuda"] if cuda else ["cpu"]
 
 
@@ -67,6 +69,8 @@ def resolve_device(device: str, kind: str | None = None) -> str:
     if base == "auto":
         return "cuda" if "cuda" in present else "cpu"
     if base == "cuda" and "cuda" not in present:
+        if kind == "openvino":
+            raise RuntimeError(f"device {device!r}: the openvino backend runs on the CPU (use --device cpu)")
         runtime = {"ort": "onnxruntime", "torch": "torch"}.get(kind, "onnxruntime or torch")
         raise RuntimeError(
             f"device {device!r}: no usable CUDA GPU for {runtime} on this machine "

@@ -127,6 +127,9 @@ class OrtBackend(Backend):
             precision = self.info.extra.get("precision")
         if self.name == "ort-tensorrt" and fp16:
             precision = "fp16"
+        if precision == "bf16":  # onnxruntime would run it at fp32 and call it bf16
+            raise ValueError(f"ONNX model {self.model_path}: engine.build made it for bf16, which onnxruntime does "
+                             "not run; use --backend openvino")
         return precision or "fp32"
 
     def _run_exact(self, batch: np.ndarray) -> list[np.ndarray]:

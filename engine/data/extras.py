@@ -9,6 +9,7 @@ user who classifies ONNX files does not install torch and its gigabytes:
 - ``serve``: ``engine.serve``'s KServe v2 / Triton front ends (``--http``, ``--grpc``) and
   their ``/metrics``;
 - ``ray``: ``engine.run --ray``;
+- ``openvino``: ``--backend openvino`` (and bf16 deploy folders);
 - ``all``: every one of them (``make install`` adds the demo, test and bench tools).
 
 The rule: a module on the core path imports an extra's package only inside the function
@@ -30,6 +31,7 @@ EXTRA_MODULES = {  # the import names of each extra's packages (setup.py lists t
     "torch": ("torch", "torchvision", "timm", "safetensors"),
     "serve": ("uvicorn", "prometheus_client", "grpc", "tritonclient"),
     "ray": ("ray",),
+    "openvino": ("openvino",),
 }
 
 

@@ -26,6 +26,11 @@ def latency_stats(values) -> dict | None:
     return stats
 
 
+def ran_precision(backends: list[dict | None]) -> str | None:
+    """The precision the device instances ran the model at (what their backends reported)."""
+    return next((b.get("precision") for b in backends if b), None)
+
+
 def build_report(broker, cfg, sink, *, model_info: dict, items_total: int) -> dict:
     meter, supervisor = broker.meter, broker.supervisor
     not_run = broker.total - meter.finished
@@ -34,7 +39,7 @@ def build_report(broker, cfg, sink, *, model_info: dict, items_total: int) -> di
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "host": platform.node(),
         "cores": os.cpu_count(),
-        "model": model_info,
+        "model": {**model_info, "precision": ran_precision(broker.backends)},
         "config": cfg.to_dict(),
         "backends": broker.backends,
         "input": {"name": "input", "shape": [cfg.batch, *cfg.data_config.input_size],
