@@ -1,4 +1,4 @@
-"""Build a deploy folder (fp32, fp16 or int8) from a YAML config.
+"""Build a deploy folder (fp32, fp16, bf16 or int8) from a YAML config.
 
     python -m engine.build CONFIG.yaml [--output DIR] [--no-progress]
 
@@ -98,12 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, UnknownModelError, BuildError, ValueError) as e:  # ConfigError, CheckpointError
         print(f"engine.build: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # RuntimeError: a runtime that cannot run the built model (bf16)
         print(f"engine.build: error: {e}", file=sys.stderr)
         return EXIT_FAILED
     report = json.loads((folder / "build.json").read_text())
     check = report["check"]
     print(f"built {folder}  ({report['dtype']}, {report['method']}, {report['time_s']:.1f} s)")
+    if check.get("backend", "ort") != "ort":
+        print(f"checked on {check['backend']} (at the model's {report['dtype']}) against onnxruntime fp32")
     if check.get("images"):
         line = (f"check on {check['images']} held-out images: top-1 agreement {100 * check['top1_agreement']:.2f}%"
                 f", top-5 overlap {100 * check['top5_overlap']:.2f}%, output SNR {check['output_snr_db']:.1f} dB")

@@ -19,10 +19,11 @@ from pathlib import Path
 import zmq
 
 from engine.data.arg_checks import UsageError
-from engine.models.cache import cached_model
 from engine.models.catalog import UnknownModelError
+from engine.models.resolve import deploy_model_file
+from engine.serving import launch
 from engine.serving.fronts import add_arguments, check_arguments, start_fronts, stop_fronts
-from engine.serving.model import ServedModel
+from engine.serving.model import add_backend_arguments, check_backend_arguments
 from engine.serving.security import enable_curve_server, is_local_endpoint
 from engine.serving.server import Limits, Server
 
@@ -34,6 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--onnx", type=Path,
                      help="ONNX model (its model-info JSON beside it gives preprocessing and class names)")
+    src.add_argument("-m", dest="deploy_model", metavar="PATH", help="deploy-folder prefix DIR/NAME, or an .onnx file")
     src.add_argument("--model", help="zoo model (e.g. vgg11) or any timm/torchvision image classifier "
                                      "(e.g. resnet50.a1_in1k), exported to ONNX at start-up")
     p.add_argument("--model-library", default=None,
@@ -51,6 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="intra-op threads per instance (default: cores / instances)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    add_backend_arguments(p)
     p.add_argument("--max-bytes", type=int, default=64 * 2**20, help="largest payload in bytes (default 64 MiB)")
     p.add_argument("--max-pixels", type=int, default=40_000_000,
                    help="largest image in pixels; bigger ones are refused before decoding (default 40M)")
@@ -67,6 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--curve-authorized-keys", help="folder of authorized client public keys (*.key)")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without CURVE (or TLS)")
     add_arguments(p)
+    launch.add_arguments(p, src)
     args = p.parse_args(argv)
     for name in ("max_batch", "instances", "workers", "max_bytes", "max_pixels"):
         if getattr(args, name) < 1:
@@ -85,6 +89,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--bind {args.bind} is not a loopback address: give --curve-secret-key and "
                 "--curve-authorized-keys, or --insecure to serve it unauthenticated")
     check_arguments(p, args)
+    launch.check_arguments(p, args)
     if args.threads is None:
         args.threads = max(1, (os.cpu_count() or 1) // args.instances)
     if args.max_inflight is None:
@@ -96,35 +101,32 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     log = lambda msg: print(f"engine.serve: {msg}", file=sys.stderr, flush=True)  # noqa: E731
     try:  # usage errors exit 2; a model that cannot be exported or loaded on the device, 1
+        args.onnx = Path(deploy_model_file(args.deploy_model)) if args.deploy_model else args.onnx
         if args.onnx is not None and args.onnx.is_dir():
             raise UsageError(f"--onnx {args.onnx}: is a directory, not a file")
-        cached = None if args.onnx else cached_model(args.model, args.model_library, args.weights, args.seed)
-        model = ServedModel(args.onnx or cached.path, instances=args.instances, threads=args.threads,
-                            device=args.device, torch_module=cached and cached.torch_module())
+        check_backend_arguments(args)
+        model = None if args.model_repository else launch.open_single(args)
     except (UsageError, UnknownModelError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"engine.serve: error: {e}", file=sys.stderr)
         return 1 if isinstance(e, RuntimeError) else 2
-    model.warmup(args.max_batch)
     context = zmq.Context()
     router = context.socket(zmq.ROUTER)
-    auth, fronts = None, []
+    auth, fronts, fleet = None, [], None
     try:
         if args.curve_secret_key:
             auth = enable_curve_server(router, args.curve_secret_key, args.curve_authorized_keys)
         router.setsockopt(zmq.MAXMSGSIZE, 2 * args.max_bytes + 2**20)
         router.bind(args.bind)
         limits = Limits(args.max_bytes, args.max_pixels, args.max_inflight, args.max_inflight_bytes)
-        server = Server(model, router, max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
-                        workers=args.workers, limits=limits, drain_timeout_s=args.drain_timeout_s,
+        server = Server(router, workers=args.workers, limits=limits, drain_timeout_s=args.drain_timeout_s,
                         inline_max_us=args.inline_max_us, log=log)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: server.stop())
+        server.fleet = fleet = launch.build_fleet(args, limits, server.run_instance, log, opened=model)
         endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
         if not auth and not is_local_endpoint(args.bind):
             log(f"WARNING: --insecure: anyone who can reach {endpoint} can use this server")
-        log(f"model {model.name} ({model.num_classes} classes), {args.instances} instance(s) x "
-            f"{args.threads} thread(s), max batch {args.max_batch}, delay {args.max_queue_delay_us} us, "
-            f"{args.workers} workers{', CURVE' if auth else ''}")
+        launch.announce(fleet, args, auth is not None, log)
         fronts = start_fronts(server, args, log)
         print(f"engine.serve: listening on {endpoint}", flush=True)
         server.serve()
@@ -138,7 +140,8 @@ def main(argv=None) -> int:
         if auth is not None:
             auth.stop()
         context.term()
-        model.close()
+        if fleet is None and model is not None:
+            model.close()
     return 0
 
 

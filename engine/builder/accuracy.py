@@ -54,14 +54,15 @@ def _compare(ref_outputs: list[np.ndarray], new_outputs: list[np.ndarray], truth
 
 
 def accuracy_check(reference: Path, built: Path, items: list[str], config: DataConfig,
-                   labels: LabelSource | None, *, threads: int, progress: bool) -> dict:
-    """Top-1 agreement, top-5 overlap and output SNR of ``built`` vs ``reference`` on ``items``."""
+                   labels: LabelSource | None, *, threads: int, progress: bool, backend: str = "ort") -> dict:
+    """Top-1 agreement, top-5 overlap and output SNR of ``built`` (run on ``backend``: ort, or
+    openvino at the precision the build gave it) vs ``reference`` (onnxruntime fp32) on ``items``."""
     from tqdm import tqdm
 
     from engine.backends import open_backend
 
     ref = open_backend("ort", reference, threads=threads)
-    new = open_backend("ort", built, threads=threads)
+    new = open_backend(backend, built, threads=threads)
     ref_outputs, new_outputs, truth = [], [], []
     with tqdm(total=len(items), desc="checking", unit="img", disable=not progress) as bar:
         for chunk, batch in iter_batches(items, config, CHECK_BATCH):

@@ -8,7 +8,9 @@ calibration images).
 
 int8 goes through :mod:`engine.builder.quantize`. fp16 converts weights and activations
 to float16 and keeps float32 inputs and outputs, so the engine feeds every model the
-same way.
+same way. bf16 keeps the float32 graph and records bf16 as its precision: OpenVINO runs it
+in bf16 (the folder ends in ``-openvino``; onnxruntime, which has no bf16 CPU kernels,
+refuses it), and the check runs it there against onnxruntime fp32.
 """
 from __future__ import annotations
 
@@ -33,15 +35,17 @@ from engine.builder.quantize import PREPARED_MODEL, quantize_int8
 from engine.builder.source_model import append_softmax, check_inputs_match, fixed_batch, source_model
 from engine.builder.verified_rewrites import fold_source_pads
 from engine.data.dataconfig import ModelInfo
+from engine.data.extras import require
 
-BACKEND_SUFFIX = "ort"
+# The runtime a deploy folder is for, the last part of its name: bf16 runs on OpenVINO.
+BACKEND_SUFFIX = {"bf16": "openvino"}
 # The batch of the random input pad folding is verified on, for a model with a dynamic batch.
 REWRITE_SAMPLE_BATCH = 2
 
 
 def deploy_folder_name(model: str, cfg: BuildConfig, input_size) -> str:
     shape = "_".join(str(d) for d in input_size)
-    return f"{model}-{cfg.dtype}-{cfg.method_label}-{shape}-{BACKEND_SUFFIX}"
+    return f"{model}-{cfg.dtype}-{cfg.method_label}-{shape}-{BACKEND_SUFFIX.get(cfg.dtype, 'ort')}"
 
 
 def set_precision(path: Path, precision: str) -> None:
@@ -74,7 +78,8 @@ def _check(cfg: BuildConfig, reference: Path, built: Path, images: ImageSets, in
         return {"images": 0, "skipped": images.no_check}
     t = time.perf_counter()
     check = accuracy_check(reference, built, images.check, info.data_config, images.check_labels,
-                           threads=threads, progress=progress)
+                           threads=threads, progress=progress, backend=cfg.check.backend)
+    check["backend"] = cfg.check.backend
     timings["check_s"] = time.perf_counter() - t
     if cfg.dtype == "int8":
         t = time.perf_counter()
@@ -169,6 +174,8 @@ def build(cfg: BuildConfig, *, progress: bool = True, work_dir: Path | None = No
     go to a temporary folder, or to ``work_dir``, which keeps them: among them
     ``prepared.onnx``, the float model an int8 model was quantized from, its channels in
     the int8 model's order (``engine.builder.channel_pairing``)."""
+    if cfg.check.backend == "openvino":
+        require("openvino", f"{cfg.key('dtype')} bf16" if cfg.dtype == "bf16" else cfg.key("check.backend"))
     started = time.perf_counter()
     timings: dict[str, float] = {}
     if work_dir is not None:

@@ -9,7 +9,7 @@ Native form::
       onnx: vgg11_224.onnx       # alternative to a zoo model
       input_name: input          # optional checks against the model
       input_shape: [1, 3, 224, 224]
-    dtype: int8                  # fp32 | fp16 | int8
+    dtype: int8                  # fp32 | fp16 | bf16 | int8 (bf16: run and checked on OpenVINO)
     quantization: {method: percentile, per_channel: true, percentile: 99.999,
                    skip_layers: [0, -1],   # layers kept in float: first and last here
                    float_fallback: 4,      # and the 4 int8 layers that cost the most, measured,
@@ -18,8 +18,9 @@ Native form::
                    bias_correction: true,  # undo the weight rounding's mean shift (default)
                    target_cpu: native}     # or x86 (no VNNI), x86_vnni, arm: the CPU the model runs on
     calibration: {path: ImageNet/val, count: 1000, labels: val_label.txt}
-    check: {count: 200}          # held-out images for the accuracy check (some are held out of
+    check: {count: 200,          # held-out images for the accuracy check (some are held out of
                                  # calibration when it would use them all)
+            backend: ort}        # or openvino: the runtime the built model is checked on (bf16: openvino)
     softmax: true
     output: deploy/
 
@@ -40,7 +41,8 @@ import yaml
 
 from engine.builder.cpu_target import TARGETS
 
-DTYPES = ("fp32", "fp16", "int8")
+DTYPES = ("fp32", "fp16", "bf16", "int8")
+CHECK_BACKENDS = ("ort", "openvino")
 METHODS = {"max": "max", "minmax": "max", "percentile": "percentile", "entropy": "entropy",
            "kl_divergence": "entropy"}
 DEFAULT_PERCENTILE = 99.999
@@ -104,6 +106,12 @@ def _target(key, value):
     return value
 
 
+def _check_backend(key, value):
+    if value not in CHECK_BACKENDS:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(CHECK_BACKENDS)}")
+    return value
+
+
 def config_key(default=None, check: Callable | None = None, path: bool = False):
     """A config key: its default, the check of a given value, and whether it is a path
     (taken relative to the config file's folder)."""
@@ -149,6 +157,7 @@ class CheckSpec:
     path: Path | None = config_key(path=True)
     count: int = config_key(200, _integer(0, "an integer >= 0"))
     labels: Path | None = config_key(path=True)
+    backend: str | None = config_key(check=_check_backend)  # None: openvino for bf16, else ort
 
 
 SECTIONS = {"model": ModelSpec, "quantization": QuantizationSpec, "calibration": CalibrationSpec,
@@ -161,7 +170,7 @@ class BuildConfig:
     quantization: QuantizationSpec
     calibration: CalibrationSpec
     check: CheckSpec
-    dtype: str = config_key()                        # fp32 | fp16 | int8; int8 when calibration images are given
+    dtype: str = config_key()                        # fp32 | fp16 | bf16 | int8; int8 when calibration images are given
     softmax: bool = config_key(False, _flag)
     output: Path = config_key(".", path=True)
     preprocess_ops: list | None = config_key(check=_op_list)
@@ -367,11 +376,14 @@ def parse_config(mapping: dict, base_dir: str | Path = ".") -> BuildConfig:
                            percentile=DEFAULT_PERCENTILE if percentile is None else percentile,
                            skip_layers=quantization.skip_layers or [])
     top = {f.name: values.get(f.name, f.default) for f in fields(BuildConfig) if f.metadata.get("key")}
+    check = _section(CheckSpec, "check", values, base)
+    if dtype == "bf16" and check.backend == "ort":
+        raise ConfigError(f"{source('check.backend')}: ort: a bf16 model runs on openvino (onnxruntime has no bf16)")
     return BuildConfig(
         model=_section(ModelSpec, "model", values, base),
         quantization=quantization,
         calibration=_section(CalibrationSpec, "calibration", values, base),
-        check=_section(CheckSpec, "check", values, base),
+        check=replace(check, backend=check.backend or ("openvino" if dtype == "bf16" else "ort")),
         dtype=dtype, softmax=top["softmax"], output=_resolve(base, top["output"]),
         preprocess_ops=top["preprocess_ops"], method_label=label or "none",
         ignored=ignored, sources=sources,

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.data.arg_checks import UsageError
 from engine.data.dataconfig import DataConfig, ModelInfo
+from engine.data.extras import require
 from engine.kernels import softmax_topk
 from engine.models.preprocessing import Preprocessing, announce
 
@@ -25,6 +27,24 @@ def class_names_for(info: ModelInfo | None, num_classes: int) -> list[str]:
     return [f"class_{i}" for i in range(num_classes)]
 
 
+def add_backend_arguments(parser) -> None:
+    """engine.serve's --backend and --precision (dests ``backend``, ``precision``)."""
+    parser.add_argument("--backend", default="ort", choices=("ort", "openvino"),
+                        help="runtime of the ONNX model: ort (onnxruntime, default) or openvino (CPU; the openvino "
+                             "extra)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"),
+                        help="--backend openvino: inference precision (default: the file's own, fp32 for an export)")
+
+
+def check_backend_arguments(args) -> None:
+    """One UsageError line for a backend that is not installed or a precision it does not run."""
+    if args.backend == "openvino":
+        require("openvino", "--backend openvino")
+    if args.precision is not None and args.backend != "openvino":
+        raise UsageError(f"--precision {args.precision}: onnxruntime runs an ONNX model at the precision "
+                         "engine.build gave it; use --backend openvino (fp32, bf16)")
+
+
 class ServedModel:
     """An ONNX model and its preprocessing, opened ``instances`` times on ``device``.
 
@@ -33,9 +53,11 @@ class ServedModel:
     """
 
     def __init__(self, onnx_path, *, instances: int = 1, threads: int = 1, device: str = "cpu",
-                 spinning: bool = False, torch_module=None):
+                 spinning: bool = False, torch_module=None, backend: str = "ort", precision: str | None = None):
         """``torch_module``: run this ``nn.Module`` on the torch backend instead (a zoo model
-        that could not be exported; ``onnx_path`` is then its model-info JSON)."""
+        that could not be exported; ``onnx_path`` is then its model-info JSON). ``backend``
+        ``openvino`` runs the ONNX file on OpenVINO at ``precision`` (fp32 or bf16; default:
+        the file's own)."""
         from engine.backends import open_backend
 
         if instances < 1:
@@ -47,8 +69,10 @@ class ServedModel:
         self.name = self.info.name if self.info else self.path.stem
         self.preprocessing = Preprocessing(self.config, self.name)
         announce(self.preprocessing.notice)
+        onnx_options = ({"spinning": spinning} if backend == "ort" else
+                        {"precision": precision} if precision else {})
         self.backends = [
-            open_backend("ort", self.path, device=device, threads=threads, spinning=spinning)
+            open_backend(backend, self.path, device=device, threads=threads, **onnx_options)
             if torch_module is None else
             open_backend("torch", device=device, threads=threads, module=torch_module, data_config=self.config,
                          label=self.name, input_name=self.info.input_name, output_names=self.info.output_names)
@@ -104,6 +128,11 @@ class ServedModel:
             backend.warmup(max_batch)
             if max_batch > 1:
                 backend.warmup(1)
+
+    def runs_on(self) -> str:
+        """The backend and the precision it runs the model at, e.g. ``openvino-cpu bf16``."""
+        ran = self.backends[0].describe()
+        return f"{ran['backend']} {ran['precision']}"
 
     def describe(self) -> dict:
         return {
