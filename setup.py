@@ -26,6 +26,7 @@ RUNTIME = [  # the core: engine.run/serve --onnx on the CPU, image2npz, eval, cl
     "pyyaml>=6",
     "tqdm>=4.66",
     "psutil>=5.9",
+    "braceexpand>=0.1.7",  # engine.run --shards 'data-{000000..000099}.tar' (WebDataset's spelling)
 ]
 EXTRAS = {  # a new extra goes here: "all" is the union of these
     # --model (timm, torchvision, mmcls classifiers), engine.export, the torch backend
@@ -38,6 +39,8 @@ EXTRAS = {  # a new extra goes here: "all" is the union of these
     "ray": ["ray[data]>=2.60"],
     # --backend openvino: the same ONNX files at fp32 or bf16 on the CPU, int8 QDQ files; bf16 deploy folders
     "openvino": ["openvino>=2025.1"],
+    # engine.run --results: the Parquet results table
+    "results": ["pyarrow>=14"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
@@ -59,7 +62,7 @@ setup(
             "scikit-image>=0.24",
         ],
         "test": ["pytest>=8", "pytest-timeout>=2.3", "import-linter>=2.1", "ruff>=0.8",
-                 "tritonclient[http,grpc]>=2.45"],
+                 "tritonclient[http,grpc]>=2.45", "pandas>=2"],  # pandas reads the --results tables back
         "bench": ["matplotlib>=3.8"],
     },
     entry_points={

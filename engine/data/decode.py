@@ -28,6 +28,7 @@ import numpy as np
 from PIL import BmpImagePlugin, Image, JpegImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401
 
 from engine.data.datalist import IMAGE_SUFFIXES
+from engine.data.tar_shards import MemberReadError, MemberRef, parse_ref, read_member
 
 # PIL's own default (about 89.5 Mpx): a 1 GiB RGBA image. Above it we raise, where PIL
 # would only warn.
@@ -241,8 +242,12 @@ def _to_hwc(array: np.ndarray) -> np.ndarray:
 
 def load_item(path: str | os.PathLike, *,
               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """A datalist item (``.npz`` or an image file, suffix in any case) as uint8 HWC RGB."""
+    """A datalist item (``.npz`` or an image file, suffix in any case, or a tar shard's member
+    named by a reference of :mod:`engine.data.tar_shards`) as uint8 HWC RGB."""
     name = os.fspath(path)
+    ref = parse_ref(name)
+    if ref is not None:
+        return _load_member(ref, max_pixels)
     suffix = Path(name).suffix.lower()
     if suffix == ".npz":
         return load_npz(name, max_pixels=max_pixels)
@@ -250,6 +255,17 @@ def load_item(path: str | os.PathLike, *,
         return decode_image(name, max_pixels=max_pixels)
     accepted = " ".join(sorted(IMAGE_SUFFIXES | {".npz"}))
     raise DecodeError(name, f"unknown item type {suffix or '(no suffix)'!r} (accepted: {accepted})")
+
+
+def _load_member(ref: MemberRef, max_pixels: int | None) -> np.ndarray:
+    """A shard member's bytes, decoded as its extension says."""
+    try:
+        data = read_member(ref)
+    except MemberReadError as e:
+        raise DecodeError(ref.source, str(e).removeprefix(f"{ref.source}: ")) from None
+    if ref.extension == "npz":
+        return load_npz(data, name=ref.source, max_pixels=max_pixels)
+    return decode_image(data, name=ref.source, max_pixels=max_pixels)
 
 
 def _os_reason(error: OSError) -> str:

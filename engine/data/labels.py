@@ -14,6 +14,8 @@ import functools
 import importlib.util
 from pathlib import Path
 
+from engine.data.tar_shards import parse_ref
+
 
 def _timm_info_file(name: str) -> Path:
     spec = importlib.util.find_spec("timm")
@@ -93,18 +95,27 @@ def label_from_folder(path: str | Path) -> int | None:
     return imagenet_wnid_index().get(Path(path).parent.name)
 
 
-class LabelSource:
-    """Looks up the true class of an item path from a label file or from its folder."""
+def _label_path(item) -> str:
+    """The name labels are looked up by: the path, or a tar shard member's name."""
+    ref = parse_ref(str(item))
+    return str(item) if ref is None else ref.member
 
-    def __init__(self, label_file: str | Path | None = None, from_folders: bool = False):
+
+class LabelSource:
+    """Looks up the true class of an item path from a label file or from its folder; a tar
+    shard member's reference (engine/data/tar_shards.py) is looked up by its member name,
+    and with ``embedded`` (no file, no folders) carries its own label (its ``cls``/``json``)."""
+
+    def __init__(self, label_file: str | Path | None = None, from_folders: bool = False, embedded: bool = False):
         if label_file is not None and from_folders:
             raise ValueError("give a label file or use folder labels, not both")
         self._by_stem = read_label_file(label_file) if label_file is not None else None
         self._from_folders = from_folders
+        self._embedded = embedded
 
     @property
     def active(self) -> bool:
-        return self._by_stem is not None or self._from_folders
+        return self._by_stem is not None or self._from_folders or self._embedded
 
     def shared_label_lines(self, items) -> dict[str, list[str]]:
         """Label-file names that several different items take (``a/x.jpg`` and ``b/x.jpg``
@@ -113,7 +124,7 @@ class LabelSource:
             return {}
         takers: dict[str, set[str]] = {}
         for item in items:
-            stem = Path(item).stem
+            stem = Path(_label_path(item)).stem
             if stem in self._by_stem:
                 takers.setdefault(stem, set()).add(str(item))
         return {stem: sorted(paths) for stem, paths in takers.items() if len(paths) > 1}
@@ -129,7 +140,10 @@ class LabelSource:
 
     def __call__(self, item_path: str | Path) -> int | None:
         if self._by_stem is not None:
-            return self._by_stem.get(Path(item_path).stem)
+            return self._by_stem.get(Path(_label_path(item_path)).stem)
         if self._from_folders:
-            return label_from_folder(item_path)
+            return label_from_folder(_label_path(item_path))
+        if self._embedded:
+            ref = parse_ref(str(item_path))
+            return None if ref is None else ref.label
         return None
