@@ -50,7 +50,7 @@ setup(
     version="0.1.0",
     description="High-throughput streaming inference engine for ImageNet classifiers",
     packages=find_packages(include=["engine", "engine.*"]),
-    package_data={"engine.models": ["zoo_table.json"]},
+    package_data={"engine.models": ["zoo_table.json"], "engine.data": ["imagenet_classes.tsv"]},
     python_requires=">=3.10",
     install_requires=RUNTIME,
     extras_require={

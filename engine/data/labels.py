@@ -2,38 +2,38 @@
 
 - ``val_label.txt`` style: ``<file name> <int class index>`` per line, matched on the stem.
 - folder style: ``val/<wnid>/<image>``; a wnid's index is its position in the sorted
-  list of the 1000 ILSVRC2012 wnids (the list timm ships).
+  list of the 1000 ILSVRC2012 wnids.
 - class names: one line per class index (``tench, Tinca tinca``).
 
-The ImageNet lists are read from timm's package data without importing timm (which
-would import torch), so the sink and the evaluators start fast.
+The ImageNet lists (the sorted wnids and their WordNet lemmas, as timm ships them) are the
+package's own ``imagenet_classes.tsv``, one ``wnid<TAB>names`` line per class index: the
+core install, which has no timm, labels folders and names classes too, and reading them
+imports nothing.
 """
 from __future__ import annotations
 
 import functools
-import importlib.util
 from pathlib import Path
 
 from engine.data.tar_shards import parse_ref
 
+IMAGENET_CLASSES = Path(__file__).with_name("imagenet_classes.tsv")
 
-def _timm_info_file(name: str) -> Path:
-    spec = importlib.util.find_spec("timm")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("timm is not installed: it ships the ImageNet class lists")
-    path = Path(spec.submodule_search_locations[0]) / "data" / "_info" / name
-    if not path.is_file():
-        raise RuntimeError(f"timm's ImageNet list {path} is missing")
-    return path
+
+@functools.cache
+def _imagenet_classes() -> tuple[tuple[str, str], ...]:
+    """``(wnid, names)`` per class index."""
+    rows = tuple(tuple(line.split("\t", 1)) for line in IMAGENET_CLASSES.read_text().splitlines())
+    wnids = [row[0] for row in rows]
+    if len(rows) != 1000 or wnids != sorted(wnids) or any(len(row) != 2 for row in rows):
+        raise RuntimeError(f"{IMAGENET_CLASSES}: not 1000 sorted 'wnid<TAB>names' lines")
+    return rows
 
 
 @functools.cache
 def imagenet_wnids() -> tuple[str, ...]:
     """The 1000 ILSVRC2012 WordNet ids, sorted: index i is class i."""
-    wnids = tuple(_timm_info_file("imagenet_synsets.txt").read_text().split())
-    if len(wnids) != 1000 or list(wnids) != sorted(wnids):
-        raise RuntimeError("timm's imagenet_synsets.txt is not the sorted list of 1000 wnids")
-    return wnids
+    return tuple(wnid for wnid, _ in _imagenet_classes())
 
 
 @functools.cache
@@ -44,11 +44,7 @@ def imagenet_wnid_index() -> dict[str, int]:
 @functools.cache
 def imagenet_class_names() -> tuple[str, ...]:
     """One name per class index, ``tench, Tinca tinca`` style."""
-    lemmas = {}
-    for line in _timm_info_file("imagenet_synset_to_lemma.txt").read_text().splitlines():
-        wnid, _, lemma = line.partition("\t")
-        lemmas[wnid] = lemma.strip()
-    return tuple(lemmas[w] for w in imagenet_wnids())
+    return tuple(names for _, names in _imagenet_classes())
 
 
 def read_class_names(path: str | Path) -> list[str]:
