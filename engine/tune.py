@@ -15,6 +15,7 @@ from pathlib import Path
 from engine.data import arg_checks
 from engine.data.arg_checks import UsageError
 from engine.data.extras import require
+from engine.models.resolve import deploy_model_file
 from engine.pipeline.autotune import default_grid
 from engine.pipeline.precision_sweep import auto_sweep, check_precision_options, items_source, loss_items
 
@@ -25,7 +26,10 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m engine.tune",
                                 description="Measure instances x threads x batch settings and print the best.")
-    p.add_argument("model", help="ONNX model (its model-info JSON beside it for --backend torch)")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("model", nargs="?", help="ONNX model (its model-info JSON beside it for --backend torch)")
+    given.add_argument("-m", dest="deploy_model", metavar="PATH",
+                       help="the seed's spelling: a deploy-folder prefix DIR/NAME (DIR/NAME.onnx) or an .onnx file")
     p.add_argument("--backend", default=None, choices=("ort", "openvino", "torch"),
                    help="the one backend to measure (default: onnxruntime, and OpenVINO where installed)")
     p.add_argument("--precision", nargs="+", choices=("fp32", "bf16", "fp16"),
@@ -46,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     from engine.backends import resolve_device
 
     try:
+        if args.deploy_model is not None:
+            args.model = deploy_model_file(args.deploy_model)
         arg_checks.input_file("model", args.model)
         if args.backend == "torch":
             require("torch", "--backend torch")

@@ -13,6 +13,12 @@ the library's own transform (it travels with every library model), and
 ``library_only_reason`` says why that transform is not a plain resize + crop (timm's
 ``border`` crop mode, a trimmed border, ...): such a model can only be preprocessed by its
 library.
+
+``crop_offset`` and ``channel_order`` (and the ``opencv_*`` interpolations) come
+from a vendor ``vdsp_params`` file (:mod:`engine.data.vdsp_params`): a crop at a given
+(top, left) instead of the centre, and BGR channels. No library config sets them; the
+fused kernel does neither, so such a config runs on the direct path of
+:mod:`engine.models.preprocessing`.
 """
 from __future__ import annotations
 
@@ -24,8 +30,11 @@ from engine import kernels
 from engine.kernels import IMAGENET_MEAN, IMAGENET_STD
 
 PILLOW_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+# OpenCV's cv2.resize with INTER_LINEAR (no antialias: the vendor's BILINEAR_CV) or INTER_NEAREST.
+OPENCV_INTERPOLATIONS = ("opencv_bilinear", "opencv_nearest")
+CHANNEL_ORDERS = ("RGB", "BGR")
 TRANSFORM_LIBRARIES = ("timm", "torchvision")
-SIZE_KEYS = ("input_size", "resize", "crop", "mean", "std")
+SIZE_KEYS = ("input_size", "resize", "crop", "mean", "std", "crop_offset")
 
 
 def _size_pair(value, name: str) -> tuple[int, int]:
@@ -45,6 +54,18 @@ def _check_recipe(recipe) -> None:
         raise ValueError(f"data config: library_transform for {recipe['library']} needs {wanted!r}")
 
 
+def _check_crop_offset(offset, resize, crop: tuple[int, int]) -> None:
+    """A (top, left) crop inside a (height, width) resize: a short-edge resize has no fixed
+    size to place a crop in."""
+    if isinstance(resize, int) or len(tuple(offset)) != 2 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in offset):
+        raise ValueError(f"data config: crop_offset {offset!r}: need [top, left] (ints >= 0) with a "
+                         f"[height, width] resize")
+    top, left = offset
+    if top + crop[0] > resize[0] or left + crop[1] > resize[1]:
+        raise ValueError(f"data config: crop {crop} at crop_offset {tuple(offset)} leaves resize {resize!r}")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     input_size: tuple[int, int, int] = (3, 224, 224)
@@ -57,6 +78,8 @@ class DataConfig:
     library_transform: dict | None = field(default=None, hash=False)
     library_only_reason: str | None = None
     source: str | None = None
+    crop_offset: tuple[int, int] | None = None
+    channel_order: str = "RGB"
 
     def __post_init__(self):
         size = tuple(self.input_size)
@@ -67,9 +90,14 @@ class DataConfig:
         crop = _size_pair(self.crop, "crop")
         if crop != size[1:]:
             raise ValueError(f"data config: crop {self.crop!r} does not give input_size {self.input_size!r}")
-        if self.interpolation not in PILLOW_INTERPOLATIONS:
+        if self.interpolation not in PILLOW_INTERPOLATIONS + OPENCV_INTERPOLATIONS:
             raise ValueError(f"data config: interpolation {self.interpolation!r}: choose from "
-                             f"{', '.join(PILLOW_INTERPOLATIONS)}")
+                             f"{', '.join(PILLOW_INTERPOLATIONS + OPENCV_INTERPOLATIONS)}")
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"data config: channel_order {self.channel_order!r}: choose from "
+                             f"{', '.join(CHANNEL_ORDERS)}")
+        if self.crop_offset is not None:
+            _check_crop_offset(self.crop_offset, self.resize, crop)
         if self.library_transform is None and (crop[0] > resize[0] or crop[1] > resize[1]):
             raise ValueError(f"data config: crop {self.crop!r} is larger than resize {self.resize!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
@@ -86,6 +114,10 @@ class DataConfig:
         """None when the fused kernel reproduces this preprocessing bit for bit, else why not."""
         if self.library_only_reason is not None:
             return self.library_only_reason
+        if self.crop_offset is not None:
+            return f"a crop at (top, left) {tuple(self.crop_offset)}, not centred"
+        if self.channel_order != "RGB":
+            return f"{self.channel_order} channel order"
         return kernels.kernel_limitation(self.resize, self.crop, self.interpolation)
 
     def to_dict(self) -> dict:

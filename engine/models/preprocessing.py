@@ -6,8 +6,11 @@ model's data config, so they cannot disagree. The fused kernel does the work whe
 reproduces the library's transform bit for bit (``DataConfig.kernel_limitation``);
 otherwise the library's own transform runs (PIL image from the array, the transform,
 copied into the slot): same numbers, slower, and said once in a notice by the commands
-that preprocess (``announce``). uint8 slots (the device normalizes) exist only on the
-kernel path, since a library transform ends in its own Normalize.
+that preprocess (``announce``). A config from a vendor ``vdsp_params`` file that the kernel
+does not reproduce (OpenCV's resize, a crop at offsets, BGR) runs on the direct path of
+:mod:`engine.models.direct_preprocessing` (cv2 or Pillow, as the file names). uint8 slots
+(the device normalizes) exist on the kernel and direct paths, since a library transform
+ends in its own Normalize.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import numpy as np
 from engine import kernels
 from engine.data.dataconfig import DataConfig
 from engine.kernels.resize_crop import check_image
+from engine.models import direct_preprocessing
 
 
 def library_transform(recipe: dict) -> Callable:
@@ -43,7 +47,8 @@ class Preprocessing:
         self.config = config
         self.model = model or config.source or "(unnamed)"
         self.reason = config.kernel_limitation()
-        if self.reason is not None and config.library_transform is None:
+        self.direct = self.reason is not None and direct_preprocessing.needs_direct_path(config)
+        if self.reason is not None and not self.direct and config.library_transform is None:
             raise ValueError(f"model {self.model}: the kernel cannot preprocess it ({self.reason}) and its data "
                              f"config has no library_transform to run instead")
 
@@ -61,12 +66,16 @@ class Preprocessing:
         """One line for the user when the slower library path runs, else None."""
         if self.on_kernel:
             return None
+        if self.direct:
+            library = "OpenCV" if self.config.interpolation.startswith("opencv") else "Pillow"
+            return (f"model {self.model}: preprocessing runs through {library}'s resize as its data config says, "
+                    f"slower than the fused kernel ({self.reason})")
         return (f"model {self.model}: preprocessing runs through {self.config.library_transform['library']}'s "
                 f"own transform, slower than the fused kernel ({self.reason})")
 
     def check_output_dtype(self, dtype) -> None:
         """Refuses a slot dtype this path cannot write (uint8 off the kernel path)."""
-        if np.dtype(dtype) == np.uint8 and not self.on_kernel:
+        if np.dtype(dtype) == np.uint8 and not (self.on_kernel or self.direct):
             raise ValueError(f"model {self.model}: uint8 input slots (--normalize-on device) need the fused "
                              f"kernel, and its preprocessing runs through its library ({self.reason})")
 
@@ -79,6 +88,8 @@ class Preprocessing:
                                                  interpolation=cfg.interpolation)
             return kernels.resize_crop_normalize(img, out, resize=cfg.resize, crop=cfg.crop,
                                                  interpolation=cfg.interpolation, mean=cfg.mean, std=cfg.std)
+        if self.direct:
+            return direct_preprocessing.preprocess(img, cfg, out)
         return self._through_library(img, out)
 
     def _through_library(self, img: np.ndarray, out: np.ndarray | None) -> np.ndarray:
