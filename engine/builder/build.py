@@ -33,6 +33,7 @@ from engine.builder.config import BuildConfig, check_preprocess_ops
 from engine.builder.image_sets import ImageSets, choose_images
 from engine.builder.quantize import PREPARED_MODEL, quantize_int8
 from engine.builder.source_model import append_softmax, check_inputs_match, fixed_batch, source_model
+from engine.builder.vdsp_export import write_vdsp_params
 from engine.builder.verified_rewrites import fold_source_pads
 from engine.data.dataconfig import ModelInfo
 from engine.data.extras import require
@@ -166,7 +167,12 @@ def _build_in(cfg: BuildConfig, work: Path, progress: bool, timings: dict) -> tu
     timings["convert_s"] = time.perf_counter() - t
     check = _check(cfg, reference, built, images, info, work, threads, progress, timings)
     _deploy_info(cfg, info, built, softmax_done)
-    return built, _report(cfg, info, built, images, rewrites, quantization, check)
+    vdsp_file, not_expressed = write_vdsp_params(folder, info.library, info.name, info.data_config)
+    for line in not_expressed:
+        _warn(f"note: {vdsp_file.name} cannot say: {line}")
+    report = _report(cfg, info, built, images, rewrites, quantization, check)
+    report["vdsp_params"] = {"file": vdsp_file.name, "not_expressed": not_expressed}
+    return built, report
 
 
 def build(cfg: BuildConfig, *, progress: bool = True, work_dir: Path | None = None) -> Path:
