@@ -31,7 +31,7 @@ import numpy as np
 from engine.kernels.normalize import norm_constants, resample_normalize
 from engine.kernels.resample_pass import deinterleave, resample
 from engine.kernels.resample_plan import ResizeCropPlan, resize_crop_plan, transform_key
-from engine.kernels.workspace import scratch, workspace
+from engine.kernels.workspace import STRIPE_ROWS, scratch, workspace
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,6 +54,20 @@ def _window(img: np.ndarray, plan: ResizeCropPlan) -> tuple[np.ndarray, bool]:
     return np.ascontiguousarray(window), True
 
 
+def _striped_first_pass(window: np.ndarray, interleaved: bool, ws) -> None:
+    """The horizontal pass of a large window, stripe by stripe (see ``Workspace``)."""
+    rows = STRIPE_ROWS
+    for s in range(ws.stripes):
+        stripe = window[s * rows:(s + 1) * rows]
+        n = stripe.shape[0]
+        if interleaved:
+            cv2.transpose(stripe.reshape(n, -1), ws.stripe.reshape(-1, rows)[:, :n])
+        else:
+            for p in range(3):
+                cv2.transpose(stripe[:, :, p], ws.stripe[:, p, :n])
+        resample(*ws.stripe_pass(s))
+
+
 def _resize_crop_native(img: np.ndarray, plan: ResizeCropPlan, out: np.ndarray, norm) -> None:
     """Resize + crop ``img`` into ``out`` (3, crop_h, crop_w): uint8 as Pillow gives it,
     float32 normalized (``norm``: ``norm_constants``). See ``Workspace``."""
@@ -70,6 +84,8 @@ def _resize_crop_native(img: np.ndarray, plan: ResizeCropPlan, out: np.ndarray, 
         for p in range(3):
             cv2.transpose(ws.first_planes[p], ws.transposed[p])
         resample(*ws.second_pass)
+    elif ws.stripes:
+        _striped_first_pass(window, interleaved, ws)
     else:
         if interleaved:
             cv2.transpose(window.reshape(window.shape[0], -1),

@@ -16,6 +16,11 @@ from engine.kernels.resample_plan import ResizeCropPlan
 
 scratch = threading.local()
 
+# A horizontal-first window larger than this (bytes) is transposed and resampled in stripes of
+# STRIPE_ROWS rows, so that each transposed stripe stays in L2 (see ``Workspace``).
+STRIPE_ABOVE = 8 << 20
+STRIPE_ROWS = 128
+
 
 def _scratch_buffers(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Three per-thread uint8 scratch buffers of at least ``size`` bytes, reused across calls."""
@@ -46,13 +51,26 @@ class Workspace:
     wide): the window is split into contiguous planes, the vertical pass runs along
     them, the horizontal one on its transposed output, and a last identity pass writes
     (and normalizes) the transposed result.
+
+    Large windows (above ``STRIPE_ABOVE`` bytes: photos of 10 MP and more) run the
+    horizontal pass in stripes of ``STRIPE_ROWS`` rows instead: one OpenCV transpose of the
+    whole window writes across more cache lines and pages than the caches hold (7 ms for a
+    4000x3000 photo's window on the Xeon VM, against 1.6 ms in stripes). Each stripe is
+    transposed into a (3 * cols, S) buffer that stays in L2 and resampled at once, as 3
+    planes of S lanes, into its lanes of the pass's output, laid out (crop width, 3,
+    stripes, S): the vertical pass reads channel ``c``'s row ``r`` at ``c * padded_rows +
+    r`` as without stripes.
     """
 
     def __init__(self, plan: ResizeCropPlan):
         rows, cols = plan.rows, plan.cols
         crop_h, crop_w = plan.crop_height, plan.crop_width
         n_rows, n_cols = rows.span, cols.span
-        side = max(n_rows, n_cols, crop_h, crop_w)
+        self.stripes = 0
+        if not plan.vertical_first and 3 * n_rows * n_cols > STRIPE_ABOVE:
+            self.stripes = -(-n_rows // STRIPE_ROWS)
+        padded_rows = max(n_rows, self.stripes * STRIPE_ROWS)
+        side = max(padded_rows, n_cols, crop_h, crop_w)
         buf_a, buf_b, buf_c = _scratch_buffers(3 * side * side)
         self.plan = plan
         self.out_rows = PLANE_ROWS * crop_h
@@ -73,6 +91,9 @@ class Workspace:
             self.last_pass = (self.last_src, NO_OFFSETS, 1, PLANE_ROWS * crop_w,
                               *identity_pass(crop_h))
             return
+        if self.stripes:
+            self._stripe_layout(plan, buf_a, buf_b)
+            return
         first_out = _take(buf_b, crop_w, 3 * n_rows)
         self.transposed = _take(buf_a, n_cols, 3, n_rows)
         self.plane_outs = [self.transposed[:, p] for p in range(3)]
@@ -82,6 +103,24 @@ class Workspace:
         self.to_transpose, self.last_src = first_out, _take(buf_a, 3 * n_rows, crop_w)
         self.last_pass = (self.last_src, PLANE_ROWS * n_rows, 1, NO_OFFSETS, rows.first,
                           rows.taps, rows.coeffs)
+
+    def _stripe_layout(self, plan: ResizeCropPlan, buf_a: np.ndarray, buf_b: np.ndarray) -> None:
+        """The horizontal pass in ``self.stripes`` stripes (see the class docstring):
+        ``stripe_pass(s)`` gives the ``resample`` arguments of stripe ``s``."""
+        rows, cols, crop_w, n_cols = plan.rows, plan.cols, plan.crop_width, plan.cols.span
+        n, padded = self.stripes, self.stripes * STRIPE_ROWS
+        self.stripe = _take(buf_a, n_cols, 3, STRIPE_ROWS)
+        first_out = _take(buf_b, crop_w, 3 * padded)
+        self._stripe_args = (self.stripe.reshape(3 * n_cols, STRIPE_ROWS), PLANE_ROWS, 3, NO_OFFSETS,
+                             cols.first, cols.taps, cols.coeffs,
+                             first_out.reshape(crop_w * 3 * n, STRIPE_ROWS))
+        self._stripe_rows = [PLANE_ROWS * n + s for s in range(n)]
+        self.to_transpose, self.last_src = first_out, _take(buf_a, 3 * padded, crop_w)
+        self.last_pass = (self.last_src, PLANE_ROWS * padded, 1, NO_OFFSETS, rows.first,
+                          rows.taps, rows.coeffs)
+
+    def stripe_pass(self, s: int) -> tuple:
+        return (*self._stripe_args, self._stripe_rows[s], 3 * self.stripes)
 
 
 def workspace(plan: ResizeCropPlan) -> Workspace:
