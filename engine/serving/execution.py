@@ -7,9 +7,7 @@ HTTP, gRPC) only admit jobs and turn outcomes into replies.
 """
 from __future__ import annotations
 
-import collections
 import queue
-import threading
 import time
 
 import numpy as np
@@ -20,26 +18,32 @@ from engine.serving.jobs import Job, Limits, Outcome, Ready
 from engine.serving.model import ServedModel
 from engine.serving.payload import decode_payload
 from engine.serving.service_time import ServiceTimes
+from engine.serving.stats import ModelStats
+
+
+def worker_loop(jobs: queue.SimpleQueue, send) -> None:
+    """A preprocessing thread shared by every model: take jobs until a None; each job's model
+    version (``job.deployment``) preprocesses and batches it, and a batch its item makes due
+    runs here at once."""
+    while (job := jobs.get()) is not None:
+        executor = job.deployment.executor
+        ready = executor.prepare(job, send)
+        if ready is None:
+            continue
+        claimed = executor.batcher.put(ready, ready_time=ready.t_pre_end)
+        if claimed is not None:
+            executor.run_batch(*claimed, send)
 
 
 class Executor:
-    """Preprocess, batch and infer for ``model``; shared by every thread of one server."""
+    """Preprocess, batch and infer for one model version; shared by every thread of one server."""
 
-    def __init__(self, model: ServedModel, batcher: DynamicBatcher, limits: Limits):
+    def __init__(self, model: ServedModel, batcher: DynamicBatcher, limits: Limits, stats: ModelStats):
         self.model = model
         self.batcher = batcher
         self.limits = limits
+        self.stats = stats
         self.service_times = ServiceTimes()
-        self.jobs: queue.SimpleQueue = queue.SimpleQueue()  # admitted jobs for the workers; None stops one
-        self._batch_sizes = collections.Counter()
-        self._batch_lock = threading.Lock()
-
-    def batch_sizes(self) -> dict[str, int]:
-        with self._batch_lock:
-            return {str(size): count for size, count in sorted(self._batch_sizes.items())}
-
-    def queue_depth(self) -> int:
-        return self.jobs.qsize() + self.batcher.depth()
 
     def prepare(self, job: Job, send) -> Ready | None:
         """Decode and preprocess ``job``; on failure ``send`` its error outcome and return None."""
@@ -58,16 +62,6 @@ class Executor:
         t_end = time.perf_counter()
         self.service_times.record_preprocess(request.encoding, len(request.payload), (t_end - t_start) * 1e6)
         return Ready(job, tensor, t_start, t_end)
-
-    def worker_loop(self, send) -> None:
-        """A preprocessing thread: take jobs until a None, run a batch they make due at once."""
-        while (job := self.jobs.get()) is not None:
-            ready = self.prepare(job, send)
-            if ready is None:
-                continue
-            claimed = self.batcher.put(ready, ready_time=ready.t_pre_end)
-            if claimed is not None:
-                self.run_batch(*claimed, send)
 
     def instance_loop(self, send) -> None:
         """An instance thread: run due batches until the batcher closes."""
@@ -88,8 +82,6 @@ class Executor:
     def _answer_batch(self, items: list, instance) -> list[Outcome]:
         t_start = time.perf_counter()
         n = len(items)
-        with self._batch_lock:
-            self._batch_sizes[n] += 1
         if n == 1:
             batch = items[0].tensor[None]
         else:
@@ -97,12 +89,16 @@ class Executor:
             for i, item in enumerate(items):
                 batch[i] = item.tensor
         try:
+            t_run = time.perf_counter()
             scores = instance.backend.run(batch)[0]
+            t_rank = time.perf_counter()
             indices, probs = self.model.topk(scores, max(item.job.request.topk for item in items))
         except Exception as e:  # answer the whole batch, keep serving
             return [Outcome(item.job, error=f"inference failed ({type(e).__name__}: {e})", server_fault=True)
                     for item in items]
-        infer_us = (time.perf_counter() - t_start) * 1e6
+        t_end = time.perf_counter()
+        self.stats.record_batch(n, (t_run - t_start) * 1e9, (t_rank - t_run) * 1e9, (t_end - t_rank) * 1e9)
+        infer_us = (t_end - t_start) * 1e6
         if n == 1:
             self.service_times.record_infer(infer_us)
         return [_outcome(item, scores[i], indices[i], probs[i], infer_us, t_start) for i, item in enumerate(items)]

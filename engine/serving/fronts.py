@@ -147,14 +147,12 @@ def start_fronts(server, args, log) -> list:
 
     fronts = []
     if args.http:
-        app = KServeHttpApp(server, max_body_bytes=args.max_bytes + MAX_JSON_BYTES, max_batch=args.max_batch,
-                            max_queue_delay_us=args.max_queue_delay_us)
+        app = KServeHttpApp(server, max_body_bytes=args.max_bytes + MAX_JSON_BYTES)
         fronts.append(HttpFront(app, *args.http, args.tls))
     if args.grpc:
         from engine.serving.grpc_front import GrpcFront
 
-        fronts.append(GrpcFront(server, *args.grpc, args.tls, max_message_bytes=args.max_bytes + MAX_JSON_BYTES,
-                                max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us))
+        fronts.append(GrpcFront(server, *args.grpc, args.tls, max_message_bytes=args.max_bytes + MAX_JSON_BYTES))
     for front in fronts:
         address = front.start()
         if args.tls is None and not is_loopback_host(front.host):

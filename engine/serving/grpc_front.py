@@ -2,10 +2,12 @@
 
 The service definition is the one ``tritonclient`` ships as generated stubs, so any Triton
 gRPC client speaks to it. Implemented: ServerLive, ServerReady, ModelReady, ServerMetadata,
-ModelMetadata, ModelConfig and ModelInfer (``raw_input_contents`` or typed contents in,
-``raw_output_contents`` out); the rest answer UNIMPLEMENTED. Bad input answers
-INVALID_ARGUMENT naming the problem, a full server UNAVAILABLE ("busy"), an unknown model
-NOT_FOUND.
+ModelMetadata, ModelConfig, ModelInfer (``raw_input_contents`` or typed contents in,
+``raw_output_contents`` out), ModelStreamInfer (bidirectional: each request answered as it
+completes, with its id; a bad one answers an error for itself only), ModelStatistics, and
+RepositoryIndex / RepositoryModelLoad / RepositoryModelUnload; the rest (shared memory,
+tracing, logging) answer UNIMPLEMENTED. Bad input answers INVALID_ARGUMENT naming the
+problem, a full server or a model being unloaded UNAVAILABLE, an unknown model NOT_FOUND.
 """
 from __future__ import annotations
 
@@ -17,23 +19,37 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from engine.serving import kserve
+from engine.serving.fleet import ControlRefused, ModelNotFound
 from engine.serving.fronts import FrontThread, Tls
 from engine.serving.kserve import KServeError, OutputRequest
 from engine.serving.kserve_infer import InferenceFailed, Unavailable, infer
 
 
-class _Service(service_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, server, config: dict):
-        self.server = server
-        self.config = json_format.ParseDict(config, model_config_pb2.ModelConfig())
+class Refused(Exception):
+    """A request answered with a gRPC status: ``code`` and the message."""
 
-    async def _check_model(self, request, context) -> None:
-        model = self.server.model.name
-        name = getattr(request, "name", None) or getattr(request, "model_name", "")
-        version = getattr(request, "version", "") or getattr(request, "model_version", "")
-        if name != model or version not in ("", kserve.VERSION):
-            await context.abort(grpc.StatusCode.NOT_FOUND,
-                                f"unknown model {name!r}; this server serves {model!r} version {kserve.VERSION}")
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class _Service(service_pb2_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, server):
+        self.server = server
+        self.fleet = server.fleet
+
+    def _resolve(self, name: str, version: str):
+        try:
+            return self.fleet.resolve(name, version or None)
+        except ModelNotFound as e:
+            raise Refused(grpc.StatusCode.NOT_FOUND, str(e)) from None
+
+    async def _answer(self, context, make):
+        """``make()``'s response, or the call aborted with the status it refused with."""
+        try:
+            return await make() if asyncio.iscoroutinefunction(make) else make()
+        except Refused as e:
+            await context.abort(e.code, str(e))
 
     async def ServerLive(self, request, context):
         return service_pb2.ServerLiveResponse(live=True)
@@ -42,40 +58,125 @@ class _Service(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ServerReadyResponse(ready=not self.server.stopping())
 
     async def ModelReady(self, request, context):
-        ready = request.name == self.server.model.name and request.version in ("", kserve.VERSION)
+        try:
+            ready = not self.fleet.resolve(request.name, request.version or None).draining()
+        except ModelNotFound:
+            ready = False
         return service_pb2.ModelReadyResponse(ready=ready and not self.server.stopping())
 
     async def ServerMetadata(self, request, context):
         return service_pb2.ServerMetadataResponse(**kserve.server_metadata())
 
     async def ModelMetadata(self, request, context):
-        await self._check_model(request, context)
-        meta = kserve.model_metadata(self.server.model)
-        tensor = service_pb2.ModelMetadataResponse.TensorMetadata
-        return service_pb2.ModelMetadataResponse(
-            name=meta["name"], versions=meta["versions"], platform=meta["platform"],
-            inputs=[tensor(**t) for t in meta["inputs"]], outputs=[tensor(**t) for t in meta["outputs"]])
+        def make():
+            deployment = self._resolve(request.name, request.version)
+            meta = kserve.model_metadata(deployment, self.fleet.versions(deployment.name))
+            tensor = service_pb2.ModelMetadataResponse.TensorMetadata
+            return service_pb2.ModelMetadataResponse(
+                name=meta["name"], versions=meta["versions"], platform=meta["platform"],
+                inputs=[tensor(**t) for t in meta["inputs"]], outputs=[tensor(**t) for t in meta["outputs"]])
+        return await self._answer(context, make)
 
     async def ModelConfig(self, request, context):
-        await self._check_model(request, context)
-        return service_pb2.ModelConfigResponse(config=self.config)
+        def make():
+            config = kserve.model_config(self._resolve(request.name, request.version))
+            return service_pb2.ModelConfigResponse(config=json_format.ParseDict(config, model_config_pb2.ModelConfig()))
+        return await self._answer(context, make)
+
+    async def ModelStatistics(self, request, context):
+        def make():
+            try:
+                deployments = self.fleet.deployments(request.name or None, request.version or None)
+            except ModelNotFound as e:
+                raise Refused(grpc.StatusCode.NOT_FOUND, str(e)) from None
+            stats = [json_format.ParseDict(d.stats.triton(d.name, d.version), service_pb2.ModelStatistics())
+                     for d in deployments]
+            return service_pb2.ModelStatisticsResponse(model_stats=stats)
+        return await self._answer(context, make)
+
+    async def RepositoryIndex(self, request, context):
+        rows = [service_pb2.RepositoryIndexResponse.ModelIndex(name=r.name, version=r.version, state=r.state,
+                                                                reason=r.reason)
+                for r in self.fleet.index(request.ready)]
+        return service_pb2.RepositoryIndexResponse(models=rows)
+
+    async def RepositoryModelLoad(self, request, context):
+        return await self._control(context, self.fleet.load, request, service_pb2.RepositoryModelLoadResponse)
+
+    async def RepositoryModelUnload(self, request, context):
+        return await self._control(context, self.fleet.unload, request, service_pb2.RepositoryModelUnloadResponse)
+
+    async def _control(self, context, action, request, response):
+        if any(key == "config" or key.startswith("file:") for key in request.parameters):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "only parameterless loads are supported (no config or file overrides)")
+        try:
+            await asyncio.to_thread(action, request.model_name)
+        except ControlRefused as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        return response()
 
     async def ModelInfer(self, request, context):
-        await self._check_model(request, context)
         try:
-            inputs = _inputs(request)
-            outputs = [(o.name, OutputRequest(_int_param(o.parameters, "classification"))) for o in request.outputs]
-            (datatype, shape, value), _ = await infer(self.server, request.id or None, inputs, outputs)
+            return await self._infer(request)
+        except Refused as e:
+            await context.abort(e.code, str(e))
+
+    async def ModelStreamInfer(self, request_iterator, context):
+        """Answer each request of the stream as it completes; an error answers only its own request."""
+        answers: asyncio.Queue = asyncio.Queue()
+        pending: set[asyncio.Task] = set()
+
+        async def one(request):
+            try:
+                answers.put_nowait(service_pb2.ModelStreamInferResponse(infer_response=await self._infer(request)))
+            except Refused as e:
+                answers.put_nowait(service_pb2.ModelStreamInferResponse(
+                    error_message=str(e),
+                    infer_response=service_pb2.ModelInferResponse(id=request.id, model_name=request.model_name,
+                                                                  model_version=request.model_version)))
+
+        async def read():
+            async for request in request_iterator:
+                task = asyncio.create_task(one(request))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            await asyncio.gather(*pending)
+            answers.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (answer := await answers.get()) is not None:
+                yield answer
+        finally:
+            reader.cancel()
+            for task in list(pending):
+                task.cancel()
+
+    async def _infer(self, request) -> service_pb2.ModelInferResponse:
+        deployment = self._resolve(request.model_name, request.model_version)
+        try:
+            try:
+                inputs = _inputs(request)
+                outputs = [(o.name, OutputRequest(_int_param(o.parameters, "classification")))
+                           for o in request.outputs]
+            except KServeError:
+                deployment.stats.record_refused()
+                self.server.tally.add("grpc", "requests")
+                self.server.tally.add("grpc", "errors")
+                raise
+            (datatype, shape, value), _ = await infer(self.server, "grpc", deployment, request.id or None, inputs,
+                                                      outputs)
         except KServeError as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
         except Unavailable as e:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+            raise Refused(grpc.StatusCode.UNAVAILABLE, str(e)) from None
         except InferenceFailed as e:
-            await context.abort(grpc.StatusCode.INTERNAL, str(e))
+            raise Refused(grpc.StatusCode.INTERNAL, str(e)) from None
         raw = kserve.join_bytes_elements(value) if datatype == "BYTES" else np.ascontiguousarray(value).tobytes()
         output = service_pb2.ModelInferResponse.InferOutputTensor(name=kserve.OUTPUT_NAME, datatype=datatype,
                                                                    shape=shape)
-        return service_pb2.ModelInferResponse(model_name=self.server.model.name, model_version=kserve.VERSION,
+        return service_pb2.ModelInferResponse(model_name=deployment.name, model_version=deployment.version,
                                               id=request.id, outputs=[output], raw_output_contents=[raw])
 
 
@@ -106,11 +207,10 @@ def _inputs(request) -> list[tuple]:
 
 
 class GrpcFront(FrontThread):
-    def __init__(self, server, host: str, port: int, tls: Tls | None, *, max_message_bytes: int, max_batch: int,
-                 max_queue_delay_us: int):
+    def __init__(self, server, host: str, port: int, tls: Tls | None, *, max_message_bytes: int):
         super().__init__("grpc")
         self.host, self.port, self.tls = host, port, tls
-        self.service = _Service(server, kserve.model_config(server.model, max_batch, max_queue_delay_us))
+        self.service = _Service(server)
         self.max_message_bytes = max_message_bytes
         self._stopped: asyncio.Event | None = None
 

@@ -1,29 +1,37 @@
 """KServe v2 over HTTP/REST: a bare ASGI app on uvicorn, in a thread of the server process.
 
-Routes (``/versions/<v>`` may follow the model name): ``GET /v2/health/live``,
-``/v2/health/ready``, ``/v2``, ``/v2/models/<m>``, ``.../ready``, ``.../config``,
+Routes (``/versions/<v>`` may follow a model name; without it the latest version serves):
+``GET /v2/health/live``, ``/v2/health/ready``, ``/v2``, ``/v2/models/<m>``, ``.../ready``,
+``.../config``, ``.../stats`` and ``/v2/models/stats`` (the statistics extension),
 ``POST .../infer`` (JSON tensors, or Triton's binary tensor data extension: the JSON
-header's length in ``Inference-Header-Content-Length``, the tensors' bytes after it), and
-``GET /metrics``. No web framework: routing six paths by hand costs less per request than
-a framework's router and middleware stack (docs/serving.md has the measurement).
+header's length in ``Inference-Header-Content-Length``, the tensors' bytes after it),
+``POST /v2/repository/index``, ``/v2/repository/models/<m>/load`` and ``.../unload`` (the
+model repository extension), and ``GET /metrics``. No web framework: routing a dozen paths
+by hand costs less per request than a framework's router and middleware stack
+(docs/serving.md has the measurement).
 
 Bad input answers 400 with ``{"error": reason}``, a body over the limit 413 before it is
-read, a full server 503 ("busy"), an unknown model or path 404.
+read, a full server or a model being unloaded 503, an unknown model or path 404.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
 import numpy as np
 
 from engine.serving import kserve
-from engine.serving.kserve import KServeError, OutputRequest
+from engine.serving.fleet import ControlRefused, ModelNotFound
+from engine.serving.http_request import parse_infer_request, split_body
+from engine.serving.kserve import KServeError
 from engine.serving.kserve_infer import InferenceFailed, Unavailable, infer
 from engine.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 HEADER_LENGTH = b"inference-header-content-length"
-_MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/config|/infer)?$")
+_MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/config|/infer|/stats)?$")
+_REPOSITORY_PATH = re.compile(r"^/v2/repository/models/([^/]+)/(load|unload)$")
+MAX_CONTROL_BODY = 1 << 16
 
 
 class HttpError(Exception):
@@ -33,12 +41,12 @@ class HttpError(Exception):
 
 
 class KServeHttpApp:
-    """The ASGI application for one :class:`engine.serving.server.Server`."""
+    """The ASGI application for one :class:`engine.serving.server.Server` and its fleet of models."""
 
-    def __init__(self, server, *, max_body_bytes: int, max_batch: int, max_queue_delay_us: int):
+    def __init__(self, server, *, max_body_bytes: int):
         self.server = server
+        self.fleet = server.fleet
         self.max_body_bytes = max_body_bytes
-        self.config = kserve.model_config(server.model, max_batch, max_queue_delay_us)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -68,60 +76,119 @@ class KServeHttpApp:
                 return 200, [], json.dumps(kserve.server_metadata()).encode()
             if path == "/metrics":
                 return 200, [(b"content-type", METRICS_CONTENT_TYPE.encode())], self.server.metrics.exposition()
+            if path == "/v2/models/stats":
+                return 200, [], self._stats(None, None)
+        if path.startswith("/v2/repository/"):
+            if method != "POST":
+                raise HttpError(405, f"{path}: use POST")
+            return await self._repository(path, await self._read_body(scope, receive, MAX_CONTROL_BODY))
         match = _MODEL_PATH.match(path)
         if match is None:
             raise HttpError(404, f"no such path: {method} {path}")
         name, version, action = match.groups()
-        if name != self.server.model.name or version not in (None, kserve.VERSION):
-            raise HttpError(404, f"unknown model {name!r}" + (f" version {version!r}" if version else "")
-                            + f"; this server serves {self.server.model.name!r} version {kserve.VERSION}")
+        if action == "/stats":
+            return 200, [], self._stats(name, version)
+        if action == "/ready" and method == "GET":
+            ready = not self.server.stopping() and self._ready(name, version)
+            return (200 if ready else 503), [], b""
+        deployment = self._resolve(name, version)
         if action == "/infer":
             if method != "POST":
                 raise HttpError(405, f"{path}: use POST")
-            return await self._infer(scope, receive)
+            return await self._infer(deployment, scope, receive)
         if method != "GET":
             raise HttpError(405, f"{path}: use GET")
-        if action == "/ready":
-            return (503 if self.server.stopping() else 200), [], b""
         if action == "/config":
-            return 200, [], json.dumps(self.config).encode()
-        return 200, [], json.dumps(kserve.model_metadata(self.server.model)).encode()
+            return 200, [], json.dumps(kserve.model_config(deployment)).encode()
+        return 200, [], json.dumps(kserve.model_metadata(deployment, self.fleet.versions(name))).encode()
 
-    async def _read_body(self, scope, receive) -> bytes:
+    def _resolve(self, name: str, version: str | None):
+        try:
+            return self.fleet.resolve(name, version)
+        except ModelNotFound as e:
+            raise HttpError(404, str(e)) from None
+
+    def _ready(self, name: str, version: str | None) -> bool:
+        try:
+            return not self.fleet.resolve(name, version).draining()
+        except ModelNotFound:
+            return False
+
+    def _stats(self, name: str | None, version: str | None) -> bytes:
+        try:
+            deployments = self.fleet.deployments(name, version)
+        except ModelNotFound as e:
+            raise HttpError(404, str(e)) from None
+        return json.dumps({"model_stats": [d.stats.triton(d.name, d.version) for d in deployments]}).encode()
+
+    async def _repository(self, path: str, body: bytes):
+        try:
+            request = json.loads(body) if body.strip() else {}
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            raise HttpError(400, f"{path}: the body is not valid JSON ({str(e)[:200]})") from None
+        if not isinstance(request, dict):
+            raise HttpError(400, f"{path}: the body must be a JSON object")
+        if path == "/v2/repository/index":
+            ready = request.get("ready", False)
+            if not isinstance(ready, bool):
+                raise HttpError(400, f"{path}: 'ready' must be true or false")
+            rows = [{"name": r.name, "version": r.version, "state": r.state, "reason": r.reason}
+                    for r in self.fleet.index(ready)]
+            return 200, [], json.dumps(rows).encode()
+        match = _REPOSITORY_PATH.match(path)
+        if match is None:
+            raise HttpError(404, f"no such path: POST {path}")
+        name, action = match.groups()
+        params = request.get("parameters", {})
+        if not isinstance(params, dict) or any(key == "config" or key.startswith("file:") for key in params):
+            raise HttpError(400, f"{path}: only parameterless loads are supported (no config or file overrides)")
+        try:
+            await asyncio.to_thread(self.fleet.load if action == "load" else self.fleet.unload, name)
+        except ControlRefused as e:
+            raise HttpError(400, str(e)) from None
+        return 200, [], b""
+
+    async def _read_body(self, scope, receive, limit: int | None = None) -> bytes:
+        limit = limit or self.max_body_bytes
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise HttpError(413, f"request body of {int(declared)} bytes is above the limit of "
-                                 f"{self.max_body_bytes} bytes")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise HttpError(413, f"request body of {int(declared)} bytes is above the limit of {limit} bytes")
         chunks, size = [], 0
         while True:
             message = await receive()
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
-                raise HttpError(413, f"request body is above the limit of {self.max_body_bytes} bytes")
+            if size > limit:
+                raise HttpError(413, f"request body is above the limit of {limit} bytes")
             chunks.append(chunk)
             if not message.get("more_body"):
                 return b"".join(chunks)
 
-    async def _infer(self, scope, receive):
+    async def _infer(self, deployment, scope, receive):
         body = await self._read_body(scope, receive)
         header_length = dict(scope["headers"]).get(HEADER_LENGTH)
         try:
-            request, binary = _split_body(body, header_length)
-            inputs, outputs, binary_default = _parse_infer_request(request, binary)
-            (datatype, shape, value), as_binary = await infer(self.server, request.get("id"), inputs, outputs)
+            parsed = parse_infer_request(*split_body(body, header_length))
+        except KServeError as e:
+            deployment.stats.record_refused()
+            self.server.tally.add("http", "requests")
+            self.server.tally.add("http", "errors")
+            raise HttpError(400, str(e)) from None
+        try:
+            (datatype, shape, value), as_binary = await infer(self.server, "http", deployment, parsed.id,
+                                                              parsed.inputs, parsed.outputs)
         except KServeError as e:
             raise HttpError(400, str(e)) from None
         except Unavailable as e:
             raise HttpError(503, str(e)) from None
         except InferenceFailed as e:
             raise HttpError(500, str(e)) from None
-        reply = {"model_name": self.server.model.name, "model_version": kserve.VERSION}
-        if request.get("id") is not None:
-            reply["id"] = request["id"]
+        reply = {"model_name": deployment.name, "model_version": deployment.version}
+        if parsed.id is not None:
+            reply["id"] = parsed.id
         output = {"name": kserve.OUTPUT_NAME, "datatype": datatype, "shape": shape}
-        if not (as_binary or binary_default):
+        if not (as_binary or parsed.binary_output):
             output["data"] = [s.decode() for s in value] if datatype == "BYTES" else value.reshape(-1).tolist()
             reply["outputs"] = [output]
             return 200, [], json.dumps(reply).encode()
@@ -131,62 +198,3 @@ class KServeHttpApp:
         head = json.dumps(reply).encode()
         headers = [(b"content-type", b"application/octet-stream"), (HEADER_LENGTH, str(len(head)).encode())]
         return 200, headers, head + data
-
-
-def _split_body(body: bytes, header_length: bytes | None) -> tuple[dict, memoryview]:
-    """The JSON inference request and the binary data after it."""
-    if header_length is None:
-        json_part, binary = body, memoryview(b"")
-    else:
-        if not header_length.isdigit() or int(header_length) > len(body):
-            raise KServeError(f"Inference-Header-Content-Length {header_length.decode(errors='replace')!r} "
-                              f"must be a byte count within the {len(body)}-byte body")
-        json_part, binary = body[:int(header_length)], memoryview(body)[int(header_length):]
-    try:
-        request = json.loads(json_part)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise KServeError(f"inference request is not valid JSON ({e})") from None
-    if not isinstance(request, dict):
-        raise KServeError(f"inference request must be a JSON object, got {type(request).__name__}")
-    return request, binary
-
-
-def _parse_infer_request(request: dict, binary: memoryview) -> tuple[list, list, bool]:
-    """(inputs, outputs, binary_data_output) of a JSON inference request; binary tensors are cut from ``binary``."""
-    inputs, offset = [], 0
-    raw_inputs = request.get("inputs")
-    if not isinstance(raw_inputs, list):
-        raise KServeError("inference request: 'inputs' must be a list")
-    for tensor in raw_inputs:
-        if not isinstance(tensor, dict) or not {"name", "datatype", "shape"} <= tensor.keys():
-            raise KServeError("inference request: every input needs 'name', 'datatype' and 'shape'")
-        params = tensor.get("parameters") or {}
-        size = params.get("binary_data_size") if isinstance(params, dict) else None
-        if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise KServeError(f"input {tensor['name']!r}: binary_data_size {size!r} runs past the body")
-            data, offset = binary[offset:offset + size], offset + size
-        elif "data" in tensor:
-            data = tensor["data"]
-            if tensor["datatype"] == "BYTES":
-                data = [e.encode() if isinstance(e, str) else e for e in _flatten(data)]
-        else:
-            raise KServeError(f"input {tensor['name']!r}: neither 'data' nor binary_data_size")
-        inputs.append((tensor["name"], tensor["datatype"], tensor["shape"], data))
-    if offset != len(binary):
-        raise KServeError(f"{len(binary) - offset} bytes of binary data after the last input")
-    outputs = []
-    for tensor in request.get("outputs") or []:
-        if not isinstance(tensor, dict) or "name" not in tensor:
-            raise KServeError("inference request: every requested output needs a 'name'")
-        params = tensor.get("parameters") or {}
-        outputs.append((tensor["name"], OutputRequest(params.get("classification", 0),
-                                                      bool(params.get("binary_data", False)))))
-    request_params = request.get("parameters") or {}
-    return inputs, outputs, bool(isinstance(request_params, dict) and request_params.get("binary_data_output"))
-
-
-def _flatten(data) -> list:
-    if isinstance(data, list):
-        return [leaf for item in data for leaf in _flatten(item)]
-    return [data]

@@ -22,8 +22,9 @@ class Limits:
 class Job:
     """An admitted request: ``seq`` counts it in flight until its one reply is delivered.
 
-    ``envelope`` holds a ZeroMQ request's routing frames; ``respond``, set by the HTTP and
-    gRPC front ends, takes the job's :class:`Outcome` on the thread that made it instead.
+    ``deployment`` is the model version it goes to. ``envelope`` holds a ZeroMQ request's
+    routing frames; ``respond``, set by the HTTP and gRPC front ends, takes the job's
+    :class:`Outcome` on the thread that made it instead.
     """
 
     seq: int
@@ -31,6 +32,7 @@ class Job:
     t_recv: float
     envelope: list = field(default_factory=list)
     respond: object = None
+    deployment: object = None
 
 
 @dataclass

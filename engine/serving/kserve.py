@@ -29,10 +29,9 @@ from engine.serving.protocol import Request
 
 INPUT_NAME = "IMAGE"
 OUTPUT_NAME = "PROBABILITIES"
-VERSION = "1"
 SERVER_NAME = "engine.serve"
 SERVER_VERSION = "0.1.0"
-EXTENSIONS = ["classification", "binary_tensor_data", "model_configuration"]
+EXTENSIONS = ["classification", "binary_tensor_data", "model_configuration", "model_repository", "statistics"]
 _LENGTH = struct.Struct("<I")
 
 
@@ -68,7 +67,8 @@ def join_bytes_elements(elements: list[bytes]) -> bytes:
 
 
 def _shape(shape) -> tuple[int, ...]:
-    if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, (list, tuple)) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in shape):
         raise KServeError(f"input {INPUT_NAME}: shape {shape!r} must be a list of non-negative integers")
     return tuple(shape)
 
@@ -105,8 +105,8 @@ def _uint8_requests(request_id, shape: tuple, data, topk: int, limits: Limits) -
     if not isinstance(data, (bytes, bytearray, memoryview)):
         try:
             data = np.asarray(data, dtype=np.int64).reshape(-1)
-        except (ValueError, TypeError):
-            raise KServeError(f"input {INPUT_NAME}: UINT8 data must be a flat list of integers") from None
+        except (ValueError, TypeError, OverflowError):
+            raise KServeError(f"input {INPUT_NAME}: UINT8 data must be a list of integers in 0..255") from None
         if data.size and (data.min() < 0 or data.max() > 255):
             raise KServeError(f"input {INPUT_NAME}: UINT8 data has values outside 0..255")
         data = data.astype(np.uint8).tobytes()
@@ -121,7 +121,11 @@ def _uint8_requests(request_id, shape: tuple, data, topk: int, limits: Limits) -
 
 
 def _encoded_request(request_id, index: int, element, topk: int, limits: Limits) -> Request:
-    payload = memoryview(element.encode() if isinstance(element, str) else element)
+    if isinstance(element, str):
+        element = element.encode("utf-8", "surrogateescape")
+    if not isinstance(element, (bytes, bytearray, memoryview)):
+        raise KServeError(f"input {INPUT_NAME}[{index}]: a BYTES element must be bytes, got {type(element).__name__}")
+    payload = memoryview(element)
     if len(payload) > limits.max_bytes:
         raise KServeError(f"input {INPUT_NAME}[{index}]: {len(payload)} bytes, above the limit of {limits.max_bytes}")
     head = bytes(payload[:8])
@@ -161,26 +165,29 @@ def _image_dims(model) -> list[int]:
     return [*model.config.input_size[1:], 3]
 
 
-def model_metadata(model) -> dict:
+def model_metadata(deployment, versions: list[str]) -> dict:
+    """The model's metadata: ``versions`` lists every version served."""
+    model = deployment.model
     return {
-        "name": model.name,
-        "versions": [VERSION],
+        "name": deployment.name,
+        "versions": versions,
         "platform": "onnxruntime_onnx",
         "inputs": [{"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, *_image_dims(model)]}],
         "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, model.num_classes]}],
     }
 
 
-def model_config(model, max_batch: int, max_queue_delay_us: int) -> dict:
+def model_config(deployment) -> dict:
     """Triton's model configuration, as its clients (and perf_analyzer) read it."""
+    model, batching = deployment.model, deployment.batching
     return {
-        "name": model.name,
+        "name": deployment.name,
         "platform": "onnxruntime_onnx",
         "backend": "onnxruntime",
-        "max_batch_size": max_batch,
+        "max_batch_size": batching.max_batch,
         "input": [{"name": INPUT_NAME, "data_type": "TYPE_UINT8", "format": "FORMAT_NHWC",
                    "dims": _image_dims(model)}],
         "output": [{"name": OUTPUT_NAME, "data_type": "TYPE_FP32", "dims": [model.num_classes]}],
-        "dynamic_batching": {"max_queue_delay_microseconds": max_queue_delay_us},
-        "instance_group": [{"count": len(model.backends), "kind": "KIND_CPU"}],
+        "dynamic_batching": {"max_queue_delay_microseconds": batching.max_queue_delay_us},
+        "instance_group": [{"count": batching.instances, "kind": "KIND_CPU"}],
     }

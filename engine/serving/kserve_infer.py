@@ -11,6 +11,7 @@ import asyncio
 import time
 
 from engine.serving.admission import Busy
+from engine.serving.deployment import Draining
 from engine.serving.jobs import Job
 from engine.serving.kserve import (
     INPUT_NAME,
@@ -31,35 +32,58 @@ class InferenceFailed(Exception):
     """The model failed on a valid request: 500 / INTERNAL."""
 
 
-async def infer(server, request_id, inputs: list[tuple], outputs: list[tuple[str, OutputRequest]]):
-    """``inputs``: (name, datatype, shape, data); ``outputs``: (name, request). Returns the
+async def infer(server, front: str, deployment, request_id, inputs: list[tuple],
+                outputs: list[tuple[str, OutputRequest]]):
+    """One request of ``front`` ("http", "grpc") to ``deployment`` (a model version).
+
+    ``inputs``: (name, datatype, shape, data); ``outputs``: (name, request). Returns the
     output's (datatype, shape, value) and whether it goes back as binary data."""
     t_recv = time.perf_counter()
+    server.tally.add(front, "requests")
     try:
-        wanted = _wanted_output(outputs, server.model.num_classes)
-        if len(inputs) != 1 or inputs[0][0] != INPUT_NAME:
-            raise KServeError(f"expected one input named {INPUT_NAME!r}, got {[i[0] for i in inputs]}")
-        _, datatype, shape, data = inputs[0]
-        requests, batched = image_requests(request_id, datatype, shape, data, topk=wanted.classification or 1,
-                                           limits=server.limits)
+        requests, wanted, batched = _checked(server, deployment, request_id, inputs, outputs)
         if server.stopping():
             raise Unavailable("server is shutting down")
-        seqs = _admit_all(server.admission, requests)
+        try:
+            deployment.acquire(len(requests))
+        except Draining as e:
+            raise Unavailable(str(e)) from None
+        try:
+            seqs = _admit_all(server.admission, requests)
+        except Unavailable:
+            deployment.release(len(requests))
+            server.tally.add(front, "busy")
+            raise
     except (KServeError, Unavailable):
-        server.metrics.record_refused()
+        deployment.stats.record_refused()
+        server.tally.add(front, "errors")
         raise
     loop = asyncio.get_running_loop()
     futures = [loop.create_future() for _ in requests]
-    server.submit([Job(seq, request, t_recv, respond=_resolver(loop, future))
+    server.submit([Job(seq, request, t_recv, respond=_resolver(loop, future), deployment=deployment)
                    for seq, request, future in zip(seqs, requests, futures)])
     outcomes = await asyncio.gather(*futures)
     for outcome in outcomes:
         if not outcome.ok:  # the error names the image (its request id)
+            deployment.stats.record_request(outcomes, t_recv)
+            server.tally.add(front, "errors")
             raise (InferenceFailed if outcome.server_fault else KServeError)(outcome.error)
     t_output = time.perf_counter()
-    tensor = output_tensor(outcomes, wanted, batched, server.model)
-    server.metrics.record_output(t_output)
+    tensor = output_tensor(outcomes, wanted, batched, deployment.model)
+    deployment.stats.record_request(outcomes, t_recv, t_output)
+    server.tally.add(front, "served")
     return tensor, wanted.binary
+
+
+def _checked(server, deployment, request_id, inputs: list[tuple], outputs: list) -> tuple[list, OutputRequest, bool]:
+    """The batcher requests of the input tensor, the output wanted, and whether the input was batched."""
+    wanted = _wanted_output(outputs, deployment.model.num_classes)
+    if len(inputs) != 1 or inputs[0][0] != INPUT_NAME:
+        raise KServeError(f"expected one input named {INPUT_NAME!r}, got {[i[0] for i in inputs]}")
+    _, datatype, shape, data = inputs[0]
+    requests, batched = image_requests(request_id, datatype, shape, data, topk=wanted.classification or 1,
+                                       limits=server.limits)
+    return requests, wanted, batched
 
 
 def _wanted_output(outputs: list, num_classes: int) -> OutputRequest:

@@ -5,7 +5,9 @@ an empty delimiter, which the reply carries back):
 
 - ``header``: msgpack map with ``id`` (any msgpack scalar, echoed), ``encoding``
   (``raw``, ``jpeg``, ``png``, ``npz``), for ``raw`` also ``shape`` ``[H, W, 3]`` and
-  ``dtype`` ``"uint8"``, optional ``topk`` (default 5, at most the class count).
+  ``dtype`` ``"uint8"``, optional ``topk`` (default 5, at most the class count), optional
+  ``model`` (a name; needed when the server serves several) and ``version`` (a string;
+  default the latest served).
 - ``payload``: the image bytes.
 
 Reply, one frame: msgpack map ``{id, ok, topk: [{class, prob, name}], timing_us: {queue,
@@ -42,6 +44,8 @@ class Request:
     payload: memoryview
     topk: int
     shape: tuple[int, int, int] | None = None
+    model: str | None = None
+    version: str | None = None
 
 
 def split_envelope(frames: list) -> tuple[list, list]:
@@ -82,13 +86,21 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def parse_request(body: list, *, num_classes: int, max_bytes: int, max_pixels: int) -> Request:
-    """Validate a two-frame request body; raise ProtocolError naming the problem."""
+def parse_request(body: list, *, classes_of, max_bytes: int, max_pixels: int) -> Request:
+    """Validate a two-frame request body; raise ProtocolError naming the problem.
+
+    ``classes_of(model, version)``: the class count of the model the request names (None:
+    the default), raising ProtocolError for a model the server does not serve."""
     if len(body) != 2:
         raise ProtocolError(f"expected 2 frames [header, payload], got {len(body)}")
     header = unpack_map(body[0], "header")
     request_id = _request_id(header)
     try:
+        model, version = header.get("model"), header.get("version")
+        for key, value in (("model", model), ("version", version)):
+            if value is not None and not isinstance(value, str):
+                raise ProtocolError(f"header: {key!r} must be a string, got {type(value).__name__}")
+        num_classes = classes_of(model, version)
         encoding = header.get("encoding")
         if encoding is None:
             raise ProtocolError("header: missing field 'encoding'")
@@ -106,7 +118,7 @@ def parse_request(body: list, *, num_classes: int, max_bytes: int, max_pixels: i
         shape = None
         if encoding == "raw":
             shape = _raw_shape(header, size, max_pixels)
-        return Request(request_id, encoding, memoryview(payload), topk, shape)
+        return Request(request_id, encoding, memoryview(payload), topk, shape, model, version)
     except ProtocolError as e:
         e.request_id = request_id
         raise

@@ -1,4 +1,6 @@
-"""The classification server: one ROUTER socket, a preprocessing pool, a dynamic batcher.
+"""The classification server: one ROUTER socket, a preprocessing pool shared by every model, and per
+model version a dynamic batcher and its instances (:mod:`engine.serving.deployment`, held by a
+:class:`~engine.serving.fleet.Fleet`).
 
 Threads and who owns what:
 
@@ -9,7 +11,7 @@ Threads and who owns what:
   decodes or runs the model, so it stays responsive.
 - ``workers`` preprocessing threads decode the payload and run the fused resize/crop/
   normalize kernel (both release the GIL), then hand the tensor to the batcher.
-- one thread per model instance takes due batches from the :class:`DynamicBatcher`,
+- one thread per instance of each model version takes due batches from its batcher,
   runs the backend and softmax/top-k, and pushes the packed replies. When a worker's
   item makes a batch due while an instance is idle, the worker runs that batch itself
   (one thread hand-off fewer at low load). Both run :mod:`engine.serving.execution`.
@@ -22,36 +24,39 @@ the socket thread counts requests in flight.
 """
 from __future__ import annotations
 
-import collections
+import queue
 import sys
 import threading
 import time
+from functools import partial
 
-import numpy as np
 import zmq
 
 from engine.serving import protocol
 from engine.serving.admission import Admission, Busy
-from engine.serving.batcher import DynamicBatcher
-from engine.serving.execution import Executor
-from engine.serving.jobs import Instance, Job, Limits
+from engine.serving.deployment import Draining
+from engine.serving.execution import worker_loop
+from engine.serving.fleet import Fleet, ModelNotFound
+from engine.serving.jobs import Job, Limits
 from engine.serving.metrics import ServingMetrics
-from engine.serving.model import ServedModel
+from engine.serving.tally import Tally
 from engine.serving.zmq_replies import REPLIES_ENDPOINT, push_socket, read_status, reply_frames
 
 POLL_MS = 50
 ROUTER_BURST = 256  # requests read per loop turn before replies are forwarded
+ZEROMQ = "zeromq"
 
 
 class Server:
-    """Serve ``model`` on an already bound ROUTER ``socket`` until :meth:`stop`."""
+    """Serve on an already bound ROUTER ``socket`` until :meth:`stop`; :attr:`fleet` (set before
+    :meth:`serve`) holds the models, whose instance threads run :meth:`run_instance`."""
 
-    def __init__(self, model: ServedModel, socket: zmq.Socket, *, max_batch: int = 8,
-                 max_queue_delay_us: int = 0, workers: int = 2, limits: Limits | None = None,
-                 drain_timeout_s: float = 30.0, inline_max_us: float = 1000.0, log=None):
+    def __init__(self, socket: zmq.Socket, *, fleet: Fleet | None = None, workers: int = 2,
+                 limits: Limits | None = None, drain_timeout_s: float = 30.0, inline_max_us: float = 1000.0,
+                 log=None):
         if workers < 1:
             raise ValueError(f"workers {workers}: must be >= 1")
-        self.model = model
+        self.fleet = fleet
         self.router = socket
         self.limits = limits or Limits()
         self.drain_timeout_s = drain_timeout_s
@@ -62,25 +67,15 @@ class Server:
         self.router.setsockopt(zmq.LINGER, 2000)
         self.pull = self.context.socket(zmq.PULL)
         self.pull.bind(REPLIES_ENDPOINT)
-        instances = [
-            Instance(backend, np.empty((max_batch, *model.input_shape), np.float32))
-            for backend in model.backends
-        ]
-        self.batcher = DynamicBatcher(max_batch, max_queue_delay_us / 1e6, instances)
-        self.executor = Executor(model, self.batcher, self.limits)
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()  # admitted jobs for the workers; None stops one
         self.admission = Admission(self.limits)
-        self.metrics = ServingMetrics(model.name, self.executor, self.admission)
+        self.tally = Tally()
+        self.metrics = ServingMetrics(lambda: self.fleet.deployments(), self.jobs.qsize)
         self._stop = threading.Event()
-        self._stats = collections.Counter()
         self._workers = [
-            threading.Thread(target=self._pushing, args=(self.executor.worker_loop,), name=f"preprocess-{i}",
-                             daemon=True)
+            threading.Thread(target=self.run_instance, args=(partial(worker_loop, self.jobs),),
+                             name=f"preprocess-{i}", daemon=True)
             for i in range(workers)
-        ]
-        self._instances = [
-            threading.Thread(target=self._pushing, args=(self.executor.instance_loop,), name=f"instance-{i}",
-                             daemon=True)
-            for i in range(len(instances))
         ]
 
     def stop(self) -> None:
@@ -88,7 +83,7 @@ class Server:
         self._stop.set()
 
     def serve(self) -> None:
-        for thread in self._workers + self._instances:
+        for thread in self._workers:
             thread.start()
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
@@ -98,7 +93,8 @@ class Server:
             while True:
                 if self._stop.is_set() and drain_deadline is None:
                     drain_deadline = time.monotonic() + self.drain_timeout_s
-                    self.batcher.drain()
+                    for deployment in self.fleet.deployments():
+                        deployment.batcher.drain()
                     self.log(f"stopping: draining {self.admission.in_flight()} requests in flight")
                 if drain_deadline is not None:
                     if not self.admission.in_flight():
@@ -115,15 +111,18 @@ class Server:
             self._shutdown()
 
     def stats(self) -> dict:
+        """Requests of every front end (totals, and ``fronts`` per front end), in flight, queued, batches."""
+        deployments = self.fleet.deployments()
+        sizes: dict[str, int] = {}
+        for deployment in deployments:
+            for size, count in deployment.stats.batch_sizes().items():
+                sizes[str(size)] = sizes.get(str(size), 0) + count
         return {
-            "requests": self._stats["requests"],
-            "served": self._stats["served"],
-            "errors": self._stats["errors"],
-            "busy": self._stats["busy"],
-            "inline": self._stats["inline"],
+            **self.tally.totals(),
             "in_flight": self.admission.in_flight(),
-            "queue_depth": self.executor.queue_depth(),
-            "batch_sizes": self.executor.batch_sizes(),
+            "queue_depth": self.jobs.qsize() + sum(d.batcher.depth() for d in deployments),
+            "batch_sizes": dict(sorted(sizes.items(), key=lambda kv: int(kv[0]))),
+            "fronts": self.tally.by_front(),
         }
 
     # ---- replies -------------------------------------------------------------------
@@ -139,27 +138,35 @@ class Server:
         """Send one reply made by :func:`reply_frames` and retire its request."""
         seq, ok = read_status(frames[0])
         self.admission.retire(seq)
-        self._stats["served" if ok else "errors"] += 1
+        self.tally.add(ZEROMQ, "served" if ok else "errors")
         self.router.send_multipart(frames[1:])
 
     def _reply(self, envelope: list, reply: bytes) -> None:
         self.router.send_multipart([*envelope, reply])
 
-    def _pushing(self, loop) -> None:
+    def _finish(self, outcome) -> list | None:
+        """Count ``outcome`` for its model; the ZeroMQ reply frames, or None once handed to a KServe front."""
+        job = outcome.job
+        deployment = job.deployment
+        if job.respond is None:
+            t_output = time.perf_counter()
+            frames = reply_frames(outcome, deployment.model.class_names)
+            deployment.stats.record_request([outcome], job.t_recv, t_output)
+            deployment.release()
+            return frames
+        deployment.release()
+        self.admission.retire(job.seq)
+        job.respond(outcome)
+        return None
+
+    def run_instance(self, loop) -> None:
         """Run a worker or instance ``loop`` that sends ZeroMQ outcomes over its own PUSH socket."""
         push = push_socket(self.context)
-        names = self.model.class_names
 
         def send(outcome):
-            self.metrics.record(outcome)
-            if outcome.job.respond is None:
-                t_output = time.perf_counter()
-                frames = reply_frames(outcome, names)
-                self.metrics.record_output(t_output)
+            frames = self._finish(outcome)
+            if frames is not None:
                 push.send_multipart(frames)
-            else:
-                self.admission.retire(outcome.job.seq)
-                outcome.job.respond(outcome)
 
         try:
             loop(send)
@@ -169,7 +176,7 @@ class Server:
     def submit(self, jobs: list[Job]) -> None:
         """Queue jobs admitted by another front end (``respond`` set) for the workers."""
         for job in jobs:
-            self.executor.jobs.put(job)
+            self.jobs.put(job)
 
     def stopping(self) -> bool:
         return self._stop.is_set()
@@ -184,18 +191,17 @@ class Server:
             t_recv = time.perf_counter()
             envelope, body = protocol.split_envelope(frames)
             envelope = [frame.bytes for frame in envelope]
-            self._stats["requests"] += 1
+            self.tally.add(ZEROMQ, "requests")
             try:
                 if len(body) == 1:
                     self._reply(envelope, self._control(body[0]))
                 else:
                     self._admit(envelope, body, t_recv)
             except protocol.ProtocolError as e:
-                self._stats["errors"] += 1
-                self.metrics.record_refused()
+                self.tally.add(ZEROMQ, "errors")
                 self._reply(envelope, protocol.error_reply(e.request_id, str(e)))
             except Exception as e:  # a bug must cost one request, not the server
-                self._stats["errors"] += 1
+                self.tally.add(ZEROMQ, "errors")
                 self.log(f"internal error on a request: {type(e).__name__}: {e}")
                 self._reply(envelope, protocol.error_reply(None, f"internal server error ({type(e).__name__})"))
 
@@ -208,24 +214,45 @@ class Server:
                 "a classification request has 2 frames [header, payload]",
                 message.get("id") if isinstance(message.get("id"), protocol.SCALAR_TYPES) else None,
             )
-        return protocol.pong_reply(self.model.name, self.stats())
+        names = sorted({d.name for d in self.fleet.deployments()})
+        return protocol.pong_reply(names[0] if len(names) == 1 else names, self.stats())
 
     def _admit(self, envelope: list, body: list, t_recv: float) -> None:
-        limits = self.limits
-        request = protocol.parse_request(
-            [body[0].buffer, body[1].buffer] if len(body) == 2 else body,
-            num_classes=self.model.num_classes, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels,
-        )
-        if self._stop.is_set():
-            raise protocol.ProtocolError("server is shutting down", request.id)
+        limits, found = self.limits, []
+
+        def classes_of(model, version):
+            try:
+                found.append(self.fleet.resolve(model, version))
+            except ModelNotFound as e:
+                raise protocol.ProtocolError(str(e)) from None
+            return found[0].model.num_classes
+
+        try:
+            request = protocol.parse_request(
+                [body[0].buffer, body[1].buffer] if len(body) == 2 else body,
+                classes_of=classes_of, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels,
+            )
+            deployment = found[0]
+            if self._stop.is_set():
+                raise protocol.ProtocolError("server is shutting down", request.id)
+            try:
+                deployment.acquire(1)
+            except Draining as e:
+                raise protocol.ProtocolError(str(e), request.id) from None
+        except protocol.ProtocolError:
+            if found:
+                found[0].stats.record_refused()
+            raise
         try:
             seq = self.admission.admit(len(request.payload))
         except Busy as e:
-            self._stats["busy"] += 1
+            deployment.release()
+            deployment.stats.record_refused()
+            self.tally.add(ZEROMQ, "busy")
             raise protocol.ProtocolError(str(e), request.id) from None
-        job = Job(seq, request, t_recv, envelope)
+        job = Job(seq, request, t_recv, envelope, deployment=deployment)
         if not self._serve_inline(job):
-            self.executor.jobs.put(job)
+            self.jobs.put(job)
 
     def _serve_inline(self, job: Job) -> bool:
         """Answer ``job`` on this thread if the server is idle and the job is short.
@@ -233,38 +260,32 @@ class Server:
         Only without a queue delay: then an idle server's batch of one is due at once
         either way, so running it here keeps the batching semantics.
         """
-        if self.admission.in_flight() != 1 or self.batcher.max_delay_s > 0:
+        executor = job.deployment.executor
+        if self.admission.in_flight() != 1 or executor.batcher.max_delay_s > 0:
             return False
-        estimate = self.executor.service_times.estimate_us(job.request.encoding, len(job.request.payload))
+        estimate = executor.service_times.estimate_us(job.request.encoding, len(job.request.payload))
         if estimate is None or estimate > self.inline_max_us:
             return False
-        instance = self.batcher.try_claim()
+        instance = executor.batcher.try_claim()
         if instance is None:
             return False
-        self._stats["inline"] += 1
-        names = self.model.class_names
+        self.tally.add(ZEROMQ, "inline")
 
         def send(outcome):
-            self.metrics.record(outcome)
-            t_output = time.perf_counter()
-            frames = reply_frames(outcome, names)
-            self.metrics.record_output(t_output)
-            self._deliver(frames)
+            self._deliver(self._finish(outcome))
 
-        ready = self.executor.prepare(job, send)
+        ready = executor.prepare(job, send)
         if ready is None:
-            self.batcher.release(instance)
+            executor.batcher.release(instance)
         else:
-            self.executor.run_batch([ready], instance, send)
+            executor.run_batch([ready], instance, send)
         return True
 
     def _shutdown(self) -> None:
         for _ in self._workers:
-            self.executor.jobs.put(None)
+            self.jobs.put(None)
         for thread in self._workers:
             thread.join(timeout=10)
-        self.batcher.close()
-        for thread in self._instances:
-            thread.join(timeout=10)
+        self.fleet.close()
         self._forward_replies()
         self.pull.close(linger=0)

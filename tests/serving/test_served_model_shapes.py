@@ -9,6 +9,8 @@ from tinynet import write_tiny_onnx
 
 from engine.data.dataconfig import ModelInfo
 from engine.serving import kserve
+from engine.serving.deployment import Batching, Deployment
+from engine.serving.jobs import Limits
 from engine.serving.model import ServedModel
 
 
@@ -20,9 +22,10 @@ def test_pair_sizes_warm_up_and_describe_the_image(tmp_path):
     model = ServedModel(path)
     try:
         model.warmup(2)
-        metadata = json.loads(json.dumps(kserve.model_metadata(model)))
+        deployment = Deployment("tiny", "1", model, Batching(4, 100, 1), Limits())
+        metadata = json.loads(json.dumps(kserve.model_metadata(deployment, ["1"])))
         assert metadata["inputs"][0]["shape"] == [-1, 64, 64, 3]
-        config = json.loads(json.dumps(kserve.model_config(model, max_batch=4, max_queue_delay_us=100)))
-        assert config["input"][0]["dims"] == [64, 64, 3]
+        config = json.loads(json.dumps(kserve.model_config(deployment)))
+        assert config["input"][0]["dims"] == [64, 64, 3] and config["max_batch_size"] == 4
     finally:
         model.close()

@@ -1,0 +1,147 @@
+"""What ``engine.serve`` serves: a model repository (Triton's flags), or ``--onnx``/``--model`` as a
+repository of one, turned into a :class:`~engine.serving.fleet.Fleet` of deployments.
+
+Every model version gets its own batcher and instances, sized by its ``config.pbtxt`` where
+that sets them and by ``--max-batch``, ``--max-queue-delay-us`` and ``--instances`` where it
+does not; ``--threads``, ``--device``, ``--backend`` and ``--precision`` apply to every model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.serving.deployment import Batching, Deployment
+from engine.serving.fleet import MODES, Fleet
+from engine.serving.jobs import Limits
+from engine.serving.model import ServedModel
+from engine.serving.repository import ModelEntry, VersionSource, scan, single_model
+
+
+def add_arguments(parser, sources) -> None:
+    """The repository flags; ``--model-repository`` joins the mutually exclusive ``sources`` group."""
+    sources.add_argument("--model-repository", type=Path, metavar="DIR",
+                         help="serve every model of a Triton model repository: DIR/<model>/<version>/model.onnx "
+                              "(or zoo.json), DIR/<model>/config.pbtxt")
+    parser.add_argument("--model-control-mode", choices=MODES, default=None,
+                        help="none (load all at start), explicit (--load-model at start, then the repository "
+                             "extension's load/unload), poll (load all, re-read the repository); default none")
+    parser.add_argument("--load-model", action="append", metavar="NAME",
+                        help="explicit mode: a model to load at start (repeat; '*' loads all)")
+    parser.add_argument("--repository-poll-secs", type=float, default=15.0,
+                        help="poll mode: seconds between repository scans (default 15)")
+
+
+def check_arguments(parser, args) -> None:
+    if args.model_repository is None:
+        if args.model_control_mode not in (None, "none") or args.load_model:
+            parser.error("--model-control-mode and --load-model need --model-repository")
+        args.model_control_mode = "none"
+        return
+    args.model_control_mode = args.model_control_mode or "none"
+    if args.load_model and args.model_control_mode != "explicit":
+        parser.error("--load-model needs --model-control-mode explicit")
+    if args.repository_poll_secs <= 0:
+        parser.error("--repository-poll-secs must be > 0")
+
+
+@dataclass(frozen=True)
+class ServerDefaults:
+    """The server's flags that size and place every model (a config.pbtxt overrides the first three)."""
+
+    max_batch: int
+    max_queue_delay_us: int
+    instances: int
+    threads: int
+    device: str
+    backend: str = "ort"
+    precision: str | None = None
+
+    @classmethod
+    def from_args(cls, args) -> ServerDefaults:
+        return cls(args.max_batch, args.max_queue_delay_us, args.instances, args.threads, args.device,
+                   getattr(args, "backend", "ort"), getattr(args, "precision", None))
+
+
+def open_version(source: VersionSource, instances: int, defaults: ServerDefaults) -> ServedModel:
+    """The version's model, opened ``instances`` times (a zoo model is exported on first use)."""
+    options = {"instances": instances, "threads": defaults.threads, "device": defaults.device}
+    if defaults.backend != "ort" or defaults.precision:
+        options.update(backend=defaults.backend, precision=defaults.precision)
+    if source.zoo is not None:
+        from engine.models.cache import cached_model
+
+        zoo = source.zoo
+        cached = cached_model(zoo.model, zoo.library, zoo.weights, zoo.seed)
+        return ServedModel(cached.path, torch_module=cached.torch_module(), **options)
+    return ServedModel(source.onnx, **options)
+
+
+def open_single(args) -> ServedModel:
+    """The model of ``--onnx`` or ``--model`` (exported on first use), opened ``--instances`` times."""
+    from engine.models.cache import cached_model
+
+    cached = None if args.onnx else cached_model(args.model, args.model_library, args.weights, args.seed)
+    return ServedModel(args.onnx or cached.path, instances=args.instances, threads=args.threads, device=args.device,
+                       torch_module=cached and cached.torch_module(), backend=args.backend, precision=args.precision)
+
+
+def deployer(defaults: ServerDefaults, limits: Limits, run_instance, opened: ServedModel | None = None):
+    """``deploy(entry)``: every served version of ``entry`` loaded, warmed up and started, or the
+    error of the first that fails (the others closed). ``opened``: the model of a repository
+    of one, already opened by the command (its load errors have their own exit codes)."""
+    def deploy(entry: ModelEntry) -> list[Deployment]:
+        nonlocal opened
+        settings = entry.settings
+        batching = Batching(settings.max_batch or defaults.max_batch,
+                            defaults.max_queue_delay_us if settings.max_queue_delay_us is None
+                            else settings.max_queue_delay_us,
+                            settings.instances or defaults.instances)
+        started: list[Deployment] = []
+        try:
+            for source in entry.versions:
+                model, opened = opened or open_version(source, batching.instances, defaults), None
+                try:
+                    model.warmup(batching.max_batch)
+                    deployment = Deployment(entry.name, str(source.version), model, batching, limits)
+                except BaseException:
+                    model.close()
+                    raise
+                deployment.start(run_instance)
+                started.append(deployment)
+        except BaseException:
+            for deployment in started:
+                deployment.retire(0)
+            raise
+        return started
+    return deploy
+
+
+def build_fleet(args, limits: Limits, run_instance, log, opened: ServedModel | None = None) -> Fleet:
+    """The fleet ``args`` asks for, its start-up models loaded (a failed one reported, not raised,
+    except for the model of ``--onnx``/``--model``, which ``opened`` already holds)."""
+    deploy = deployer(ServerDefaults.from_args(args), limits, run_instance, opened)
+    if args.model_repository is None:
+        entry = single_model(opened.name, VersionSource(1, onnx=opened.path))
+        fleet = Fleet(lambda: {entry.name: entry}, deploy, mode="none", drain_timeout_s=args.drain_timeout_s,
+                      log=log)
+        fleet.start(strict=True)
+        return fleet
+    root = args.model_repository
+    fleet = Fleet(lambda: scan(root), deploy, mode=args.model_control_mode, drain_timeout_s=args.drain_timeout_s,
+                  log=log)
+    if args.model_control_mode == "explicit":
+        fleet.start(args.load_model or [])
+    else:
+        fleet.start()
+    if args.model_control_mode == "poll":
+        fleet.start_polling(args.repository_poll_secs)
+    return fleet
+
+
+def announce(fleet: Fleet, args, curve: bool, log) -> None:
+    """One line per model version serving: classes, backend, instances, batching."""
+    for d in fleet.deployments():
+        model, batching = d.model, d.batching
+        log(f"model {d.name} version {d.version} ({model.num_classes} classes) on {model.runs_on()}, "
+            f"{batching.instances} instance(s) x {args.threads} thread(s), max batch {batching.max_batch}, "
+            f"delay {batching.max_queue_delay_us} us, {args.workers} workers{', CURVE' if curve else ''}")
