@@ -65,6 +65,7 @@ def _describe(name: str, library: str | None, weights: str | None, seed: int) ->
     if weights is None and ref.library != EFFICIENTNET_LIBRARY:
         weights_info = catalog.random_weights(seed)
     else:
+        require("torch", f"engine.zoo show {ref.name}" + (" --weights" if weights else ""))
         from engine.models.zoo import create
 
         weights_info = create(ref.name, ref.library, weights=weights, seed=seed).weights
@@ -95,13 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     p_info.add_argument("--seed", type=int, default=0, help="seed of the random weights (no --weights)")
     p_info.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    try:  # the table's rows need nothing; every other answer builds or lists the libraries' models
-        if args.command != "list" or args.all:
-            require("torch", "engine.zoo list --all" if args.command == "list" else f"engine.zoo {args.command}")
-    except MissingExtra as e:
-        print(f"engine.zoo: error: {e}", file=sys.stderr)
-        return 2
     if args.command == "list" and args.all:
+        try:  # the table's rows come from the catalog; the libraries' from timm and torchvision
+            require("torch", "engine.zoo list --all")
+        except MissingExtra as e:
+            print(f"engine.zoo: error: {e}", file=sys.stderr)
+            return 2
         from engine.models.listing import all_models
 
         rows = all_models()

@@ -104,6 +104,10 @@ def test_serve_over_zeromq_and_the_client_on_the_core_install(core_env, tiny, ph
 
 def _refusals(tiny: Path, photos: Path, tmp: Path):
     run = ("run", "--onnx", tiny, "--images", photos)
+    zoo_build, adaround_build = tmp / "zoo.yaml", tmp / "adaround.yaml"
+    zoo_build.write_text(f"model: {{name: vgg11}}\ndtype: fp32\noutput: {tmp / 'zoo_build'}\n")
+    adaround_build.write_text(f"model: {{onnx: {tiny}}}\ndtype: int8\nquantization: {{adaround: true}}\n"
+                              f"calibration: {{path: {photos}}}\noutput: {tmp / 'adaround_build'}\n")
     return [
         (("run", "--model", "vgg11", "--images", photos), "torch", "--model"),
         (("run", "--model", "resnet18.a1_in1k", "--images", photos), "torch", "--model"),
@@ -113,9 +117,12 @@ def _refusals(tiny: Path, photos: Path, tmp: Path):
         (("serve", "--onnx", tiny, "--http", "127.0.0.1:0"), "serve", "--http"),
         (("serve", "--onnx", tiny, "--grpc", "127.0.0.1:0"), "serve", "--grpc"),
         (("export", "--model-name", "vgg11", "--save-dir", tmp / "export"), "torch", "engine.export"),
-        (("zoo", "show", "vgg11"), "torch", "engine.zoo show"),
+        (("zoo", "show", "efficientnet_lite0"), "torch", "engine.zoo show efficientnet_lite0"),
+        (("zoo", "show", "resnet18"), "torch", "a timm model"),
         (("zoo", "list", "--all"), "torch", "engine.zoo list --all"),
         (("tune", tiny, "--backend", "torch"), "torch", "--backend torch"),
+        (("build", zoo_build), "torch", "model.name: vgg11 (a zoo model, exported first)"),
+        (("build", adaround_build), "torch", "quantization.adaround"),
     ]
 
 
@@ -129,9 +136,11 @@ def test_each_feature_that_needs_an_extra_names_it_in_one_line(core_env, tiny, p
         lines = err.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in err, (args, proc.returncode, err)
         assert f"{feature} needs the {extra} extra: pip install '{DISTRIBUTION}[{extra}]'" in lines[0], (args, err)
-    assert not (tmp_path / "export").exists()
+    assert not any((tmp_path / folder).exists() for folder in ("export", "zoo_build", "adaround_build"))
 
 
 def test_the_zoo_table_needs_no_extra(core_env):
     proc = engine("zoo", "list", env=core_env)
     assert proc.returncode == 0 and "vgg16_bn" in proc.stdout, proc.stderr
+    proc = engine("zoo", "show", "vgg11", env=core_env)
+    assert proc.returncode == 0 and "vgg11" in proc.stdout and "GMACs" in proc.stdout, proc.stderr
