@@ -62,7 +62,8 @@ setup(
             "scikit-image>=0.24",
         ],
         "test": ["pytest>=8", "pytest-timeout>=2.3", "import-linter>=2.1", "ruff>=0.8",
-                 "tritonclient[http,grpc]>=2.45", "pandas>=2"],  # pandas reads the --results tables back
+                 "tritonclient[http,grpc]>=2.45", "pandas>=2",  # pandas reads the --results tables back
+                 "hypothesis>=6.100"],  # the serving fuzz tests' malformed requests
         "bench": ["matplotlib>=3.8"],
     },
     entry_points={
