@@ -10,6 +10,7 @@ user who classifies ONNX files does not install torch and its gigabytes:
   their ``/metrics``;
 - ``ray``: ``engine.run --ray``;
 - ``openvino``: ``--backend openvino`` (and bf16 deploy folders);
+- ``results``: ``engine.run --results`` (the Parquet results table, pyarrow);
 - ``all``: every one of them (``make install`` adds the demo, test and bench tools).
 
 The rule: a module on the core path imports an extra's package only inside the function
@@ -32,6 +33,7 @@ EXTRA_MODULES = {  # the import names of each extra's packages (setup.py lists t
     "serve": ("uvicorn", "prometheus_client", "grpc", "tritonclient"),
     "ray": ("ray",),
     "openvino": ("openvino",),
+    "results": ("pyarrow",),
 }
 
 

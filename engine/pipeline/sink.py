@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.labels import LabelSource
+from engine.data.tar_shards import source_name
 from engine.data.topk_text import format_topk_lines
 from engine.pipeline.output_files import OutputFiles
 
@@ -70,7 +71,9 @@ class OrderedWriter:
 
 class Sink:
     def __init__(self, items: list[str], *, topk: int, class_names, labels: LabelSource,
-                 path_output: str | None, output_dtype: str, save_topk: str | None, errors_path: str | None):
+                 path_output: str | None, output_dtype: str, save_topk: str | None, errors_path: str | None,
+                 results_table=None):
+        """``results_table``: a :class:`~engine.pipeline.results_table.ResultsTable` (``--results``) or None."""
         self.items = items
         self.topk = topk
         self.class_names = list(class_names) if class_names else None
@@ -78,6 +81,7 @@ class Sink:
         self.output_files = OutputFiles(Path(path_output), output_dtype) if path_output else None
         self.topk_writer = OrderedWriter(Path(save_topk) if save_topk else None)
         self.error_writer = OrderedWriter(Path(errors_path) if errors_path else None)
+        self.results_table = results_table
         self.errors: list[dict] = []
         self.done = 0
         self.labelled = 0
@@ -93,7 +97,8 @@ class Sink:
     def ranking(self) -> dict:
         """What the device instances send back: the top ``k`` the sink ranks and scores by
         (5 at least, for top-5 accuracy), and the raw outputs only when they are written."""
-        return {"k": max(self.topk, 5), "outputs": self.output_files is not None}
+        table_logits = self.results_table is not None and self.results_table.wants_logits
+        return {"k": max(self.topk, 5), "outputs": self.output_files is not None or table_logits}
 
     def results(self, seqs: list[int], ranked: np.ndarray, probs: np.ndarray, outputs: list[np.ndarray]) -> int:
         """Take one batch (``seqs`` increasing, their ranked classes and probabilities, the
@@ -111,7 +116,15 @@ class Sink:
                 if j < first_pass:
                     self._first_pass_result(seqs[j], ranked[j], probs[j], [o[j] for o in outputs])
         self.error_writer.skip_all([seqs[j] for j in rows if j < first_pass] if len(bad) else seqs[:first_pass])
+        if self.results_table is not None:
+            self._table_rows(seqs[:first_pass], ranked[:first_pass], probs[:first_pass], outputs)
         return len(bad)
+
+    def _table_rows(self, seqs: list[int], ranked: np.ndarray, probs: np.ndarray, outputs: list[np.ndarray]) -> None:
+        """The first pass's results into the results table, the failed rows left to ``error``."""
+        good = np.flatnonzero(ranked[:, 0] >= 0)
+        logits = outputs[0][good] if self.results_table.wants_logits else None
+        self.results_table.put(np.asarray(seqs)[good], ranked[good, :self.topk], probs[good, :self.topk], logits)
 
     def _first_pass_result(self, seq: int, ranked: np.ndarray, probs: np.ndarray, rows: list[np.ndarray]) -> None:
         path = self.items[seq]
@@ -130,11 +143,13 @@ class Sink:
 
     def error(self, seq: int, reason: str) -> None:
         index = seq % len(self.items)
-        record = {"seq": seq, "index": index, "item": self.items[index], "error": reason}
+        record = {"seq": seq, "index": index, "item": source_name(self.items[index]), "error": reason}
         self.errors.append(record)
         if self._first_pass(seq):
             self.error_writer.put(seq, json.dumps(record) + "\n")
             self.topk_writer.skip(seq)
+            if self.results_table is not None:
+                self.results_table.put_error(seq, reason)
 
     def accuracy(self) -> dict:
         if not self.labelled:
@@ -147,3 +162,5 @@ class Sink:
         self.error_writer.close()
         if self.output_files is not None:
             self.output_files.close()
+        if self.results_table is not None:
+            self.results_table.close()
