@@ -1,12 +1,11 @@
-"""engine.run's ``--ray`` flags, their checks (joining the cluster is one: an address
-nobody answers at is refused before any work) and the cluster run with its progress bar."""
+"""engine.run's ``--ray`` flags, joining the cluster (an address nobody answers at is
+refused before any work) and the cluster run with its progress bar. The flags' values are
+checked with the other options (engine/api/options.py)."""
 from __future__ import annotations
 
 import argparse
 
 from engine.cluster.shards import DEFAULT_BATCHES_PER_SHARD
-from engine.data import arg_checks
-from engine.data.arg_checks import UsageError
 from engine.pipeline.config import RunConfig
 from engine.pipeline.run_options import make_progress
 from engine.pipeline.sink import Sink
@@ -20,33 +19,23 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
                         help=f"items per shard sent to a node (default: {DEFAULT_BATCHES_PER_SHARD} batches)")
 
 
-def check_cluster_args(args) -> None:
-    """Refuse what a cluster run cannot do, then join the cluster (a :class:`UsageError` when it cannot)."""
-    if args.ray_shard is not None and not args.ray:
-        raise UsageError("--ray-shard applies to --ray")
-    if not args.ray:
-        return
-    arg_checks.at_least("--ray-shard", args.ray_shard, 1)
-    if args.iterations != 1:
-        raise UsageError("--iterations applies to a local run; a --ray run passes over the datalist once")
-    if args.auto:
-        raise UsageError("--auto measures on this host, not on the cluster's nodes; with --ray give -i, --threads "
-                         "and -b (engine.tune on a node finds them)")
+def join_cluster(address: str) -> None:
+    """Join the cluster at ``address`` (a :class:`~engine.data.arg_checks.UsageError` when nobody answers)."""
     from engine.cluster.connect import connect
 
-    connect(args.ray)
+    connect(address)
 
 
-def run_on_cluster(args, cfg: RunConfig, items: list[str], sink: Sink):
-    """Run the job on the cluster joined by :func:`check_cluster_args`; the sink is closed
-    and Ray left however it ends (a failure is the run's ``stop_reason``)."""
+def run_on_cluster(cfg: RunConfig, items: list[str], sink: Sink, *, shard_size: int | None, threads_given: bool):
+    """Run the job on the cluster joined by :func:`join_cluster`; the sink is closed and Ray
+    left however it ends (a failure is the run's ``stop_reason``)."""
     import ray
 
     from engine.cluster.driver import ClusterRun
 
     bar, progress = make_progress(cfg.quiet, len(items))
-    run = ClusterRun(cfg, items, sink, shard_size=args.ray_shard or DEFAULT_BATCHES_PER_SHARD * cfg.batch,
-                     threads_given=args.threads is not None, progress=progress)
+    run = ClusterRun(cfg, items, sink, shard_size=shard_size or DEFAULT_BATCHES_PER_SHARD * cfg.batch,
+                     threads_given=threads_given, progress=progress)
     try:
         run.run()
     except (RuntimeError, ray.exceptions.RayError) as e:

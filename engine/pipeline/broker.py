@@ -51,13 +51,26 @@ class RunStopped(RuntimeError):
     """The run cannot go on (a stage failed to start, too many worker deaths)."""
 
 
-class Broker(MeterReadings):
-    def __init__(self, cfg: RunConfig, items: list[str], sink: Sink, progress=None):
-        self.cfg = cfg
+class ListFeed:
+    """A run's items: a list, passed over ``iterations`` times (sequence number ``seq`` is
+    item ``seq % len(items)``)."""
+
+    def __init__(self, items: list, iterations: int = 1):
         self.items = items
+        self.total = len(items) * iterations
+
+    def item(self, seq: int):
+        return self.items[seq % len(self.items)]
+
+
+class Broker(MeterReadings):
+    def __init__(self, cfg: RunConfig, feed, sink: Sink, progress=None):
+        """``feed``: the items by sequence number (``total`` and ``item(seq)``; a
+        :class:`ListFeed`, or a stream that grows while the broker runs)."""
+        self.cfg = cfg
+        self.feed = feed
         self.sink = sink
         self.progress = progress
-        self.total = len(items) * cfg.iterations
         preprocessing = Preprocessing(cfg.data_config, Path(cfg.model_path).name)
         preprocessing.check_output_dtype(cfg.slot_dtype)
         announce(preprocessing.notice)
@@ -82,6 +95,12 @@ class Broker(MeterReadings):
         self.stop_reason: str | None = None
         self.exit_signal: int | None = None
         self.backends: list[dict] = []
+        self._last_supervised = 0.0
+
+    @property
+    def total(self) -> int:
+        """Items entered so far (a stream's feed grows)."""
+        return self.feed.total
 
     def device_last_done(self) -> list[float]:
         return self.supervisor.device_last_done()
@@ -101,7 +120,8 @@ class Broker(MeterReadings):
         self.sock.bind(endpoint)
         return endpoint, str(path)
 
-    def _start_all(self) -> None:
+    def start(self) -> None:
+        """Start every worker process and wait until each has said hello."""
         self.supervisor.start_all()
         deadline = time.monotonic() + self.cfg.worker_start_timeout_s
         while not self.supervisor.all_ready():
@@ -155,7 +175,6 @@ class Broker(MeterReadings):
 
     def _dispatch_preprocess(self) -> None:
         capacity = 2 * self.cfg.chunk
-        n_items = len(self.items)
         while self.requeued or self.next_seq < self.total:
             worker = min(self.supervisor.ready("pre"), key=Worker.load, default=None)
             if worker is None or worker.load() >= capacity:
@@ -166,7 +185,7 @@ class Broker(MeterReadings):
             task_id = next(self.task_ids)
             worker.inflight[task_id] = task
             wire.send(self.sock, {"type": "task", "id": task_id, "slots": task.slots(),
-                                  "paths": [self.items[seq % n_items] for seq in task.seqs()]},
+                                  "items": [self.feed.item(seq) for seq in task.seqs()]},
                       identity=worker.identity)
 
     def _short_batch_wait_s(self) -> float | None:
@@ -333,7 +352,7 @@ class Broker(MeterReadings):
     def run(self) -> None:
         try:
             with stop_on_signals(self):
-                self._start_all()
+                self.start()
                 print(f"engine: workers: {self.supervisor.pids()}", file=sys.stderr, flush=True)
                 self._loop()
         finally:
@@ -341,23 +360,29 @@ class Broker(MeterReadings):
             self.shutdown()
 
     def _loop(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        self.meter.start(last_check := time.perf_counter())
+        self.meter.start(time.perf_counter())
         while self.finished < self.total and not self.stop_reason:
-            self._dispatch_preprocess()
-            self._dispatch_device()
-            if poller.poll(self._poll_timeout_ms()):
-                self._drain()
-            now = time.perf_counter()
-            if now - last_check >= SUPERVISE_EVERY_S:
-                last_check = now
-                self._supervise()
-                if self.progress:
-                    self.progress(self)
+            self.turn()
         self.meter.stop(time.perf_counter())
         if self.progress:
             self.progress(self)
+
+    def turn(self) -> None:
+        """One turn of the loop: hand out work, handle what came back, and every
+        ``SUPERVISE_EVERY_S`` look after the worker processes and the progress callback."""
+        self._dispatch_preprocess()
+        self._dispatch_device()
+        if self.sock.poll(self._poll_timeout_ms()):
+            self._drain()
+        self.supervise_when_due()
+
+    def supervise_when_due(self) -> None:
+        now = time.perf_counter()
+        if now - self._last_supervised >= SUPERVISE_EVERY_S:
+            self._last_supervised = now
+            self._supervise()
+            if self.progress:
+                self.progress(self)
 
     def _drain(self, most: int = 64) -> None:
         """Handle the messages waiting, ``most`` at a time, so the loop gets to dispatch."""

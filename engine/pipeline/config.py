@@ -21,7 +21,7 @@ def fit_warmup(warmup: int, total: int) -> tuple[int, str | None]:
     """The warm-up a run of ``total`` items can afford, and a notice when it differs from
     ``warmup``: a warm-up that is not less than the run would time nothing, so half the
     run warms up instead and the rest is timed."""
-    if warmup < total:
+    if warmup == 0 or warmup < total:
         return warmup, None
     fitted = total // 2
     return fitted, (f"--warmup {warmup} is not less than the {total} item(s) of the run and would time nothing; "
@@ -52,6 +52,7 @@ class RunConfig:
     tcp_host: str = "127.0.0.1"
     tcp_port: int = 0
     max_pixels: int | None = None
+    fast_decode: bool = False  # JPEGs far above the resize target decoded at a reduced DCT scale
     output_dtype: str = "float32"
     quiet: bool = False
     worker_start_timeout_s: float = 180.0

@@ -1,8 +1,9 @@
 """Preprocess stage: load items (npz or images), preprocess them into their slots (the fused
 kernel, or the model's library transform: :mod:`engine.models.preprocessing`).
 
-A task names several slots and their item paths; the reply gives the failed slots with
-their reasons and the task's summed decode and kernel times.
+A task names several slots and their items (paths, or in-memory images: see
+engine/data/payloads.py); the reply gives the failed slots with their reasons and the
+task's summed decode and kernel times.
 """
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import time
 import numpy as np
 import zmq
 
+from engine.data import payloads
 from engine.data.dataconfig import DataConfig
-from engine.data.decode import load_item
+from engine.data.fast_decode import Draft
 from engine.models.preprocessing import Preprocessing
 from engine.pipeline import wire
 from engine.pipeline.lifecycle import become_worker, next_task
@@ -24,10 +26,13 @@ def _describe(exc: BaseException) -> str:
     return text if isinstance(exc, ValueError | OSError) else f"{type(exc).__name__}: {text}"
 
 
-def preprocess_main(identity: bytes, endpoint: str, ring_spec: dict, data_config: dict, max_pixels) -> None:
+def preprocess_main(identity: bytes, endpoint: str, ring_spec: dict, data_config: dict, max_pixels,
+                    fast_decode: bool = False) -> None:
     broker_pid = become_worker()
     ring = SlotRing.attach(ring_spec)
-    preprocess = Preprocessing(DataConfig.from_dict(data_config))
+    config = DataConfig.from_dict(data_config)
+    draft = Draft.for_resize(config.resize) if fast_decode else None
+    preprocess = Preprocessing(config)
     preprocess.warm_up(ring.dtype)
 
     def preprocess_into(img: np.ndarray, slot: int) -> None:
@@ -42,10 +47,10 @@ def preprocess_main(identity: bytes, endpoint: str, ring_spec: dict, data_config
     try:
         while (header := next_task(sock, broker_pid)) is not None:
             errors, load_us, pre_us = [], 0.0, 0.0
-            for slot, path in zip(header["slots"], header["paths"]):
+            for slot, item in zip(header["slots"], header["items"]):
                 t0 = time.perf_counter()
                 try:
-                    img = load_item(path, max_pixels=max_pixels)
+                    img = payloads.load(item, max_pixels=max_pixels, draft=draft)
                     t1 = time.perf_counter()
                     preprocess_into(img, slot)
                     t2 = time.perf_counter()

@@ -1,32 +1,36 @@
-"""What ``engine.run`` derives from its flags: the torch backend's options, where
-normalisation happens, the ``--auto`` sweep's pick, and the progress bar."""
+"""What ``engine.run`` derives from its options: the backend's flags and options, where
+normalisation happens, the ``--auto`` sweep's pick, the start line and the progress bar.
+The options themselves are checked, once, in engine/api/options.py, and turned into a
+:class:`RunConfig` by engine/api/run_config.py."""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from tqdm import tqdm
 
-from engine.backends import resolve_device
-from engine.data import arg_checks
-from engine.data.arg_checks import UsageError
-from engine.data.dataconfig import DataConfig, ModelInfo
-from engine.data.labels import imagenet_class_names
-from engine.models.resolve import backend_for, check_model_args
-from engine.pipeline.broker import Broker, RunStopped
+from engine.data.dataconfig import DataConfig
+from engine.data.vdsp_params import start_line_note
+from engine.pipeline.broker import Broker, ListFeed, RunStopped
 from engine.pipeline.config import RunConfig
+from engine.pipeline.precision_sweep import auto_sweep
 from engine.pipeline.sink import Sink
 
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
     """engine.run's flags that choose the backend, its device and the torch backend's options."""
-    parser.add_argument("--backend", default="ort", choices=("ort", "torch"))
+    parser.add_argument("--backend", default=None, choices=("ort", "openvino", "torch"),
+                        help="ort (onnxruntime, the default), openvino (CPU; the openvino extra) or torch; "
+                             "under --auto without it, ort and openvino are both measured")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"),
-                        help="--backend torch: autocast precision (fp16 needs CUDA); an ONNX model's precision "
-                             "is the one engine.build gave it")
+                        help="--backend openvino: fp32 or bf16 (default: the precision engine.build gave the "
+                             "file, else fp32; never chosen silently); --backend torch: autocast precision "
+                             "(fp16 needs CUDA); under --auto: the only precision the sweep may pick")
+    parser.add_argument("--max-accuracy-loss", dest="max_accuracy_loss", type=float, default=None, metavar="PCT",
+                        help="--auto: let the sweep pick a lower precision (bf16) whose top-1 disagreement with "
+                             "onnxruntime fp32, measured on the first 64 items, is at most PCT percent")
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="--backend torch on CUDA: capture one CUDA graph per batch size")
     parser.add_argument("--compile", action="store_true",
@@ -34,40 +38,6 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalize-on", choices=("auto", "host", "device"), default="auto",
                         help="where (x/255 - mean)/std happens: host (float32 slots) or device (uint8 slots, a "
                              "quarter of the bytes; --backend torch); auto: device for torch on CUDA, else host")
-
-
-def check_backend_options(args) -> None:
-    """The torch backend's options are refused with any other backend."""
-    if (args.precision or args.cuda_graphs or args.compile) and args.backend != "torch":
-        raise UsageError("--precision, --cuda-graphs and --compile apply to --backend torch; an ONNX model runs "
-                         "at the precision engine.build gave it (fp32, fp16 or int8)")
-    if args.normalize_on == "device" and args.backend != "torch":
-        raise UsageError("--normalize-on device applies to --backend torch; an ONNX model takes the normalized "
-                         "float32 input it was exported with")
-
-
-def check_run_args(args) -> str | None:
-    """Refuse every bad value, input and output path of engine.run before any work (one
-    :class:`UsageError` line); the errors file's path."""
-    check_backend_options(args)
-    for flag, value, minimum in (("-b", args.batch, 1), ("-i", args.instances, 1), ("-p", args.processes, 1),
-                                 ("--workers", args.workers, 1), ("--threads", args.threads, 1),
-                                 ("--topk", args.topk, 1), ("--iterations", args.iterations, 1),
-                                 ("--warmup", args.warmup, 0), ("--slots", args.slots, 0),
-                                 ("--max-pixels", args.max_pixels, 0), ("--auto-budget", args.auto_budget, 1)):
-        arg_checks.at_least(flag, value, minimum)
-    if args.datalist:
-        arg_checks.input_file("--datalist", args.datalist)
-    else:
-        arg_checks.input_dir("--images", args.images)
-    if args.label:
-        arg_checks.input_file("--label", args.label)
-    check_model_args(args.onnx, args.model, args.model_library, args.weights, args.preprocess)
-    errors_path = args.errors or (str(Path(args.report).with_suffix(".errors.jsonl")) if args.report else None)
-    arg_checks.output_dir("--path_output", args.path_output)
-    for flag, path in (("--save-topk", args.save_topk), ("--report", args.report), ("--errors", errors_path)):
-        arg_checks.output_file(flag, path)
-    return errors_path
 
 
 def backend_options(precision: str | None, cuda_graphs: bool, compile_model: bool) -> dict:
@@ -89,41 +59,17 @@ def normalize_on(choice: str, backend: str, device: str, data_config: DataConfig
     return "device" if backend == "torch" and device.startswith("cuda") and on_kernel else "host"
 
 
-def autotuned(model_path: str, device: str, backend: str, budget_s: float, options: dict) -> dict:
-    """The fastest instances/threads/batch a short measured sweep finds, said on stderr."""
-    from engine.pipeline.autotune import autotune
-
+def autotuned(model_path: str, device: str, backend: str | None, budget_s: float, options: dict, *,
+              max_loss: float | None = None, items: list[str] | None = None, data_config=None) -> dict:
+    """The fastest backend, precision and instances/threads/batch a short measured sweep finds
+    within what the user allows (:mod:`engine.pipeline.precision_sweep`), said on stderr:
+    the setting, plus ``backend`` and ``backend_options`` to run with."""
     print(f"engine: --auto: measuring settings for about {budget_s:.0f} s", file=sys.stderr, flush=True)
-    best, _ = autotune(model_path, device, time_budget_s=budget_s, kind=backend, **options)
-    print(f"engine: --auto picked -i {best['instances']} --threads {best['threads']} -b {best['batch']} "
-          f"({best['images_per_s']:.1f} img/s measured on the model alone)", file=sys.stderr, flush=True)
-    return best
-
-
-def run_config(args, model_path: str, info: ModelInfo) -> RunConfig:
-    """The run's configuration from engine.run's flags: the device resolved, the default
-    instances for it, and -i/--threads/-b replaced by the sweep's pick under ``--auto``."""
-    backend = backend_for(info, args.backend)
-    device = resolve_device(args.device, backend)
-    instances = args.instances or (3 if device.startswith("cuda") else 1)
-    threads, batch = args.threads, args.batch
-    options = backend_options(args.precision, args.cuda_graphs, args.compile)
-    if args.auto:
-        best = autotuned(model_path, device, backend, args.auto_budget, options)
-        instances, threads, batch = best["instances"], best["threads"], best["batch"]
-    num_classes = info.data_config.num_classes
-    return RunConfig(
-        model_path=model_path, data_config=info.data_config,
-        class_names=info.class_names or (imagenet_class_names() if num_classes == 1000 else None),
-        model_label=info.extra.get("weights_label", "weights not recorded in the model info"),
-        backend=backend, device=device, backend_options=options,
-        normalize_on=normalize_on(args.normalize_on, backend, device, info.data_config),
-        instances=instances, processes=args.processes, batch=batch,
-        threads=threads or max(1, (os.cpu_count() or 1) // instances),
-        workers=args.workers, topk=args.topk, iterations=args.iterations, warmup=args.warmup,
-        slots=args.slots, batch_delay_ms=args.batch_delay_ms, transport=args.transport,
-        tcp_host=args.tcp_host, tcp_port=args.tcp_port, max_pixels=args.max_pixels or None,
-        output_dtype=args.output_dtype, quiet=args.quiet)
+    result = auto_sweep(model_path, device, backend, budget_s, options, max_loss=max_loss, items=items,
+                        data_config=data_config)
+    print(f"engine: --auto picked {result.picked()}", file=sys.stderr, flush=True)
+    return {**result.setting, "backend": result.candidate.backend,
+            "backend_options": result.options, "sweep": result.table}
 
 
 def start_line(cfg: RunConfig, items: int, model_path: str) -> str:
@@ -131,14 +77,14 @@ def start_line(cfg: RunConfig, items: int, model_path: str) -> str:
     return (f"engine: {items} items x {cfg.iterations}; model {os.path.basename(model_path)} ({cfg.model_label}); "
             f"backend {cfg.backend}/{cfg.device}; normalize on {cfg.normalize_on}; -i {cfg.instances} "
             f"-p {cfg.processes} -b {cfg.batch}; workers {cfg.workers}; threads {cfg.threads}; slots {cfg.slots}; "
-            f"transport {cfg.transport}")
+            f"transport {cfg.transport}{start_line_note(cfg.data_config)}")
 
 
 def run_with_progress(cfg: RunConfig, items: list[str], sink: Sink) -> Broker:
     """Run the broker over ``items`` with a progress bar; the sink is closed however it ends
     (a stop is recorded as the broker's ``stop_reason``, a signal as its ``exit_signal``)."""
     bar, progress = make_progress(cfg.quiet, len(items) * cfg.iterations)
-    broker = Broker(cfg, items, sink, progress)
+    broker = Broker(cfg, ListFeed(items, cfg.iterations), sink, progress)
     try:
         broker.run()
     except RunStopped as e:

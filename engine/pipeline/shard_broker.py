@@ -7,8 +7,13 @@ a shard's work, and running shards one after another would drain the pipeline at
 boundary; so this broker starts its processes once and runs on a thread of its own, and a
 shard handed in while another is running joins the same stream of sequence numbers: its
 items enter the blocks right after the last one's. The local broker's loop, books and
-fault handling are unchanged: a worker process that dies mid-shard is replaced and its
-items re-queued, so every shard still ends with each of its items once.
+fault handling are the local broker's own (this class drives a :class:`Broker`, turn by
+turn, on its thread): a worker process that dies mid-shard is replaced and its items
+re-queued, so every shard still ends with each of its items once. A shard's items are
+dropped once it is through, so a broker that streams for days holds only the open ones.
+
+``engine.Classifier`` streams its input through the same broker, a batch-sized shard at a
+time.
 
 A shard's items reach its own sink (``results``/``error`` with positions in the shard);
 ``run_shard`` returns the shard's figures once all its items are through. No signal
@@ -23,7 +28,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-import zmq
 
 from engine.pipeline.broker import SUPERVISE_EVERY_S, Broker, RunStopped
 from engine.pipeline.config import RunConfig
@@ -49,7 +53,7 @@ class ShardFigures:
 @dataclass
 class OpenShard:
     start: int  # the broker's sequence number of its first item
-    items: list[str]
+    items: list  # paths, or encoded in-memory items (engine/data/payloads.py)
     sink: object  # results(positions, ranked, probs, outputs) and error(position, reason)
     through: int = 0  # items with a result or an error
     taken_at: float = 0.0  # when it joined the stream
@@ -63,11 +67,28 @@ class OpenShard:
 
 
 class ShardRouter:
-    """The broker's sink: passes each batch's rows to the shards they belong to."""
+    """The broker's feed and sink: the open shards' items by sequence number, and each
+    batch's rows passed to the shards they belong to."""
 
     def __init__(self, ranking: dict):
         self._ranking = ranking
         self.open: list[OpenShard] = []
+        self.total = 0  # sequence numbers handed out
+
+    def add(self, shard: OpenShard) -> None:
+        shard.start = self.total
+        self.total += len(shard.items)
+        self.open.append(shard)
+
+    def _shard_of(self, seq: int) -> OpenShard | None:
+        for shard in self.open:
+            if shard.start <= seq < shard.end:
+                return shard
+        return None
+
+    def item(self, seq: int):
+        shard = self._shard_of(seq)
+        return shard.items[seq - shard.start]
 
     def ranking(self) -> dict:
         return self._ranking
@@ -83,26 +104,40 @@ class ShardRouter:
         return int(np.count_nonzero(ranked[:, 0] < 0))
 
     def error(self, seq: int, reason: str) -> None:
-        for shard in self.open:
-            if shard.start <= seq < shard.end:
-                shard.sink.error(seq - shard.start, reason)
-                shard.through += 1
-                return
+        shard = self._shard_of(seq)
+        if shard is not None:
+            shard.sink.error(seq - shard.start, reason)
+            shard.through += 1
 
 
-class ShardBroker(Broker):
+class ShardBroker:
     def __init__(self, cfg: RunConfig, ranking: dict):
         """``ranking``: what the device instances send back for every shard. ``cfg.warmup``
         should be 0: the owner keeps the job's clock."""
         self.router = ShardRouter(ranking)
-        super().__init__(cfg, [""], self.router)
-        self.items, self.total = [], 0
+        self.broker = Broker(cfg, self.router, self.router)
         self._incoming: queue.Queue[OpenShard] = queue.Queue()
         self._started = threading.Event()
         self._start_error: str | None = None
         self._thread = threading.Thread(target=self._serve, name="engine-shard-broker", daemon=True)
         self._last_through = 0.0
         self._seen = (Counter(), Counter(), 0, Counter())  # stage us, stage items, batches, batch sizes
+
+    @property
+    def backends(self) -> list[dict]:
+        return self.broker.backends
+
+    @property
+    def supervisor(self):
+        return self.broker.supervisor
+
+    @property
+    def meter(self):
+        return self.broker.meter
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.broker.stop_reason
 
     # ---- the owner's side (any thread) ---------------------------------------------
     def serve(self) -> None:
@@ -112,11 +147,21 @@ class ShardBroker(Broker):
         if self._start_error:
             raise RunStopped(self._start_error)
 
-    def run_shard(self, items: list[str], sink) -> ShardFigures:
+    def submit(self, items: list, sink) -> OpenShard:
+        """Hand ``items`` in without waiting; the shard's ``done`` is set once all are through
+        (its ``failure`` says why when the broker stopped first)."""
+        shard = OpenShard(0, items, sink)
+        if self.broker.stop_reason:
+            shard.failure = self.broker.stop_reason
+            shard.done.set()
+        else:
+            self._incoming.put(shard)
+        return shard
+
+    def run_shard(self, items: list, sink) -> ShardFigures:
         """Run ``items`` through, their results and errors into ``sink``; raises
         :class:`RunStopped` when the broker stopped first."""
-        shard = OpenShard(0, items, sink)
-        self._incoming.put(shard)
+        shard = self.submit(items, sink)
         shard.done.wait()
         if shard.failure:
             raise RunStopped(shard.failure)
@@ -124,7 +169,7 @@ class ShardBroker(Broker):
 
     def request_stop(self) -> None:
         """Stop at the loop's next turn; shards not through fail with :class:`RunStopped`."""
-        self.stop_reason = self.stop_reason or STOP_REQUESTED
+        self.broker.stop_reason = self.broker.stop_reason or STOP_REQUESTED
 
     def close(self) -> None:
         """Stop, then wait for the broker's thread to stop the worker processes and remove the ring."""
@@ -134,8 +179,9 @@ class ShardBroker(Broker):
 
     # ---- the broker's thread -------------------------------------------------------
     def _serve(self) -> None:
+        broker = self.broker
         try:
-            self._start_all()
+            broker.start()
         except RunStopped as e:
             self._start_error = str(e)
         self._started.set()
@@ -144,28 +190,32 @@ class ShardBroker(Broker):
                 self._stream()
         finally:
             for shard in self.router.open:
-                shard.failure = self.stop_reason or "the broker stopped"
+                shard.failure = broker.stop_reason or "the broker stopped"
                 shard.done.set()
-            self.meter.stop(time.perf_counter())
-            self.shutdown()
+            self._fail_incoming(broker.stop_reason or "the broker stopped")
+            broker.meter.stop(time.perf_counter())
+            broker.shutdown()
+
+    def _fail_incoming(self, reason: str) -> None:
+        while True:
+            try:
+                shard = self._incoming.get_nowait()
+            except queue.Empty:
+                return
+            shard.failure = reason
+            shard.done.set()
 
     def _stream(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        self.meter.start(last_check := time.perf_counter())
-        self._last_through = last_check
-        while not self.stop_reason:
-            self._take_incoming(wait=self.finished >= self.total)
-            if self.finished < self.total:
-                self._dispatch_preprocess()
-                self._dispatch_device()
-                if poller.poll(self._poll_timeout_ms()):
-                    self._drain()
+        broker = self.broker
+        broker.meter.start(time.perf_counter())
+        self._last_through = time.perf_counter()
+        while not broker.stop_reason:
+            self._take_incoming(wait=broker.finished >= self.router.total)
+            if broker.finished < self.router.total:
+                broker.turn()
                 self._answer_through()
-            now = time.perf_counter()
-            if now - last_check >= SUPERVISE_EVERY_S:
-                last_check = now
-                self._supervise()
+            else:
+                broker.supervise_when_due()
 
     def _take_incoming(self, wait: bool) -> None:
         """New shards join the stream: their items get the next sequence numbers."""
@@ -174,10 +224,8 @@ class ShardBroker(Broker):
         except queue.Empty:
             return
         while shard is not None:
-            shard.start, shard.taken_at = self.total, time.perf_counter()
-            self.items.extend(shard.items)
-            self.total += len(shard.items)
-            self.router.open.append(shard)
+            shard.taken_at = time.perf_counter()
+            self.router.add(shard)
             try:
                 shard = self._incoming.get_nowait()
             except queue.Empty:
@@ -190,7 +238,7 @@ class ShardBroker(Broker):
             shard.done.set()
 
     def _figures_since_last(self, taken_at: float) -> ShardFigures:
-        meter, supervisor = self.meter, self.supervisor
+        meter, supervisor = self.broker.meter, self.broker.supervisor
         stage_us, stage_items, batches, sizes = self._seen
         now = time.perf_counter()
         figures = ShardFigures(seconds=now - max(taken_at, self._last_through),
