@@ -1,6 +1,8 @@
 """``python -m engine.eval``: top-1/top-5 accuracy from saved results.
 
 - ``topk RESULT.txt``: the top-k text format (see :mod:`engine.data.topk_text`).
+- ``table RESULTS``: an ``engine.run --results`` Parquet table (labels: its ``label``
+  column unless ``--label``/``--labels-from-folders`` is given).
 - ``imagenet --result_path DIR --datalist FILE``: raw ``output_XXXXXX.npz`` files, the
   i-th datalist entry paired with ``output_{i:06d}.npz`` (never by sorted glob, which
   silently shifts every later pair when one file is missing).
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from engine.data import arg_checks
 from engine.data.datalist import read_datalist
+from engine.data.extras import require
 from engine.data.labels import LabelSource
 from engine.data.scoring import (
     LISTED_PER_REASON,
@@ -32,6 +35,7 @@ from engine.data.scoring import (
     score_topk_file,
     write_per_class_csv,
 )
+from engine.data.table_scoring import score_results_table
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -87,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     topk = sub.add_parser("topk", help="accuracy from a top-k text results file")
     topk.add_argument("result", metavar="RESULT.txt")
     _add_label_options(topk, required=True)
+    table = sub.add_parser("table", help="accuracy from an engine.run --results Parquet table")
+    table.add_argument("result", metavar="RESULTS.parquet|DIR")
+    _add_label_options(table, required=False)
     imagenet = sub.add_parser("imagenet", help="accuracy from output_XXXXXX.npz files in datalist order")
     imagenet.add_argument("--result_path", "--result-path", dest="result_path", required=True, metavar="DIR")
     imagenet.add_argument("--datalist", required=True, metavar="FILE")
@@ -102,9 +109,14 @@ def main(argv=None) -> int:
         arg_checks.check_output_file("--json", args.json)
         arg_checks.check_output_file("--per-class", args.per_class)
         labels = LabelSource(args.label, from_folders=args.labels_from_folders)
-        if args.mode == "topk":
-            acc, seen = score_topk_file(args.result, labels)
-            summary = {"mode": "topk", "result": str(args.result), **acc.summary()}
+        if args.mode in ("topk", "table"):
+            if args.mode == "table":
+                require("results", "engine.eval table")
+                active = args.label or args.labels_from_folders
+                acc, seen = score_results_table(args.result, labels if active else None)
+            else:
+                acc, seen = score_topk_file(args.result, labels)
+            summary = {"mode": args.mode, "result": str(args.result), **acc.summary()}
             num_classes = None
         else:
             items = read_datalist(args.datalist)
