@@ -57,6 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-bytes", type=int, default=64 * 2**20, help="largest payload in bytes (default 64 MiB)")
     p.add_argument("--max-pixels", type=int, default=40_000_000,
                    help="largest image in pixels; bigger ones are refused before decoding (default 40M)")
+    p.add_argument("--fast-decode", action="store_true", help="reduced-scale decode of big JPEGs (inexact; see docs)")
     p.add_argument("--max-inflight", type=int, default=None,
                    help="requests admitted at once; more get a 'busy' reply (default max(64, 4 x batch x instances))")
     p.add_argument("--max-inflight-bytes", type=int, default=1 << 30,
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
             auth = enable_curve_server(router, args.curve_secret_key, args.curve_authorized_keys)
         router.setsockopt(zmq.MAXMSGSIZE, 2 * args.max_bytes + 2**20)
         router.bind(args.bind)
-        limits = Limits(args.max_bytes, args.max_pixels, args.max_inflight, args.max_inflight_bytes)
+        limits = Limits(args.max_bytes, args.max_pixels, args.max_inflight, args.max_inflight_bytes, args.fast_decode)
         server = Server(router, workers=args.workers, limits=limits, drain_timeout_s=args.drain_timeout_s,
                         inline_max_us=args.inline_max_us, log=log)
         for sig in (signal.SIGTERM, signal.SIGINT):

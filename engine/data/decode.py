@@ -27,6 +27,7 @@ import numpy as np
 # Importing these registers their formats in Image.OPEN, which _open_image reads.
 from PIL import BmpImagePlugin, Image, JpegImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401
 
+from engine.data import fast_decode
 from engine.data.datalist import IMAGE_SUFFIXES
 from engine.data.tar_shards import MemberReadError, MemberRef, parse_ref, read_member
 
@@ -100,10 +101,12 @@ def _gray16_to_rgb(im: Image.Image) -> np.ndarray:
     return np.repeat(gray8[:, :, None], 3, axis=2)
 
 
-def _decode_stream(fp, name: str, filename: str, max_pixels: int | None) -> np.ndarray:
+def _decode_stream(fp, name: str, filename: str, max_pixels: int | None,
+                   draft: fast_decode.Draft | None = None) -> np.ndarray:
     im = _open_image(fp, name, filename)
     try:
         _check_pixels(im, name, max_pixels)
+        fast_decode.apply(im, draft)
         try:
             im.load()
             if im.mode in _GRAY16_MODES:
@@ -117,16 +120,19 @@ def _decode_stream(fp, name: str, filename: str, max_pixels: int | None) -> np.n
 
 
 def decode_image(source: str | os.PathLike | bytes, *, name: str | None = None,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 draft: fast_decode.Draft | None = None) -> np.ndarray:
     """Decode a JPEG, PNG, BMP or WebP file (a path, or its bytes) to uint8 HWC RGB.
 
     The pixels equal ``np.asarray(Image.open(source).convert("RGB"))``. ``name`` labels
     errors for bytes input (default ``<bytes>``). Images with more than ``max_pixels``
     pixels are refused before their data is decoded; ``None`` disables the limit. The
-    returned array is read-only. Raises ``DecodeError`` for anything unreadable.
+    returned array is read-only. Raises ``DecodeError`` for anything unreadable. With a
+    ``draft`` (``--fast-decode``), a JPEG far larger than it decodes at a reduced DCT
+    scale instead (:mod:`engine.data.fast_decode`); the limit applies to the full size.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _decode_stream(io.BytesIO(source), name or "<bytes>", "", max_pixels)
+        return _decode_stream(io.BytesIO(source), name or "<bytes>", "", max_pixels, draft)
     filename = os.fspath(source)
     name = name or filename
     try:
@@ -134,7 +140,7 @@ def decode_image(source: str | os.PathLike | bytes, *, name: str | None = None,
     except OSError as e:
         raise DecodeError(name, _os_reason(e)) from None
     with fp:
-        return _decode_stream(fp, name, filename, max_pixels)
+        return _decode_stream(fp, name, filename, max_pixels, draft)
 
 
 def load_npz(source: str | os.PathLike | bytes, *, name: str | None = None,
@@ -240,24 +246,25 @@ def _to_hwc(array: np.ndarray) -> np.ndarray:
     return array.transpose(1, 2, 0) if array.shape[0] == 3 else array
 
 
-def load_item(path: str | os.PathLike, *,
-              max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_item(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+              draft: fast_decode.Draft | None = None) -> np.ndarray:
     """A datalist item (``.npz`` or an image file, suffix in any case, or a tar shard's member
-    named by a reference of :mod:`engine.data.tar_shards`) as uint8 HWC RGB."""
+    named by a reference of :mod:`engine.data.tar_shards`) as uint8 HWC RGB; ``draft``:
+    see ``decode_image``."""
     name = os.fspath(path)
     ref = parse_ref(name)
     if ref is not None:
-        return _load_member(ref, max_pixels)
+        return _load_member(ref, max_pixels, draft)
     suffix = Path(name).suffix.lower()
     if suffix == ".npz":
         return load_npz(name, max_pixels=max_pixels)
     if suffix in IMAGE_SUFFIXES:
-        return decode_image(name, max_pixels=max_pixels)
+        return decode_image(name, max_pixels=max_pixels, draft=draft)
     accepted = " ".join(sorted(IMAGE_SUFFIXES | {".npz"}))
     raise DecodeError(name, f"unknown item type {suffix or '(no suffix)'!r} (accepted: {accepted})")
 
 
-def _load_member(ref: MemberRef, max_pixels: int | None) -> np.ndarray:
+def _load_member(ref: MemberRef, max_pixels: int | None, draft: fast_decode.Draft | None) -> np.ndarray:
     """A shard member's bytes, decoded as its extension says."""
     try:
         data = read_member(ref)
@@ -265,7 +272,7 @@ def _load_member(ref: MemberRef, max_pixels: int | None) -> np.ndarray:
         raise DecodeError(ref.source, str(e).removeprefix(f"{ref.source}: ")) from None
     if ref.extension == "npz":
         return load_npz(data, name=ref.source, max_pixels=max_pixels)
-    return decode_image(data, name=ref.source, max_pixels=max_pixels)
+    return decode_image(data, name=ref.source, max_pixels=max_pixels, draft=draft)
 
 
 def _os_reason(error: OSError) -> str:

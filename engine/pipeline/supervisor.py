@@ -75,7 +75,7 @@ class Supervisor:
         if role == "pre":
             identities = [f"pre-{index}.{generation}".encode()]
             target, args = preprocess_main, (identities[0], self.endpoint, self.ring_spec,
-                                             cfg.data_config.to_dict(), cfg.max_pixels)
+                                             cfg.data_config.to_dict(), cfg.max_pixels, cfg.fast_decode)
         else:
             identities = [f"dev-{index}-{i}.{generation}".encode() for i in range(cfg.instances)]
             backend_spec = {"kind": cfg.backend, "model_path": cfg.model_path, "device": cfg.device,

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from engine.data.decode import DecodeError
+from engine.data.fast_decode import Draft
 from engine.serving.batcher import DynamicBatcher
 from engine.serving.jobs import Job, Limits, Outcome, Ready
 from engine.serving.model import ServedModel
@@ -44,13 +45,14 @@ class Executor:
         self.limits = limits
         self.stats = stats
         self.service_times = ServiceTimes()
+        self.draft = Draft.for_resize(model.config.resize) if limits.fast_decode else None
 
     def prepare(self, job: Job, send) -> Ready | None:
         """Decode and preprocess ``job``; on failure ``send`` its error outcome and return None."""
         t_start = time.perf_counter()
         request = job.request
         try:
-            image = decode_payload(request, max_pixels=self.limits.max_pixels)
+            image = decode_payload(request, max_pixels=self.limits.max_pixels, draft=self.draft)
             tensor = np.empty(self.model.input_shape, np.float32)
             self.model.preprocess(image, tensor)
         except DecodeError as e:

@@ -16,6 +16,7 @@ class Limits:
     max_pixels: int = 40_000_000
     max_inflight: int = 64
     max_inflight_bytes: int = 1 << 30
+    fast_decode: bool = False  # --fast-decode: JPEGs far above a model's resize target decoded at a reduced scale
 
 
 @dataclass

@@ -8,13 +8,15 @@ from __future__ import annotations
 import numpy as np
 
 from engine.data.decode import DecodeError, decode_image, load_npz
+from engine.data.fast_decode import Draft
 from engine.serving.protocol import Request
 
 MAGIC = {"jpeg": b"\xff\xd8\xff", "png": b"\x89PNG\r\n\x1a\n"}
 
 
-def decode_payload(request: Request, *, max_pixels: int) -> np.ndarray:
-    """The request's image as uint8 HWC RGB (possibly a strided view; the kernels take any)."""
+def decode_payload(request: Request, *, max_pixels: int, draft: Draft | None = None) -> np.ndarray:
+    """The request's image as uint8 HWC RGB (possibly a strided view; the kernels take any);
+    ``draft``: ``--fast-decode`` (see ``engine.data.decode.decode_image``)."""
     name = f"request {request.id!r}"
     payload = request.payload
     if request.encoding == "raw":
@@ -24,4 +26,4 @@ def decode_payload(request: Request, *, max_pixels: int) -> np.ndarray:
     magic = MAGIC[request.encoding]
     if bytes(payload[: len(magic)]) != magic:
         raise DecodeError(name, f"payload is not a {request.encoding.upper()} image (wrong signature)")
-    return decode_image(payload, name=name, max_pixels=max_pixels)
+    return decode_image(payload, name=name, max_pixels=max_pixels, draft=draft)
