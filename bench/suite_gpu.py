@@ -169,7 +169,8 @@ def engine_part(found: Findings, target: Target, mode: Mode, module, onnx: Path,
                            "stages_us": other["stages_us_per_item"]})
     found.ratios.append({"name": f"vgg16 {precision} engine end to end / torch loop on pre-made device tensors "
                                  f"(batch {best_b}, median of paired rounds)",
-                         "value": float(np.median(per_round)), "goal": None, "met": None, "per_round": per_round})
+                         "value": float(np.median(per_round)), "goal": None, "met": None, "per_round": per_round,
+                         "readme": True})
 
 
 def suite_notes(target: Target) -> list[str]:

@@ -1,13 +1,20 @@
-"""``python -m bench.update_readme [RESULTS.json]``: the README's performance tables from results files.
+"""``python -m bench.update_readme [RESULTS.json]``: the README's key ratios and docs/benchmarks.md's
+full tables, from results files.
 
-Rewrites only the text between ``<!-- perf-table:start -->`` and
-``<!-- perf-table:end -->``, from the given results file or else the newest non-smoke
-one in ``bench/results/`` in which a CPU suite ran, so the README never carries a number
-no results file holds. Where the README also has ``<!-- perf-table-gpu:start -->`` and
-``<!-- perf-table-gpu:end -->``, the ``gpu`` suite of the newest results file in which it
-ran goes there (GPU runs happen on other machines, at other times). A table gives the
-date, the machine, each ratio with its goal and whether it was met, and the key absolute
-figures (a suite's rows marked ``"key": true``, or all its rows when it marks none).
+The README shows the few ratios that say how fast the engine is against what it replaces:
+those a suite marks ``"readme": True`` (one or two per suite), each with its goal and
+whether it was met, the date and the machine; at most :data:`MAX_README_ROWS` in all, or
+this refuses (unmark one: a table a reader skims has to stay short). docs/benchmarks.md
+gets every ratio and the key absolute figures of the same run (a suite's rows marked
+``"key": true``, or all its rows when it marks none).
+
+Each file is rewritten only between its markers: ``<!-- perf-table:start -->`` /
+``<!-- perf-table:end -->`` (README) and ``<!-- bench-tables:start -->`` /
+``<!-- bench-tables:end -->`` (docs/benchmarks.md), from the given results file or else
+the newest non-smoke one in ``bench/results/`` in which a CPU suite ran, so neither
+carries a number no results file holds. Where a file also has the ``-gpu`` markers, the
+``gpu`` suite of the newest results file in which it ran goes there (GPU runs happen on
+other machines, at other times).
 """
 from __future__ import annotations
 
@@ -25,10 +32,16 @@ START = "<!-- perf-table:start -->"
 END = "<!-- perf-table:end -->"
 GPU_START = "<!-- perf-table-gpu:start -->"
 GPU_END = "<!-- perf-table-gpu:end -->"
+FULL_START = "<!-- bench-tables:start -->"
+FULL_END = "<!-- bench-tables:end -->"
+FULL_GPU_START = "<!-- bench-tables-gpu:start -->"
+FULL_GPU_END = "<!-- bench-tables-gpu:end -->"
+MAX_README_ROWS = 15
 GPU_SUITES = ("gpu",)
 CPU_SUITES = tuple(name for name in SUITES if name not in GPU_SUITES)
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_README = REPO / "README.md"
+BENCHMARKS_DOC = Path("docs") / "benchmarks.md"  # beside the README
 DEFAULT_RESULTS_DIR = REPO / "bench" / "results"
 
 
@@ -71,31 +84,58 @@ def _key_rows(suite: dict) -> list[dict]:
     return marked or rows
 
 
+def _ok(results: dict) -> dict[str, dict]:
+    return {n: s for n, s in results.get("suites", {}).items() if s.get("status") == "ok"}
+
+
+def readme_ratios(results: dict) -> list[tuple[str, dict]]:
+    """``(suite, ratio)`` for every ratio its suite marked for the README."""
+    return [(n, r) for n, s in _ok(results).items() for r in s.get("ratios") or [] if r.get("readme")]
+
+
+def _header(results: dict, source: str) -> list[str]:
+    return [f"Measured {results['date']} on {describe(results.get('machine') or {})}; "
+            f"`{results.get('command', 'python -m bench')}`, results file `{source}`.", ""]
+
+
+def _ratio_table(ratios: list[tuple[str, dict]]) -> list[str]:
+    lines = ["| suite | ratio | value | goal | met |", "|---|---|---|---|---|"]
+    for name, r in ratios:
+        met = r.get("met")
+        met_text = "-" if met is None else ("met" if met else "not met")
+        lines.append(f"| {name} | {fmt(r.get('name'))} | {fmt(r.get('value'))} | "
+                     f"{fmt(r.get('goal') or '-')} | {met_text} |")
+    return lines + [""]
+
+
+def _not_run(results: dict) -> list[str]:
+    not_run = [f"{n} ({': '.join(str(x) for x in (s.get('status'), s.get('error')) if x)})"
+               for n, s in results.get("suites", {}).items() if s.get("status") != "ok"]
+    return ["Not measured in this run: " + "; ".join(not_run) + ".", ""] if not_run else []
+
+
+def render_readme_table(results: dict, source: str) -> str:
+    """The README's table: the marked ratios with their goals."""
+    ratios = readme_ratios(results)
+    lines = _header(results, source)
+    lines += _ratio_table(ratios) if ratios else ["No ratio of this run is marked for the README.", ""]
+    return "\n".join(lines + _not_run(results))
+
+
 def render_table(results: dict, source: str) -> str:
-    """The Markdown that goes between the markers."""
-    lines = [f"Measured {results['date']} on {describe(results.get('machine') or {})}; "
-             f"`{results.get('command', 'python -m bench')}`, results file `{source}`.", ""]
-    suites = results.get("suites", {})
-    ok = {n: s for n, s in suites.items() if s.get("status") == "ok"}
+    """docs/benchmarks.md's tables: every ratio, then the key absolute figures."""
+    ok = _ok(results)
+    lines = _header(results, source)
     ratios = [(n, r) for n, s in ok.items() for r in s.get("ratios") or []]
     if ratios:
-        lines += ["| suite | ratio | value | goal | met |", "|---|---|---|---|---|"]
-        for name, r in ratios:
-            met = r.get("met")
-            met_text = "-" if met is None else ("met" if met else "not met")
-            lines.append(f"| {name} | {fmt(r.get('name'))} | {fmt(r.get('value'))} | "
-                         f"{fmt(r.get('goal') or '-')} | {met_text} |")
-        lines.append("")
+        lines += _ratio_table(ratios)
     figures = [(n, r) for n, s in ok.items() for r in _key_rows(s)]
     if figures:
         lines += ["| suite | figure | value | unit |", "|---|---|---|---|"]
         lines += [f"| {n} | {fmt(r.get('name'))} | {fmt(r.get('value'))} | {fmt(r.get('unit', ''))} |"
                   for n, r in figures]
         lines.append("")
-    not_run = [f"{n} ({': '.join(str(x) for x in (s.get('status'), s.get('error')) if x)})"
-               for n, s in suites.items() if s.get("status") != "ok"]
-    if not_run:
-        lines += ["Not measured in this run: " + "; ".join(not_run) + ".", ""]
+    lines += _not_run(results)
     if not ratios and not figures:
         lines += ["This results file holds no figures.", ""]
     return "\n".join(lines)
@@ -114,55 +154,93 @@ def replace_between_markers(text: str, body: str, where: str, start: str = START
     return f"{head}{start}\n{body.strip()}\n{end}{tail}"
 
 
-def _source(results_path: Path, readme: Path) -> str:
+def _source(results_path: Path, document: Path) -> str:
     try:
-        return str(results_path.resolve().relative_to(readme.resolve().parent))
+        return os.path.relpath(results_path.resolve(), document.resolve().parent)
     except ValueError:
         return str(results_path)
 
 
-def update_readme(readme: Path, results_path: Path, gpu_results_path: Path | None = None) -> bool:
-    """Rewrite the table (and the GPU table, given its results file and the README's
-    markers for it); returns whether the README changed."""
-    results = load_results(results_path)
+def _measured(path: Path, suites=None) -> dict:
+    """A results file's figures (only ``suites``' when given); a smoke run is refused."""
+    results = load_results(path)
     if results.get("smoke"):
-        raise UpdateError(f"{results_path} is a smoke run: its figures are not measurements")
+        raise UpdateError(f"{path} is a smoke run: its figures are not measurements")
+    if suites is not None:
+        results = {**results, "suites": {n: s for n, s in results["suites"].items() if n in suites}}
+    return results
+
+
+def _rewritten(document: Path, tables: list[tuple[str, str, str]]) -> tuple[str, str]:
+    """The document's text, and its text with each ``(body, start, end)`` between its
+    markers (the GPU markers are optional)."""
     try:
-        text = readme.read_text()
+        text = document.read_text()
     except OSError as e:
-        raise UpdateError(f"README {readme}: {e.strerror or e}") from None
-    new = replace_between_markers(text, render_table(results, _source(results_path, readme)), str(readme))
-    if gpu_results_path is not None and GPU_START in new:
-        gpu = load_results(gpu_results_path)
-        gpu_only = {**gpu, "suites": {n: s for n, s in gpu["suites"].items() if n in GPU_SUITES}}
-        new = replace_between_markers(new, render_table(gpu_only, _source(gpu_results_path, readme)),
-                                      str(readme), GPU_START, GPU_END)
-    if new == text:
+        raise UpdateError(f"{document}: {e.strerror or e}") from None
+    new = text
+    for body, start, end in tables:
+        if start not in (GPU_START, FULL_GPU_START) or start in new:
+            new = replace_between_markers(new, body, str(document), start, end)
+    return text, new
+
+
+def _write(document: Path, old: str, new: str) -> bool:
+    if new == old:
         return False
-    tmp = readme.with_name(readme.name + ".tmp")
+    tmp = document.with_name(document.name + ".tmp")
     tmp.write_text(new)
-    os.replace(tmp, readme)
+    os.replace(tmp, document)
     return True
+
+
+def update_readme(readme: Path, results_path: Path, gpu_results_path: Path | None = None,
+                  benchmarks: Path | None = None) -> tuple[bool, bool]:
+    """Rewrite the README's key ratios and the benchmarks document's full tables (and their
+    GPU tables, given a GPU results file); whether each changed. Nothing is written unless
+    both can be."""
+    benchmarks = benchmarks or readme.parent / BENCHMARKS_DOC
+    cpu = _measured(results_path)
+    readme_tables = [(render_readme_table(cpu, _source(results_path, readme)), START, END)]
+    doc_tables = [(render_table(cpu, _source(results_path, benchmarks)), FULL_START, FULL_END)]
+    marked = readme_ratios(cpu)
+    if gpu_results_path is not None:
+        gpu = _measured(gpu_results_path, GPU_SUITES)
+        marked += readme_ratios(gpu)
+        readme_tables.append((render_readme_table(gpu, _source(gpu_results_path, readme)), GPU_START, GPU_END))
+        doc_tables.append((render_table(gpu, _source(gpu_results_path, benchmarks)), FULL_GPU_START,
+                           FULL_GPU_END))
+    if len(marked) > MAX_README_ROWS:
+        suites = ", ".join(sorted({n for n, _ in marked}))
+        raise UpdateError(f"{len(marked)} ratios are marked \"readme\": True (suites {suites}); the README shows at "
+                          f"most {MAX_README_ROWS}: unmark the least telling ones in their suites")
+    readme_text, doc_text = _rewritten(readme, readme_tables), _rewritten(benchmarks, doc_tables)
+    return _write(readme, *readme_text), _write(benchmarks, *doc_text)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.update_readme",
-                                     description="Rewrite the README's performance tables from bench results files.")
+                                     description="Rewrite the README's key ratios and docs/benchmarks.md's full "
+                                                 "tables from bench results files.")
     parser.add_argument("results", nargs="?", type=Path, metavar="RESULTS.json",
                         help="results file (default: the newest non-smoke one in --results-dir in which a CPU "
                              "suite ran)")
     parser.add_argument("--readme", type=Path, default=DEFAULT_README)
+    parser.add_argument("--benchmarks", type=Path, default=None,
+                        help=f"the document of full tables (default: {BENCHMARKS_DOC} beside the README)")
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     args = parser.parse_args(argv)
     try:
         results_path = args.results or latest_results(args.results_dir)
         if results_path is None:
             raise UpdateError(f"no results file in {args.results_dir}: run 'python -m bench' first")
-        changed = update_readme(args.readme, results_path, latest_results(args.results_dir, GPU_SUITES))
+        changed = update_readme(args.readme, results_path, latest_results(args.results_dir, GPU_SUITES),
+                                args.benchmarks)
     except UpdateError as e:
         print(f"bench.update_readme: {e}", file=sys.stderr)
         return 2
-    print(f"{args.readme}: performance table {'updated' if changed else 'already up to date'} from {results_path}")
+    for document, did in zip((args.readme, args.benchmarks or args.readme.parent / BENCHMARKS_DOC), changed):
+        print(f"{document}: performance tables {'updated' if did else 'already up to date'} from {results_path}")
     return 0
 
 

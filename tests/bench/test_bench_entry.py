@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.update_readme import END, GPU_END, GPU_START, START
+from bench.update_readme import END, FULL_END, FULL_GPU_END, FULL_GPU_START, FULL_START, GPU_END, GPU_START, START
 from bench.update_readme import main as update_main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -163,23 +163,34 @@ def test_bench_only_and_full_and_skipped_plots(fake_package, tmp_path):
     assert unknown.returncode == 2 and "unknown suite nosuch" in unknown.stderr
 
 
-def results_file(path: Path, date: str, smoke=False, value=2.0) -> Path:
+def results_file(path: Path, date: str, smoke=False, value=2.0, marked=1) -> Path:
+    """A results file whose pipeline suite has ``marked`` ratios marked for the README and one not."""
+    ratios = [{"name": f"engine / torch loop{f' {i}' if i else ''}", "value": value, "goal": ">= 3",
+               "met": value >= 3, "readme": True} for i in range(marked)]
+    ratios.append({"name": "int8 / fp32 inference only", "value": 1.25, "goal": None, "met": None})
     path.write_text(json.dumps({
         "date": date, "host": "box", "command": "python -m bench --quick", "mode": "quick", "smoke": smoke,
         "machine": {"cpu_model": "Test CPU", "cores_usable": 2, "cores_logical": 2, "memory_gb": 8, "gpus": []},
         "suites": {
             "pipeline": {"status": "ok", "rows": [{"name": "engine", "value": 50.5, "unit": "images/s"}],
-                         "ratios": [{"name": "engine / torch loop", "value": value, "goal": ">= 3",
-                                     "met": value >= 3}]},
+                         "ratios": ratios},
             "serve": {"status": "missing", "error": "no module bench.suite_serve"},
         }}))
     return path
 
 
+def documents(root: Path, readme_text: str, doc_text: str = f"# Benchmarks\n{FULL_START}\nold\n{FULL_END}\n"):
+    """A README and its docs/benchmarks.md."""
+    (root / "docs").mkdir(parents=True, exist_ok=True)
+    (root / "docs" / "benchmarks.md").write_text(doc_text)
+    (root / "README.md").write_text(readme_text)
+    return root / "README.md", root / "docs" / "benchmarks.md"
+
+
 def test_update_readme_rewrites_only_between_markers(tmp_path):
-    readme = tmp_path / "README.md"
+    """The README gets the marked ratios only; docs/benchmarks.md every ratio and the figures."""
     before, after = "# Title\n\nintro text\n\n", "\n\n## Later\nkept as is\n"
-    readme.write_text(f"{before}{START}\nstale numbers\n{END}{after}")
+    readme, doc = documents(tmp_path, f"{before}{START}\nstale numbers\n{END}{after}")
     results = tmp_path / "results"
     results.mkdir()
     results_file(results / "a.json", "2026-01-02T00:00:00+00:00", value=2.0)
@@ -191,9 +202,14 @@ def test_update_readme_rewrites_only_between_markers(tmp_path):
     table = text[text.index(START):text.index(END)]
     assert "Measured 2026-03-01T00:00:00+00:00 on Test CPU, 2 cores usable" in table
     assert "| pipeline | engine / torch loop | 3.5 | >= 3 | met |" in table
-    assert "| pipeline | engine | 50.5 | images/s |" in table
+    assert "int8 / fp32" not in table and "50.5" not in table  # unmarked ratio, plain figures: benchmarks.md
     assert "serve (missing: no module bench.suite_serve)" in table
     assert "stale" not in text and "99" not in text
+    full = doc.read_text()
+    assert "| pipeline | engine / torch loop | 3.5 | >= 3 | met |" in full
+    assert "| pipeline | int8 / fp32 inference only | 1.25 | - | - |" in full
+    assert "| pipeline | engine | 50.5 | images/s |" in full and "results file `../results/b.json`" in full
+    assert full.startswith("# Benchmarks\n") and "old" not in full
 
     assert update_main(["--readme", str(readme), str(results / "a.json")]) == 0
     assert "| pipeline | engine / torch loop | 2 | >= 3 | not met |" in readme.read_text()
@@ -202,13 +218,14 @@ def test_update_readme_rewrites_only_between_markers(tmp_path):
 def test_update_readme_gpu_table_comes_from_the_newest_gpu_run(tmp_path):
     """A GPU-only run (another machine) fills the GPU table and leaves the main table to
     the newest run in which a CPU suite ran."""
-    readme = tmp_path / "README.md"
-    readme.write_text(f"{START}\n{END}\n\n## GPU\n{GPU_START}\nstale\n{GPU_END}\n")
+    readme, doc = documents(tmp_path, f"{START}\n{END}\n\n## GPU\n{GPU_START}\nstale\n{GPU_END}\n",
+                            f"{FULL_START}\n{FULL_END}\n{FULL_GPU_START}\n{FULL_GPU_END}\n")
     results = tmp_path / "results"
     results.mkdir()
     results_file(results / "cpu.json", "2026-03-01T00:00:00+00:00", value=3.5)
     gpu_suite = {"status": "ok", "rows": [{"name": "vgg16 fp16 engine", "value": 6938.0, "unit": "img/s"}],
-                 "ratios": [{"name": "engine / torch loop", "value": 0.8168, "goal": None, "met": None}]}
+                 "ratios": [{"name": "engine / torch loop", "value": 0.8168, "goal": None, "met": None,
+                             "readme": True}]}
     for name, date, suites in (
             ("gpu-old.json", "2026-04-01T00:00:00+00:00", {"gpu": {**gpu_suite, "rows": []}}),
             ("gpu.json", "2026-05-01T00:00:00+00:00", {"gpu": gpu_suite}),
@@ -225,13 +242,13 @@ def test_update_readme_gpu_table_comes_from_the_newest_gpu_run(tmp_path):
     assert "6938" not in main
     assert "Measured 2026-05-01" in gpu and "NVIDIA H200" in gpu and "results/gpu.json" in gpu
     assert "| gpu | engine / torch loop | 0.8168 | - | - |" in gpu
-    assert "| gpu | vgg16 fp16 engine | 6938 | img/s |" in gpu
-    assert "pipeline" not in gpu and "stale" not in text
+    assert "6938" not in gpu and "pipeline" not in gpu and "stale" not in text
+    full = doc.read_text()
+    assert "| gpu | vgg16 fp16 engine | 6938 | img/s |" in full[full.index(FULL_GPU_START):]
 
 
 def test_update_readme_fails_clearly(tmp_path, capsys):
-    readme = tmp_path / "README.md"
-    readme.write_text("# no markers here\n")
+    readme, doc = documents(tmp_path, "# no markers here\n")
     results = results_file(tmp_path / "r.json", "2026-01-01T00:00:00+00:00")
     assert update_main(["--readme", str(readme), str(results)]) == 2
     assert "needs exactly one '<!-- perf-table:start -->'" in capsys.readouterr().err
@@ -246,6 +263,26 @@ def test_update_readme_fails_clearly(tmp_path, capsys):
     assert update_main(["--readme", str(readme), str(smoke)]) == 2
     assert "smoke run" in capsys.readouterr().err
     assert update_main(["--readme", str(readme), "--results-dir", str(tmp_path / "empty")]) == 2
+
+
+def test_update_readme_refuses_more_than_15_marked_ratios_and_writes_nothing(tmp_path, capsys):
+    readme, doc = documents(tmp_path, f"{START}\nkept\n{END}\n")
+    before = doc.read_text()
+    no_gpu_runs = ["--results-dir", str(tmp_path / "empty")]
+    assert update_main(["--readme", str(readme), *no_gpu_runs,
+                        str(results_file(tmp_path / "r.json", "2026-01-01", marked=16))]) == 2
+    assert "16 ratios are marked" in capsys.readouterr().err
+    assert "kept" in readme.read_text() and doc.read_text() == before
+    assert update_main(["--readme", str(readme), *no_gpu_runs,
+                        str(results_file(tmp_path / "r.json", "2026-01-01", marked=15))]) == 0
+    assert readme.read_text().count("| pipeline | engine / torch loop") == 15
+
+
+def test_update_readme_needs_the_benchmarks_document(tmp_path, capsys):
+    readme, doc = documents(tmp_path, f"{START}\n{END}\n")
+    doc.unlink()
+    assert update_main(["--readme", str(readme), str(results_file(tmp_path / "r.json", "2026-01-01"))]) == 2
+    assert "benchmarks.md" in capsys.readouterr().err and readme.read_text() == f"{START}\n{END}\n"
 
 
 def test_plot_data_forms_and_skips(tmp_path):
