@@ -7,7 +7,9 @@ A suite is a module ``bench/suite_<name>.py`` with ``run(quick: bool) -> dict``:
       "title": "one line saying what is compared",
       "rows": [{"name": str, "value": float, "unit": str, ...extra columns}],
       "ratios": [{"name": str, "value": float, "goal": "<= 0.75" | ">= 0.95" | None,
-                  "met": bool | None}],
+                  "met": bool | None,
+                  "readme": True}],     # optional: one of the suite's one or two key ratios,
+                                        # shown in the README (at most 15 in all; bench.update_readme)
       "notes": [str, ...],            # caveats, skipped baselines with their reason
       "series": {...},                # raw data for plots (optional)
     }
