@@ -25,6 +25,8 @@ GRPC_EXAMPLES = 800
 FUZZ = settings(derandomize=True, database=None, deadline=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
 sent = {"http": 0, "grpc": 0}
+FRAMING = {"content-length", "transfer-encoding", "host", "connection", "expect", "upgrade"}
+PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7f))
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +159,11 @@ def http_case(draw) -> tuple[str, str, bytes, dict]:
     """(method, path, body, headers) of one malformed HTTP request."""
     infer = f"/v2/models/{MODEL}/infer"
     kind = draw(st.integers(0, 5))
-    if kind <= 2:
-        return "POST", infer, json.dumps(draw(corrupt_request())).encode(), {}
+    if kind <= 2:  # with headers of any name and printable value beside the framing ones
+        headers = draw(st.dictionaries(
+            st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJ-_0123456789", min_size=1, max_size=12).filter(
+                lambda h: h.lower() not in FRAMING), st.text(alphabet=PRINTABLE, max_size=30), max_size=4))
+        return "POST", infer, json.dumps(draw(corrupt_request())).encode(), headers
     if kind == 3:  # bytes that are not a JSON object
         body = draw(st.binary(max_size=200))
         try:
