@@ -18,6 +18,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -32,6 +33,9 @@ from engine.pipeline.interrupts import stop_on_signals
 from engine.pipeline.meter import Meter, MeterReadings
 from engine.pipeline.sink import Sink
 from engine.pipeline.slots import PREFIX, SHM_DIR, sweep_stale_segments
+
+if TYPE_CHECKING:  # pyarrow, which it imports, is needed only by a job with --results
+    from engine.cluster.node_table import NodeTable
 
 SHARDS_IN_FLIGHT = 2  # per actor: one running, one queued, so a node never waits on the driver
 MAX_SHARD_TRIES = 3  # a shard whose actor died this many times fails its items
@@ -67,8 +71,11 @@ def _sweep_segments() -> list[str]:
 
 class ClusterRun(MeterReadings):
     def __init__(self, cfg: RunConfig, items: list[str], sink: Sink, *, shard_size: int, threads_given: bool,
-                 progress=None):
+                 progress=None, table: NodeTable | None = None):
+        """``table``: the nodes write the results table (engine/cluster/node_table.py)."""
         self.cfg, self.items, self.sink, self.progress = cfg, items, sink, progress
+        self.table = table
+        self.part_book = None
         self.shard_size, self.threads_given = shard_size, threads_given
         self.total = len(items)
         self.queue: deque[Shard] = deque()  # cut once the actors are known
@@ -107,8 +114,15 @@ class ClusterRun(MeterReadings):
         actor = NODE_ACTOR.options(
             num_cpus=cpus, num_gpus=gpus, max_restarts=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-        ).remote(self._node_config(cpus), self.package_ref, self.sink.ranking())
+        ).remote(self._node_config(cpus), self.package_ref, self._ranking(), self.table)
         self.nodes.append(NodeBooks(node, cpus, gpus, actor, actor.ready.remote(), generation))
+
+    def _ranking(self) -> dict:
+        """What the device instances send back: the sink's ask, plus the logits a node's table holds."""
+        ranking = dict(self.sink.ranking())
+        if self.table is not None and self.table.spec.logits:
+            ranking["outputs"] = True
+        return ranking
 
     def _alive_nodes(self) -> dict[str, dict]:
         """Alive nodes that can run the job: a CPU at least, and a GPU for a CUDA job."""
@@ -151,16 +165,24 @@ class ClusterRun(MeterReadings):
         now = time.perf_counter()
         for seq in shard.seqs(range(len(shard.items))):
             self.sink.error(seq, reason)
+        if self.part_book is not None:
+            self.part_book.fail_shard(shard.index, shard.items, shard.start, reason)
         self.meter.span(now, now, len(shard.items))
         self.meter.finish(len(shard.items), len(shard.items), at=now)
 
     def _take(self, books: NodeBooks, shard: Shard, result: ShardResult) -> None:
         now = time.perf_counter()
-        failed = self.sink.results(shard.seqs(result.positions), result.ranked, result.probs, result.outputs)
+        if result.tally is None:
+            failed = self.sink.results(shard.seqs(result.positions), result.ranked, result.probs, result.outputs)
+            n = len(result.positions) + len(result.errors)
+        else:
+            self.sink.add_tally(result.tally.done, result.tally.labelled, result.tally.top1, result.tally.top5)
+            failed, n = 0, result.tally.done + result.tally.failed
         for position, reason in result.errors:
             self.sink.error(shard.start + position, reason)
         failed += len(result.errors)
-        n = len(result.positions) + len(result.errors)
+        if self.part_book is not None:
+            self.part_book.took(shard.index, result.part)
         started = max(shard.sent_at, books.last_done)
         books.took(result, n, failed, now - started)
         books.last_done = now
@@ -203,7 +225,7 @@ class ClusterRun(MeterReadings):
             while self.queue and len(books.inflight) < SHARDS_IN_FLIGHT:
                 shard = self.queue.popleft()
                 shard.sent_at = time.perf_counter()
-                books.inflight[books.actor.run_shard.remote(shard.index, shard.items)] = shard
+                books.inflight[books.actor.run_shard.remote(shard.index, shard.items, shard.start)] = shard
 
     def _waiting(self) -> list:
         refs = []
@@ -215,6 +237,11 @@ class ClusterRun(MeterReadings):
     def run(self) -> None:
         with stop_on_signals(self):
             try:
+                if self.table is not None:
+                    from engine.cluster.node_table import PartBook
+
+                    self.table.prepare()
+                    self.part_book = PartBook(self.table, self.total)
                 self.start_actors()
                 self.queue.extend(cut(self.items, self.shard_size, smallest=self.cfg.batch, nodes=len(self.nodes)))
                 self.shard_count = len(self.queue)
@@ -222,6 +249,8 @@ class ClusterRun(MeterReadings):
             finally:
                 self.meter.stop(time.perf_counter())
                 self.shutdown()
+                if self.part_book is not None:
+                    self.part_book.close()
 
     def _loop(self) -> None:
         self.meter.start(last_progress := time.perf_counter())

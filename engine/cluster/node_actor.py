@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+from typing import TYPE_CHECKING
 
 import ray
 
@@ -20,13 +21,18 @@ from engine.cluster.shard_result import ShardResult, ShardSink
 from engine.pipeline.config import RunConfig
 from engine.pipeline.shard_broker import ShardBroker
 
+if TYPE_CHECKING:  # pyarrow, which it imports, is needed only by a job with --results
+    from engine.cluster.node_table import NodeTable
+
 CONTROL = "control"
 
 
 class NodeRunner:
-    def __init__(self, cfg: RunConfig, package: ModelPackage, ranking: dict):
+    def __init__(self, cfg: RunConfig, package: ModelPackage, ranking: dict, table: NodeTable | None = None):
+        """``table``: this job's results table, written here shard by shard (engine/cluster/node_table.py)."""
         cfg = dataclasses.replace(cfg, model_path=package.unpack(), warmup=0, quiet=True)
         self.ranking = ranking
+        self.table = table
         self.node = ray.get_runtime_context().get_node_id()
         self.broker = ShardBroker(cfg, ranking)
         self.broker.serve()
@@ -36,9 +42,11 @@ class NodeRunner:
         return {"node": self.node, "host": platform.node(), "pid": os.getpid(), "backends": self.broker.backends,
                 "workers": self.broker.supervisor.pids()}
 
-    def run_shard(self, shard: int, items: list[str]) -> ShardResult:
+    def run_shard(self, shard: int, items: list[str], start: int = 0) -> ShardResult:
+        """Run the shard whose first item is the datalist's ``start``-th."""
         sink = ShardSink(items, self.ranking)
-        return sink.result(shard, self.node, self.broker.run_shard(items, sink))
+        result = sink.result(shard, self.node, self.broker.run_shard(items, sink))
+        return result if self.table is None else self.table.write(result, items, start)
 
     @ray.method(concurrency_group=CONTROL)
     def stop(self) -> None:

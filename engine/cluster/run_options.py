@@ -26,16 +26,29 @@ def join_cluster(address: str) -> None:
     connect(address)
 
 
-def run_on_cluster(cfg: RunConfig, items: list[str], sink: Sink, *, shard_size: int | None, threads_given: bool):
+def node_table(sink: Sink, results: str | None, results_logits: str | None):
+    """The results table the nodes write (the sink's columns), or None without ``--results``."""
+    if results is None:
+        return None
+    from engine.cluster.node_table import NodeTable
+    from engine.pipeline.results_table import TableSpec
+
+    spec = TableSpec(sink.topk, sink.class_names, sink.labels, results_logits)
+    return NodeTable(results, spec, return_rows=sink.output_files is not None or sink.topk_writer.active)
+
+
+def run_on_cluster(cfg: RunConfig, items: list[str], sink: Sink, *, shard_size: int | None, threads_given: bool,
+                   results: str | None = None, results_logits: str | None = None):
     """Run the job on the cluster joined by :func:`join_cluster`; the sink is closed and Ray
-    left however it ends (a failure is the run's ``stop_reason``)."""
+    left however it ends (a failure is the run's ``stop_reason``). ``results``: the folder
+    the nodes write the results table into (engine/cluster/node_table.py)."""
     import ray
 
     from engine.cluster.driver import ClusterRun
 
     bar, progress = make_progress(cfg.quiet, len(items))
     run = ClusterRun(cfg, items, sink, shard_size=shard_size or DEFAULT_BATCHES_PER_SHARD * cfg.batch,
-                     threads_given=threads_given, progress=progress)
+                     threads_given=threads_given, progress=progress, table=node_table(sink, results, results_logits))
     try:
         run.run()
     except (RuntimeError, ray.exceptions.RayError) as e:

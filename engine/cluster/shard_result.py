@@ -11,6 +11,17 @@ from engine.pipeline.shard_broker import ShardFigures
 
 
 @dataclass
+class ShardTally:
+    """A shard's counts, sent instead of its rows when its node wrote them (engine/cluster/node_table.py)."""
+
+    done: int
+    failed: int
+    labelled: int
+    top1: int
+    top5: int
+
+
+@dataclass
 class ShardResult:
     shard: int
     node: str
@@ -20,6 +31,8 @@ class ShardResult:
     outputs: list[np.ndarray]  # per model output, (len(positions), ...); empty when not written
     errors: list[tuple[int, str]] = field(default_factory=list)  # (position, reason)
     figures: ShardFigures | None = None
+    tally: ShardTally | None = None  # set when the node wrote the rows into the results table itself
+    part: dict | None = None  # that part file: {file, rows, node}
 
     @property
     def nbytes(self) -> int:

@@ -141,6 +141,13 @@ class Sink:
         if self.output_files is not None:
             self.output_files.put(seq, rows)
 
+    def add_tally(self, done: int, labelled: int, top1_hits: int, top5_hits: int) -> None:
+        """Counts of results written elsewhere (a cluster node's part of the results table)."""
+        self.done += done
+        self.labelled += labelled
+        self.top1_hits += top1_hits
+        self.top5_hits += top5_hits
+
     def error(self, seq: int, reason: str) -> None:
         index = seq % len(self.items)
         record = {"seq": seq, "index": index, "item": source_name(self.items[index]), "error": reason}
