@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,41 +22,9 @@ import numpy as np
 from PIL import Image
 from tinynet import write_pool_linear_onnx
 
+from bench.fixtures import make_npz_set, run_engine
 from engine.data.dataconfig import ModelInfo
 from engine.data.datalist import write_datalist
-
-ROOT = Path(__file__).resolve().parents[1]
-IMAGENET_SIZE = (500, 375)  # (width, height) of a typical ILSVRC2012 val photo
-
-
-def make_npz_set(folder: Path, count: int) -> list[str]:
-    """``count`` ImageNet-sized npz files (CHW uint8) cut from scikit-image's photos."""
-    import skimage.data
-
-    photos = [skimage.data.chelsea(), skimage.data.coffee(), skimage.data.astronaut(), skimage.data.rocket()]
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(count):
-        im = Image.fromarray(photos[i % len(photos)])
-        w, h = im.size
-        x0, y0 = int(rng.integers(0, w // 8)), int(rng.integers(0, h // 8))
-        im = im.crop((x0, y0, w - x0 // 2, h - y0 // 2)).resize(IMAGENET_SIZE, Image.BICUBIC)
-        if i % 2:
-            im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        path = folder / "n00000000" / f"img_{i:05d}.npz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, input_0=np.asarray(im).transpose(2, 0, 1).copy())
-        paths.append(str(path))
-    return paths
-
-
-def run_engine(datalist: Path, model: Path, report: Path, *extra) -> dict:
-    cmd = [sys.executable, "-m", "engine.run", "--datalist", str(datalist), "--onnx", str(model), "--quiet",
-           "--report", str(report), *map(str, extra)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"engine.run failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return json.loads(report.read_text())
 
 
 def ort_loop_throughput(model: Path, batch: int, threads: int, seconds: float, size: int = 224) -> float:

@@ -1,8 +1,10 @@
-"""Preprocessing suite: the fused resize+crop+normalize kernel against its baselines.
+"""Preprocessing suite: the fused resize+crop+normalize kernel against its baselines, and
+``--fast-decode`` on 12 MP photos.
 
-One core (numba, torch and OpenCV set to one thread), a 500x375 RGB photo (scikit-image's
-astronaut, resized once with Pillow) to a (3, 224, 224) float32 tensor, median ms per
-image, all in one run:
+One core (numba, torch and OpenCV set to one thread), a photo (scikit-image's astronaut,
+resized once with Pillow) to a (3, 224, 224) float32 tensor, median ms per image, all in
+one run, at three sizes: 500x375 (ImageNet-sized), 2000x1500 (3 MP) and 4000x3000 (12 MP,
+a camera or phone photo). At 500x375:
 
 - the kernel (``kernels.resize_crop_normalize``) on an HWC array, on the engine's input
   (an npz CHW array seen as HWC through ``transpose(1, 2, 0)``), and its uint8 variant;
@@ -16,12 +18,17 @@ image, all in one run:
 - OpenCV ``cv2.resize`` (INTER_AREA and INTER_LINEAR) + crop + normalize: fast, but NOT
   the same pixels (no antialiasing for LINEAR, a different filter for AREA).
 
-All rows are timed in interleaved rounds (see ``_interleaved_medians``), so that on a
-shared machine every row meets the same background load. Plus the batch form's images/s
-on 1 and 2 worker threads. Run alone with
-``python -m bench.suite_preprocess [--quick]``: prints the result and saves it under
-the git-ignored bench/results/raw/ with the machine, date and command (committed results
-come from ``python -m bench``).
+At 2000x1500 and 4000x3000, the kernel (bilinear, bicubic) against pillow-simd's resize
+alone. Goal at every size: kernel / pillow-simd <= 0.75.
+
+All rows of one size are timed in interleaved rounds (``fixtures.interleaved_medians``),
+so that on a shared machine every row meets the same background load. Plus the batch
+form's images/s on 1 and 2 worker threads, and ``--fast-decode`` on 12 MP JPEGs
+(``bench/fast_decode_check.py``): ``engine.run`` images/s with a cheap model against the
+exact path, with what it changes (crop pixels, EfficientNet-Lite0 top-1 agreement and
+logit SNR). Run alone with ``python -m bench.suite_preprocess [--quick]``: prints the
+result and saves it under the git-ignored bench/results/raw/ with the machine, date and
+command (committed results come from ``python -m bench``).
 """
 from __future__ import annotations
 
@@ -34,41 +41,26 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bench.fast_decode_check import decode_times, effect, end_to_end
+from bench.fixtures import ROOT, Goal, camera_jpegs, interleaved_medians, one_core, photo_at, ratio, timed
 from bench.results_files import RAW_DIR
 from bench.simd_resize import median_ms
 from engine.backends.devices import cpu_model
 
-ROOT = Path(__file__).resolve().parent.parent
 SIMD_PYTHON = ROOT / ".venv-simd" / "bin" / "python"
 SIMD_SCRIPT = Path(__file__).resolve().parent / "simd_resize.py"
 RESIZE, CROP = 256, 224
+SIZES = ((500, 375), (2000, 1500), (4000, 3000))  # (width, height)
+SIMD_GOAL = Goal("<=", 0.75)
 
 if TYPE_CHECKING:
     from PIL import Image
-
-
-def _photo() -> np.ndarray:
-    """A real 500x375 RGB photo: scikit-image's astronaut (ships with the package)."""
-    from PIL import Image
-    from skimage import data
-
-    return np.asarray(Image.fromarray(data.astronaut()).resize((500, 375), Image.BILINEAR))
-
-
-def _timed(fn, count: int) -> list[float]:
-    times = []
-    for _ in range(count):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 class _PillowSimd:
@@ -80,7 +72,7 @@ class _PillowSimd:
             self.reason = f"{SIMD_PYTHON} missing: run bench/make_simd_env.sh"
             return
         self._tmp = tempfile.TemporaryDirectory()
-        path = Path(self._tmp.name) / "photo.npy"
+        path = Path(self._tmp.name) / f"photo-{photo.shape[1]}x{photo.shape[0]}.npy"
         np.save(path, photo)
         self.proc = subprocess.Popen(
             [str(SIMD_PYTHON), str(SIMD_SCRIPT), str(path), "--serve", "--resize", str(RESIZE),
@@ -113,35 +105,6 @@ class _PillowSimd:
             self.proc = None
 
 
-def _interleaved_medians(candidates: dict, rounds: int,
-                         block: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Median ms of each candidate, timed in ``rounds`` rounds of ``block`` runs each,
-    the candidates taking turns (in a rotating order), so that on a shared machine every
-    candidate meets the same background load; and the best (lowest) round median of each,
-    which bursts of background load disturb less."""
-    samples = {name: [] for name in candidates}
-    best = dict.fromkeys(candidates, np.inf)
-    names = list(candidates)
-    for name in names:  # warm-up, not recorded
-        candidates[name](3)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            times = candidates[name](block)
-            samples[name] += times
-            best[name] = min(best[name], float(np.median(times) * 1e3))
-    return {name: float(np.median(t) * 1e3) for name, t in samples.items()}, best
-
-
-def _one_core():
-    import cv2
-    import numba
-    import torch
-
-    numba.set_num_threads(1)
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-
-
 @dataclass
 class Inputs:
     """The photo in each form a candidate takes, and the output buffers."""
@@ -154,10 +117,10 @@ class Inputs:
     out8: np.ndarray
 
     @classmethod
-    def make(cls) -> Inputs:
+    def make(cls, size: tuple[int, int] = SIZES[0]) -> Inputs:
         from PIL import Image
 
-        photo = _photo()
+        photo = photo_at(size)
         h, w = photo.shape[:2]
         size = (int(RESIZE * w / h), RESIZE) if w > h else (RESIZE, int(RESIZE * h / w))
         return cls(photo, np.ascontiguousarray(photo.transpose(2, 0, 1)).transpose(1, 2, 0), Image.fromarray(photo),
@@ -212,7 +175,7 @@ def _local_candidates(inputs: Inputs, compose) -> dict:
     from engine.kernels import resize_crop_normalize, resize_crop_uint8
 
     def local(fn):
-        return lambda count: _timed(fn, count)
+        return lambda count: timed(fn, count)
 
     photo, chw_view, out = inputs.photo, inputs.chw_view, inputs.out
     return {
@@ -256,74 +219,129 @@ def _batch_rates(inputs: Inputs, batch: int, quick: bool) -> dict[int, float]:
     return per_second
 
 
-# Each kernel row against the pillow-simd row doing the same resampling, goal <= 0.75.
+# Each kernel row against the pillow-simd row doing the same resampling (at 500x375).
 SIMD_BASELINES = {
     "kernel float32 (HWC input)": "pillow-simd resize alone",
     "kernel float32 (CHW npz view input)": "pillow-simd resize alone",
     "kernel float32 bicubic (HWC input)": "pillow-simd bicubic resize alone",
     "kernel float32 bicubic (CHW npz view input)": "pillow-simd bicubic resize alone",
 }
+# The README's rows: the kernel against pillow-simd on an ImageNet-sized and a 12 MP photo.
+README_PAIRS = {("kernel float32 (HWC input)", "pillow-simd resize alone"),
+                ("kernel float32 bilinear, 4000x3000", "pillow-simd resize alone, 4000x3000")}
 
 
-def _ratios(timings: dict, best_rounds: dict, per_second: dict) -> list[dict]:
+def _simd_ratios(timings: dict, best_rounds: dict, pairs: dict) -> list[dict]:
+    """Each kernel row / its pillow-simd row. Met only when the best rounds meet the goal
+    too: on a loaded machine one side's median can be inflated by a burst of background
+    load that the other side missed."""
     ratios = []
-    for name, baseline in SIMD_BASELINES.items():
+    for name, baseline in pairs.items():
         if baseline not in timings:
             continue
-        value = timings[name] / timings[baseline]
         best = best_rounds[name] / best_rounds[baseline]
-        # Met only when the best rounds agree: on a loaded machine one side's median can
-        # be inflated by a burst of background load that the other side missed.
-        ratios.append({"name": f"{name} / {baseline}", "value": round(value, 3),
-                       "goal": "<= 0.75", "met": bool(value <= 0.75 and best <= 0.75),
-                       "readme": name == "kernel float32 (HWC input)"})
-        ratios.append({"name": f"{name} / {baseline}, best rounds",
-                       "value": round(best, 3), "goal": None, "met": None})
-    kernel_ms = timings["kernel float32 (HWC input)"]
-    ratios.append({"name": "kernel float32 (HWC input) / torchvision Compose",
-                   "value": round(kernel_ms / timings["torchvision Compose (stock Pillow)"], 3),
-                   "goal": None, "met": None})
-    ratios.append({"name": "batch images/s, 2 workers / 1 worker",
-                   "value": round(per_second[2] / per_second[1], 3), "goal": None, "met": None})
+        ratios.append(ratio(f"{name} / {baseline}", timings[name] / timings[baseline], SIMD_GOAL, also=(best,),
+                            readme=(name, baseline) in README_PAIRS))
+        ratios.append(ratio(f"{name} / {baseline}, best rounds", best))
     return ratios
 
 
-def run(quick: bool) -> dict:
-    _one_core()
-    inputs = Inputs.make()
-    compose = _compose()
-    notes = [_exactness_note(inputs, "bilinear"), _exactness_note(inputs, "bicubic")]
-    candidates = _local_candidates(inputs, compose)
+def _large_candidates(inputs: Inputs, simd: _PillowSimd, label: str) -> tuple[dict, dict]:
+    """The kernel and pillow-simd on a large photo: candidates, and kernel -> baseline pairs."""
+    from engine.kernels import resize_crop_normalize
+
+    photo, out = inputs.photo, inputs.out
+    candidates, pairs = {}, {}
+    for interpolation, job, simd_name in (("bilinear", "resize", "pillow-simd resize alone"),
+                                          ("bicubic", "resize_bicubic", "pillow-simd bicubic resize alone")):
+        name = f"kernel float32 {interpolation}, {label}"
+        candidates[name] = lambda count, i=interpolation: timed(
+            lambda: resize_crop_normalize(photo, out, interpolation=i), count)
+        if simd.ok:
+            candidates[f"{simd_name}, {label}"] = lambda count, j=job: simd.times(j, count)
+            pairs[name] = f"{simd_name}, {label}"
+    return candidates, pairs
+
+
+def _time_size(size: tuple[int, int], quick: bool, notes: list[str]) -> tuple[dict, dict, dict, Inputs]:
+    """Median and best-round ms of every candidate at ``size``, and the kernel/baseline pairs."""
+    inputs = Inputs.make(size)
+    label = f"{size[0]}x{size[1]}"
     simd = _PillowSimd(inputs.photo)
-    _add_pillow_simd(candidates, simd, notes)
-    rounds, block = (4, 15) if quick else (12, 40)
+    if size == SIZES[0]:
+        notes += [_exactness_note(inputs, "bilinear"), _exactness_note(inputs, "bicubic")]
+        candidates, pairs = _local_candidates(inputs, _compose()), dict(SIMD_BASELINES)
+        _add_pillow_simd(candidates, simd, notes)
+        rounds, block = (4, 15) if quick else (12, 40)
+    else:
+        candidates, pairs = _large_candidates(inputs, simd, label)
+        rounds, block = (3, 3) if quick else (8, 8)
     try:
-        timings, best_rounds = _interleaved_medians(candidates, rounds, block)
+        timings, best_rounds = interleaved_medians(candidates, rounds, block)
     finally:
         simd.close()
-    batch = 16 if quick else 64
-    per_second = _batch_rates(inputs, batch, quick)
+    notes.append(f"{label}: median of {rounds * block} runs per row, in {rounds} interleaved rounds")
+    return timings, best_rounds, pairs, inputs
 
-    rows = [{"name": name, "value": round(ms, 4), "unit": "ms/image",
-             "best_round_ms": round(best_rounds[name], 4)} for name, ms in timings.items()]
-    rows += [{"name": f"kernel batch of {batch}, {n} worker thread{'s' * (n > 1)}",
-              "value": round(v, 1), "unit": "images/s"} for n, v in per_second.items()]
-    h, w = inputs.photo.shape[:2]
-    notes.append(f"{h}x{w} photo -> {inputs.size[0]}x{inputs.size[1]} -> (3, {CROP}, {CROP}); one core for the "
-                 f"per-image rows; median of {rounds * block} runs each, taken in {rounds} interleaved "
-                 f"rounds; first-call compile excluded")
+
+def _fast_decode_part(quick: bool, notes: list[str]) -> tuple[list[dict], list[dict]]:
+    """--fast-decode on 12 MP JPEGs: engine.run images/s against the exact path, and its effect."""
+    photos, rounds = (8, 2) if quick else (24, 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = camera_jpegs(Path(tmp) / "photos", photos)
+        rates = end_to_end(paths, Path(tmp), rounds)
+        medians, best = decode_times(paths, rounds)
+        changed = effect(paths)
+    exact, fast = float(np.median(rates["exact"])), float(np.median(rates["fast"]))
+    rows = [{"name": f"engine.run, cheap model, {photos} 12 MP JPEGs, {mode}", "value": round(v, 2),
+             "unit": "images/s"} for mode, v in (("exact", exact), ("--fast-decode", fast))]
+    rows += [{"name": name, "value": round(ms, 2), "unit": "ms/image", "best_round_ms": round(best[name], 2)}
+             for name, ms in medians.items()]
+    rows += [{"name": f"--fast-decode against exact: {key}", "value": value, "unit": ""}
+             for key, value in asdict(changed).items()]
+    notes.append(f"--fast-decode: {photos} 12 MP JPEGs made from scikit-image's photos (no 12 MP set exists "
+                 f"offline: bench/fixtures.py camera_jpegs), {changed.reduced} decoded at a reduced scale; "
+                 f"top-1 agreement and logit SNR with the trained EfficientNet-Lite0 (torch, fp32)")
+    return rows, [ratio("engine.run images/s on 12 MP JPEGs, --fast-decode / exact", fast / exact,
+                        top1_agreement=changed.top1_agreement, logit_snr_db=changed.logit_snr_db,
+                        crop_mean_abs_diff=changed.crop_mean_abs_diff)]
+
+
+def run(quick: bool) -> dict:
+    one_core()
+    notes, rows, ratios, series = [], [], [], {}
+    for size in SIZES:
+        timings, best_rounds, pairs, inputs = _time_size(size, quick, notes)
+        rows += [{"name": name, "value": round(ms, 4), "unit": "ms/image", "best_round_ms": round(best_rounds[name], 4)}
+                 for name, ms in timings.items()]
+        ratios += _simd_ratios(timings, best_rounds, pairs)
+        series[f"{size[0]}x{size[1]}"] = {"timings_ms": timings, "best_round_ms": best_rounds}
+        if size == SIZES[0]:
+            kernel_ms = timings["kernel float32 (HWC input)"]
+            ratios.append(ratio("kernel float32 (HWC input) / torchvision Compose",
+                                kernel_ms / timings["torchvision Compose (stock Pillow)"]))
+            batch = 16 if quick else 64
+            per_second = _batch_rates(inputs, batch, quick)
+            rows += [{"name": f"kernel batch of {batch}, {n} worker thread{'s' * (n > 1)}",
+                      "value": round(v, 1), "unit": "images/s"} for n, v in per_second.items()]
+            ratios.append(ratio("batch images/s, 2 workers / 1 worker", per_second[2] / per_second[1]))
+            series["batch_images_per_s"] = per_second
+    fast_rows, fast_ratios = _fast_decode_part(quick, notes)
+    rows += fast_rows
+    ratios += fast_ratios
+    notes.append(f"photo -> shorter side {RESIZE} -> (3, {CROP}, {CROP}); one core for the per-image rows; "
+                 "first-call compile excluded")
     notes.append("batch rows: on a machine shared with other jobs the 2-worker figure says "
                  "little about scaling; see machine.load_average")
     notes.append("cv2 rows are not equivalent: different pixels from the Pillow/torchvision "
                  "reference (shown for scale only)")
     return {
         "suite": "preprocess",
-        "title": "fused resize+crop+normalize kernel vs torchvision, Pillow(-simd) and OpenCV",
+        "title": "fused resize+crop+normalize kernel vs torchvision, Pillow(-simd) and OpenCV; --fast-decode",
         "rows": rows,
-        "ratios": _ratios(timings, best_rounds, per_second),
+        "ratios": ratios,
         "notes": notes,
-        "series": {"timings_ms": timings, "best_round_ms": best_rounds,
-                   "batch_images_per_s": per_second},
+        "series": series,
     }
 
 

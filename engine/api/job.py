@@ -101,10 +101,12 @@ def execute(job: PreparedJob, cfg: RunConfig) -> JobOutcome:
     sink = Sink(job.items, topk=cfg.topk, class_names=cfg.class_names, labels=job.labels,
                 path_output=o.path_output, output_dtype=cfg.output_dtype, save_topk=o.save_topk,
                 errors_path=o.errors_path,
-                results_table=open_results(o.results, o.results_logits, topk=cfg.topk, class_names=cfg.class_names,
-                                           labels=job.labels, items=job.items))
+                results_table=None if o.ray else open_results(o.results, o.results_logits, topk=cfg.topk,
+                                                              class_names=cfg.class_names, labels=job.labels,
+                                                              items=job.items))
     if o.ray:
-        broker = run_on_cluster(cfg, job.items, sink, shard_size=o.ray_shard, threads_given=o.threads is not None)
+        broker = run_on_cluster(cfg, job.items, sink, shard_size=o.ray_shard, threads_given=o.threads is not None,
+                                results=o.results, results_logits=o.results_logits)
     else:
         broker = run_with_progress(cfg, job.items, sink)
     if job.lock is not None:
