@@ -85,11 +85,14 @@ class Client:
         self._pending: set = set()
         self._ready: dict = {}
 
-    def submit(self, item, topk: int = 5, request_id=None) -> object:
-        """Send one item without waiting; returns the request id to match its reply."""
+    def submit(self, item, topk: int = 5, request_id=None, *, model: str | None = None,
+               version: str | None = None) -> object:
+        """Send one item without waiting; returns the request id to match its reply. ``model``
+        (and ``version``) name the model when the server serves several."""
         fields, payload = encode_item(item)
         request_id = next(self._ids) if request_id is None else request_id
         header = {"id": request_id, "topk": topk, **fields}
+        header.update({key: value for key, value in (("model", model), ("version", version)) if value is not None})
         self.socket.send_multipart([msgpack.packb(header, use_bin_type=True), payload], copy=len(payload) < 65536)
         self._pending.add(request_id)
         return request_id
@@ -126,9 +129,9 @@ class Client:
             out[reply.get("id")] = reply
         return out
 
-    def classify(self, item, topk: int = 5) -> dict:
+    def classify(self, item, topk: int = 5, *, model: str | None = None, version: str | None = None) -> dict:
         """Send one item and wait for its reply; raises ServerError when the server refuses it."""
-        request_id = self.submit(item, topk)
+        request_id = self.submit(item, topk, model=model, version=version)
         deadline = time.monotonic() + self.timeout_ms / 1000
         while request_id not in self._ready:
             reply = self._receive(deadline - time.monotonic())

@@ -157,9 +157,8 @@ class Fleet:
         if self.mode != "explicit":
             raise ControlRefused(f"unload {name!r}: explicit model load/unload needs --model-control-mode explicit "
                                  f"(this server runs {self.mode!r})")
-        with self._lock:
-            if name not in self._models and name not in self.scan():
-                raise ControlRefused(f"unload {name!r}: no such model")
+        if name not in self._models and name not in self.scan():
+            raise ControlRefused(f"unload {name!r}: no such model")
         self._unload(name, "unloaded")
 
     def _unload(self, name: str, reason: str) -> None:

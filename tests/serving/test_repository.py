@@ -23,6 +23,7 @@ from tritonclient.utils import InferenceServerException
 
 from engine.data.dataconfig import ModelInfo
 from engine.kernels import resize_crop_normalize
+from engine.serving.client import Client, ServerError
 
 
 @pytest.fixture(scope="module")
@@ -260,6 +261,12 @@ def test_zeromq_requests_name_their_model(server, repository):
         assert "unknown model 'nosuch'" in ask({"model": "nosuch"})["error"]
     finally:
         sock.close(linger=0)
+    with Client(endpoint) as client:
+        reply = client.classify(img, topk=2, model="alpha", version="2")
+        expected = reference(repository / "alpha" / "2" / "model.onnx", img)
+        assert reply["topk"][0]["class"] == int(np.argmax(expected))
+        with pytest.raises(ServerError, match="name the model"):
+            client.classify(img)
 
 
 def test_control_is_refused_outside_explicit_mode(repository):
