@@ -50,11 +50,15 @@ class SweepResult:
     settings: list[dict] = field(default_factory=list)  # every setting measured, with its candidate
 
     def picked(self) -> str:
-        """The line that says what the sweep picked."""
+        """The line that says what the sweep picked, and what else it measured or left out."""
         s = self.setting
+        others = "; ".join(
+            f"{r['backend']} {r['precision']} " + (f"{r['images_per_s']:.1f} img/s" if "images_per_s" in r else
+                                                   f"left out: top-1 disagreement {r['top1_disagreement_pct']}%")
+            for r in self.table if (r["backend"], r["precision"]) != (self.candidate.backend, self.candidate.precision))
         return (f"--backend {self.candidate.backend} --precision {self.candidate.precision} -i {s['instances']} "
                 f"--threads {s['threads']} -b {s['batch']} ({s['images_per_s']:.1f} img/s measured on the model "
-                "alone)")
+                f"alone{'; also measured: ' + others if others else ''})")
 
 
 def openvino_installed() -> bool:

@@ -135,3 +135,14 @@ def test_run_auto_picks_backend_and_precision_and_says_so(setup):
     assert "--auto picked --backend openvino --precision bf16" in done.stderr
     saved = json.loads(report.read_text())
     assert saved["config"]["backend"] == "openvino" and saved["model"]["precision"] == "bf16"
+
+
+def test_run_auto_with_a_loss_bound_measures_bf16_and_says_what_else_it_measured(setup):
+    root, model = setup
+    done = cli("run", "--images", root / "photos", "--onnx", model, "--auto", "--auto-budget", "2", "--quiet",
+               "--max-accuracy-loss", "0")
+    assert done.returncode == 0, done.stderr
+    picked = next(line for line in done.stderr.splitlines() if "--auto picked" in line)
+    # fp32 on both runtimes, and bf16 either measured or left out by its measured disagreement
+    assert "also measured:" in picked and "openvino bf16" in picked
+    assert ("ort fp32" in picked) != ("--backend ort --precision fp32" in picked)
