@@ -147,11 +147,9 @@ class Fleet:
         entry = self.scan().get(name)
         if entry is None:
             raise ControlRefused(f"load {name!r}: no such model folder in the repository")
-        self._load_entry(entry, strict=False)
-        with self._lock:
-            state = self._models[name]
-            if not state.deployments:
-                raise ControlRefused(f"load {name!r} failed: {state.reason}")
+        failed = self._load_entry(entry, strict=False)
+        if failed is not None:
+            raise ControlRefused(f"load {name!r} failed: {failed}")
 
     def unload(self, name: str) -> None:
         if self.mode != "explicit":
@@ -174,7 +172,9 @@ class Fleet:
             if not deployment.retire(self.drain_timeout_s):
                 self.log(f"model {deployment.name} version {deployment.version}: drain timed out")
 
-    def _load_entry(self, entry: ModelEntry, *, strict: bool) -> None:
+    def _load_entry(self, entry: ModelEntry, *, strict: bool) -> str | None:
+        """Load (or reload) ``entry``; the reason it failed, or None. A failed reload leaves the
+        versions already serving in place, as Triton does."""
         with self._control:
             try:
                 if entry.error:
@@ -184,10 +184,11 @@ class Fleet:
                 if strict:
                     raise
                 reason = f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e)
-                self.log(f"model {entry.name}: failed to load: {reason}")
-                old = self._set_failed(entry.name, reason, entry.fingerprint)
-                self._retire(old)
-                return
+                self._set_failed(entry.name, reason, entry.fingerprint)
+                serving = self.versions(entry.name)
+                self.log(f"model {entry.name}: failed to load: {reason}"
+                         + (f" (versions {serving} keep serving)" if serving else ""))
+                return reason
             with self._lock:
                 state = self._models.setdefault(entry.name, ModelState(entry.name))
                 old = state.deployments.values()
@@ -195,13 +196,14 @@ class Fleet:
                 state.state, state.reason, state.fingerprint = "READY", "", entry.fingerprint
             self._retire(list(old))
             self.log(f"model {entry.name}: serving versions {sorted(state.deployments, key=int)}")
+            return None
 
-    def _set_failed(self, name: str, reason: str, fingerprint: tuple) -> list:
+    def _set_failed(self, name: str, reason: str, fingerprint: tuple) -> None:
         with self._lock:
             state = self._models.setdefault(name, ModelState(name))
-            old, state.deployments = list(state.deployments.values()), {}
-            state.state, state.reason, state.fingerprint = "UNAVAILABLE", reason, fingerprint
-            return old
+            state.reason, state.fingerprint = reason, fingerprint
+            if not state.deployments:
+                state.state = "UNAVAILABLE"
 
     def poll_once(self) -> None:
         """Bring the loaded models in line with the repository (``poll`` mode)."""

@@ -160,6 +160,21 @@ def test_unload_drains_requests_in_flight(server, http):
         http.load_model("beta")
 
 
+def test_a_failed_reload_keeps_the_old_version_serving(server, http):
+    repository_root = server.args[server.args.index("--model-repository") + 1]
+    config = f"{repository_root}/beta/config.pbtxt"
+    with open(config, "w") as f:
+        f.write("max_batch_size: 8\nnot_a_field: 1\n")
+    try:
+        assert "not_a_field" in failure(lambda: http.load_model("beta")).message()
+        assert http_infer(http, "beta", image(4)).as_numpy("PROBABILITIES").shape == (5,)
+        rows = {(r["name"], r.get("version", "")): r["state"] for r in http.get_model_repository_index()}
+        assert rows[("beta", "1")] == "READY"
+    finally:
+        os.remove(config)
+    http.load_model("beta")
+
+
 def pending_requests(server, model: str) -> float:
     text = urllib.request.urlopen(server.fronts["http"] + "/metrics", timeout=10).read().decode()
     found = re.search(rf'nv_inference_pending_request_count{{model="{model}",version="1"}} (\S+)', text)
