@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.api.model import resolve
 from engine.api.options import RunOptions
 from engine.api.run_config import build_run_config
 from engine.cluster.run_options import join_cluster, run_on_cluster
@@ -22,8 +23,6 @@ from engine.data.dataconfig import ModelInfo
 from engine.data.datalist import read_datalist, scan_images
 from engine.data.labels import LabelSource
 from engine.data.output_lock import FolderLock
-from engine.models.catalog import UnknownModelError
-from engine.models.resolve import resolve_model
 from engine.pipeline.config import RunConfig
 from engine.pipeline.results_options import open_results, shard_items, shard_labels
 from engine.pipeline.run_options import run_with_progress, start_line
@@ -57,26 +56,21 @@ class JobOutcome:
 def prepare(options: RunOptions) -> PreparedJob:
     """Check every option, read the inputs, resolve the model and join the cluster; raises
     :class:`UsageError` (and nothing else) for what cannot work."""
+    options.check()
     try:
-        options.check()
         if options.shards:
             items = shard_items(options.shards, options.workers)
         else:
             items = read_datalist(options.datalist) if options.datalist else scan_images(options.images)
-        if not items:
-            raise UsageError(f"{options.datalist or options.images}: no items to run")
         labels = shard_labels(options.label, options.labels_from_folders, options.shards)
-        lock = FolderLock("--path_output", options.path_output) if options.path_output else None
-        model_path, info = resolve_model(options.onnx, options.model, options.library, options.weights,
-                                         options.seed, options.preprocess, deploy_model=options.deploy_model,
-                                         vdsp_params=options.vdsp_params)
-        options.check_model_fit(info.data_config.num_classes)
-        if options.ray:
-            join_cluster(options.ray)
-    except UsageError:
-        raise
-    except (UnknownModelError, OSError, ValueError) as e:
+    except (OSError, ValueError) as e:
         raise UsageError(str(e)) from None
+    if not items:
+        raise UsageError(f"{options.datalist or options.images or options.shards}: no items to run")
+    model_path, info = resolve(options)
+    lock = FolderLock("--path_output", options.path_output) if options.path_output else None
+    if options.ray:
+        join_cluster(options.ray)
     return PreparedJob(options, items, labels, lock, model_path, info)
 
 

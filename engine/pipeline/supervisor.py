@@ -17,6 +17,7 @@ import psutil
 from engine.pipeline.config import RunConfig
 from engine.pipeline.device_worker import device_main
 from engine.pipeline.preprocess_worker import preprocess_main
+from engine.pipeline.spawning import main_module_hidden
 
 STOP_GRACE_S = 5.0
 
@@ -83,7 +84,8 @@ class Supervisor:
             target, args = device_main, (identities, self.endpoint, self.ring_spec, backend_spec, cfg.batch,
                                          self.ranking)
         process = self.mp.Process(target=target, args=args, name=f"engine-{role}-{index}", daemon=True)
-        process.start()
+        with main_module_hidden():
+            process.start()
         proc = Proc(role, index, generation, process)
         for ident in identities:
             worker = Worker(ident, role, proc)
