@@ -131,3 +131,13 @@ def test_results_without_pyarrow_is_one_line_naming_the_extra(cli, tiny_model, d
 def test_bad_shard_and_results_options_are_one_line(cli, tiny_model, dataset, tmp_path, one_line_error, args, shown):
     source = [] if "--shards" in args else ["--shards", _spec(dataset)]
     one_line_error(cli("run", *source, *args, "--onnx", tiny_model, cwd=tmp_path), shown)
+
+
+def test_the_python_api_takes_shards_and_results(tiny_model, dataset, tmp_path):
+    import engine
+
+    report = engine.run(shards=_spec(dataset), onnx=str(tiny_model), threads=1, batch_size=4,
+                        results=str(tmp_path / "api.parquet"), results_logits="float16")
+    assert report["counts"]["failed"] == 3 and len(report["errors"]) == 3
+    frame = pd.read_parquet(tmp_path / "api.parquet")
+    assert sorted(frame["source"]) == sorted(dataset.sources)
