@@ -144,3 +144,33 @@ def test_the_zoo_table_needs_no_extra(core_env):
     assert proc.returncode == 0 and "vgg16_bn" in proc.stdout, proc.stderr
     proc = engine("zoo", "show", "vgg11", env=core_env)
     assert proc.returncode == 0 and "vgg11" in proc.stdout and "GMACs" in proc.stdout, proc.stderr
+
+
+API_ON_THE_CORE = """
+import sys
+import numpy as np
+import engine
+from engine.data.extras import MissingExtra
+
+onnx, photo = sys.argv[1], sys.argv[2]
+frame = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+with engine.Classifier(onnx=onnx, batch_size=2, topk=3) as clf:
+    results = clf.classify([photo, frame, b"not an image"])
+assert [r.index for r in results] == [0, 1, 2]
+assert results[0].error is None and results[1].error is None and results[2].error, results
+assert len(results[0].topk) == 3 and results[0].logits.shape == (10,)
+try:
+    engine.Classifier(model="vgg11")
+except MissingExtra as e:
+    print(e)
+else:
+    raise SystemExit("Classifier(model=...) ran without torch")
+"""
+
+
+def test_the_python_api_on_the_core_install(core_env, tiny, photos):
+    photo = next(photos.rglob("*.jpg"))
+    proc = subprocess.run([sys.executable, "-c", API_ON_THE_CORE, str(tiny), str(photo)], cwd=ROOT, env=core_env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert f"needs the torch extra: pip install '{DISTRIBUTION}[torch]'" in proc.stdout
