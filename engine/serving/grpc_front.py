@@ -47,7 +47,7 @@ class _Service(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def _answer(self, context, make):
         """``make()``'s response, or the call aborted with the status it refused with."""
         try:
-            return await make() if asyncio.iscoroutinefunction(make) else make()
+            return make()
         except Refused as e:
             await context.abort(e.code, str(e))
 
