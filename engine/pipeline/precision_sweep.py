@@ -34,8 +34,11 @@ class Candidate:
     precision: str  # what runs: fp32/bf16/fp16, or the file's own (int8, fp16) for a built file
 
     def options(self, file_precision: str) -> dict:
-        """The backend options that make it run at ``precision`` (none for a built file's own)."""
-        return {} if self.precision == file_precision or self.backend == "ort" else {"precision": self.precision}
+        """The backend options that make it run at ``precision``: none for onnxruntime and for a
+        built file's own int8/fp16, the precision itself otherwise (never left to a default)."""
+        if self.backend == "ort" or self.precision not in FLOAT_PRECISIONS[self.backend]:
+            return {}
+        return {"precision": self.precision}
 
     def label(self) -> str:
         return f"{self.backend} {self.precision}"
@@ -78,6 +81,8 @@ def allowed_candidates(backend: str | None, precisions: list[str] | None, max_lo
         backends = ["ort"] + (["openvino"] if openvino_installed() and not on_gpu else [])
     if file_precision not in ("fp32", "bf16"):
         return [Candidate(b, file_precision) for b in backends if b != "torch"]
+    if file_precision == "bf16":  # a bf16 deploy folder: onnxruntime refuses it
+        backends = [b for b in backends if b != "ort"]
     wanted = precisions or (["fp32", "bf16", "fp16"] if max_loss is not None else [file_precision])
     found = [Candidate(b, p) for b in backends for p in FLOAT_PRECISIONS[b] if p in wanted
              and not (p == "fp16" and not on_gpu) and not (p == "bf16" and b == "ort")]
@@ -113,11 +118,11 @@ def _outputs(backend, batch: np.ndarray, step: int = 8) -> np.ndarray:
 
 
 def accuracy_loss(model_path, candidate: Candidate, file_precision: str, batch: np.ndarray,
-                  reference: np.ndarray, threads: int) -> dict:
+                  reference: np.ndarray, threads: int, device: str = "cpu") -> dict:
     """Top-1 disagreement (percent) and output SNR (dB) of ``candidate`` against ``reference``."""
     from engine.pipeline.model_backend import open_model_backend
 
-    backend = open_model_backend(candidate.backend, model_path, device="cpu", threads=threads,
+    backend = open_model_backend(candidate.backend, model_path, device=device, threads=threads,
                                  **candidate.options(file_precision))
     try:
         out = _outputs(backend, batch)
@@ -130,22 +135,24 @@ def accuracy_loss(model_path, candidate: Candidate, file_precision: str, batch: 
 
 
 def within_loss(model_path, allowed: list[Candidate], file_precision: str, max_loss: float | None,
-                batch: np.ndarray | None, threads: int) -> tuple[list[Candidate], list[dict]]:
-    """The candidates whose measured loss is at most ``max_loss`` (full precision always is),
-    and a row per lower-precision candidate saying what was measured."""
-    lower = [c for c in allowed if c.precision != file_precision]
-    if max_loss is None or not lower:
+                batch: np.ndarray | None, threads: int, device: str = "cpu") -> tuple[list[Candidate], list[dict]]:
+    """The candidates whose measured loss is at most ``max_loss`` (fp32 always is), and a row
+    per lower-precision candidate saying what was measured. The reference is onnxruntime
+    fp32 (OpenVINO fp32 for a bf16 deploy folder, which onnxruntime refuses)."""
+    lower = [c for c in allowed if c.precision != "fp32"]
+    if max_loss is None or file_precision not in ("fp32", "bf16") or not lower:
         return allowed, []
     from engine.backends import open_backend
 
-    ref_backend = open_backend("ort", model_path, threads=threads)
+    ref_backend = (open_backend("ort", model_path, threads=threads) if file_precision != "bf16" else
+                   open_backend("openvino", model_path, threads=threads, precision="fp32"))
     try:
         reference = _outputs(ref_backend, batch)
     finally:
         ref_backend.close()
     kept, rows = [c for c in allowed if c not in lower], []
     for candidate in lower:
-        loss = accuracy_loss(model_path, candidate, file_precision, batch, reference, threads)
+        loss = accuracy_loss(model_path, candidate, file_precision, batch, reference, threads, device)
         ok = loss["top1_disagreement_pct"] <= max_loss
         rows.append({**asdict(candidate), **loss, "allowed": ok})
         if ok:
@@ -170,7 +177,7 @@ def sweep(model_path, device: str, budget_s: float, candidates: list[Candidate],
         row = {**asdict(candidate), **setting}
         loss = losses.get((candidate.backend, candidate.precision))
         if loss:
-            row.update({k: loss[k] for k in ("top1_disagreement_pct", "output_snr_db")})
+            row.update({k: loss[k] for k in ("top1_disagreement_pct", "output_snr_db", "images")})
         table.append(row)
         if best is None or setting["images_per_s"] > best.setting["images_per_s"]:
             best = SweepResult(candidate, setting, candidate.options(file_precision))
@@ -241,7 +248,7 @@ def auto_sweep(model_path, device: str, backend: str | None, budget_s: float, op
     if max_loss is not None and batch is None:
         raise ValueError("--max-accuracy-loss: no items to measure the loss on")
     threads = max(1, os.cpu_count() or 1)
-    kept, loss_rows = within_loss(model_path, allowed, file_precision, max_loss, batch, threads)
+    kept, loss_rows = within_loss(model_path, allowed, file_precision, max_loss, batch, threads, device)
     result = sweep(model_path, device, budget_s, kept, file_precision, grid=grid, exhaustive=exhaustive,
                    verbose=verbose, loss_rows=loss_rows)
     result.options = {**options, **result.options}
