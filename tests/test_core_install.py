@@ -113,6 +113,8 @@ def _refusals(tiny: Path, photos: Path, tmp: Path):
         (("run", "--model", "resnet18.a1_in1k", "--images", photos), "torch", "--model"),
         ((*run, "--backend", "torch"), "torch", "--backend torch"),
         ((*run, "--ray", "auto"), "ray", "--ray"),
+        ((*run, "--backend", "openvino"), "openvino", "--backend openvino"),
+        ((*run, "--results", tmp / "results.parquet"), "results", "--results"),
         (("serve", "--model", "vgg11"), "torch", "--model"),
         (("serve", "--onnx", tiny, "--http", "127.0.0.1:0"), "serve", "--http"),
         (("serve", "--onnx", tiny, "--grpc", "127.0.0.1:0"), "serve", "--grpc"),
@@ -128,6 +130,7 @@ def _refusals(tiny: Path, photos: Path, tmp: Path):
 
 def test_each_feature_that_needs_an_extra_names_it_in_one_line(core_env, tiny, photos, tmp_path):
     cases = _refusals(tiny, photos, tmp_path)
+    assert {extra for _, extra, _ in cases} == set(EXTRA_MODULES)  # a new extra gets a case here
     procs = [subprocess.Popen([sys.executable, "-m", f"engine.{args[0]}", *map(str, args[1:])], cwd=ROOT,
                               env=core_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for args, _, _ in cases]
@@ -136,7 +139,7 @@ def test_each_feature_that_needs_an_extra_names_it_in_one_line(core_env, tiny, p
         lines = err.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in err, (args, proc.returncode, err)
         assert f"{feature} needs the {extra} extra: pip install '{DISTRIBUTION}[{extra}]'" in lines[0], (args, err)
-    assert not any((tmp_path / folder).exists() for folder in ("export", "zoo_build", "adaround_build"))
+    assert not any((tmp_path / name).exists() for name in ("export", "zoo_build", "adaround_build", "results.parquet"))
 
 
 def test_the_zoo_table_needs_no_extra(core_env):
