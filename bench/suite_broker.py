@@ -26,7 +26,7 @@ import numpy as np
 from tinynet import write_pool_linear_onnx
 
 from bench import Findings
-from bench.suite_pipeline import make_npz_set, run_engine
+from bench.fixtures import make_npz_set, run_engine
 from engine.data.dataconfig import ModelInfo
 from engine.data.datalist import write_datalist
 from engine.pipeline.config import RunConfig

@@ -42,6 +42,7 @@ import yaml
 
 from bench import Findings
 from bench.agreement_model import expected_agreement, snr_needed
+from bench.fixtures import make_npz_set, run_engine
 from bench.ort_rates import alternate, inference_rates, kernel_split
 from bench.photo_agreement import (
     CONFIDENT,
@@ -51,7 +52,6 @@ from bench.photo_agreement import (
     make_photo_set,
     object_photos,
 )
-from bench.suite_pipeline import make_npz_set, run_engine
 from engine.backends import open_backend
 from engine.builder.build import build
 from engine.builder.calibration import iter_batches

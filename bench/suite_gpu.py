@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import Findings, SuiteSkipped
-from bench.suite_pipeline import make_npz_set, run_engine
+from bench.fixtures import make_npz_set, run_engine
 from engine.data.datalist import write_datalist
 
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"

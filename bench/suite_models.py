@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.suite_pipeline import make_npz_set, run_engine
+from bench.fixtures import make_npz_set, run_engine
 from engine.data.datalist import write_datalist
 
 MODELS = ("resnet50", "convnext_tiny")

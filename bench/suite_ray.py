@@ -31,7 +31,7 @@ import numpy as np
 from tinynet import write_tiny_onnx
 
 from bench import Findings
-from bench.suite_pipeline import make_npz_set
+from bench.fixtures import make_npz_set
 from engine.data.datalist import write_datalist
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -158,7 +158,7 @@ def paired_throughput(onnx: Path, endpoint: str, image: np.ndarray, *, batch: in
 
 def engine_run_throughput(onnx: Path, batch: int, threads: int, folder: Path) -> float:
     """Images/s of ``python -m engine.run`` over ImageNet-sized npz files."""
-    from bench.suite_pipeline import make_npz_set, run_engine
+    from bench.fixtures import make_npz_set, run_engine
     from engine.data.datalist import write_datalist
 
     items = make_npz_set(folder / "npz", 64)
