@@ -31,7 +31,8 @@ _SUPPORT = str(Path(__file__).resolve().parents[1] / "tests" / "support")
 if _SUPPORT not in sys.path:
     sys.path.append(_SUPPORT)
 
-SUITES = ("preprocess", "pipeline", "api", "models", "openvino", "broker", "build", "serve", "kserve", "fleet", "gpu", "ray", "shards")
+SUITES = ("preprocess", "pipeline", "api", "models", "openvino", "broker",
+          "build", "serve", "kserve", "fleet", "gpu", "ray", "shards")
 
 
 class SuiteSkipped(Exception):
