@@ -184,8 +184,7 @@ class Broker(MeterReadings):
                 return
             task_id = next(self.task_ids)
             worker.inflight[task_id] = task
-            wire.send(self.sock, {"type": "task", "id": task_id, "slots": task.slots(),
-                                  "items": [self.feed.item(seq) for seq in task.seqs()]},
+            wire.send(self.sock, wire.Task(task_id, task.slots(), [self.feed.item(seq) for seq in task.seqs()]),
                       identity=worker.identity)
 
     def _short_batch_wait_s(self) -> float | None:
@@ -216,42 +215,41 @@ class Broker(MeterReadings):
         worker.inflight[task_id] = block
         worker.sent_at[task_id] = now
         block.queue_us = (now * block.ready_items - block.ready_sum) * 1e6
-        wire.send(self.sock, {"type": "batch", "id": task_id, "first": block.first_slot, "count": len(block)},
-                  identity=worker.identity)
+        wire.send(self.sock, wire.Batch(task_id, block.first_slot, len(block)), identity=worker.identity)
 
     # ---- messages ----------------------------------------------------------------
-    def _handle(self, identity: bytes, header: dict, arrays: list) -> None:
+    def _handle(self, identity: bytes, message: wire.Message, arrays: list) -> None:
         worker = self.supervisor.workers.get(identity)
         if worker is None:
             return  # a message from a worker already declared dead: its items were re-queued
-        kind = header["type"]
-        if kind == "hello":
-            self.supervisor.mark_ready(worker)
-            if worker.role == "dev":
-                self.backends.append(header.get("backend"))
-        elif kind == "fatal":
-            self.stop_reason = f"{identity.decode()}: {header['error']}"
-        elif kind == "pre_done":
-            self._preprocessed(worker.inflight.pop(header["id"]), header)
-        elif kind in ("dev_done", "dev_error"):
-            now = time.perf_counter()
-            block = worker.inflight[header["id"]]
-            started = worker.finish_batch(header["id"], now)
-            if kind == "dev_done":
-                self._finish_batch(block, header, arrays, started, now)
-            else:
-                self._fail_batch(block, header["error"], started, now)
+        match message:
+            case wire.Hello(backend=backend):
+                self.supervisor.mark_ready(worker)
+                if worker.role == "dev":
+                    self.backends.append(backend)
+            case wire.Fatal(error=error):
+                self.stop_reason = f"{identity.decode()}: {error}"
+            case wire.PreDone():
+                self._preprocessed(worker.inflight.pop(message.id), message)
+            case wire.DevDone() | wire.DevError():
+                now = time.perf_counter()
+                block = worker.inflight[message.id]
+                started = worker.finish_batch(message.id, now)
+                if isinstance(message, wire.DevDone):
+                    self._finish_batch(block, message, arrays, started, now)
+                else:
+                    self._fail_batch(block, message.error, started, now)
 
-    def _preprocessed(self, task: Task, header: dict) -> None:
+    def _preprocessed(self, task: Task, done: wire.PreDone) -> None:
         block = task.block
-        for slot, reason in header["errors"]:
+        for slot, reason in done.errors:
             position = slot - block.first_slot
             block.holes.add(position)
             self._finish_error(block.seqs[position], reason)
-        block.returned(len(task) - len(header["errors"]), time.perf_counter(), header["load_us"], header["pre_us"])
+        block.returned(len(task) - len(done.errors), time.perf_counter(), done.load_us, done.pre_us)
         self._maybe_ready(block)
 
-    def _finish_batch(self, block: Block, header: dict, arrays: list, started: float, done: float) -> None:
+    def _finish_batch(self, block: Block, header: wire.DevDone, arrays: list, started: float, done: float) -> None:
         ranked, probs, *outputs = arrays
         seqs, sent_at, rows = block.seqs, block.sent_at, block.rows()
         if rows is not None:
@@ -262,14 +260,14 @@ class Broker(MeterReadings):
         t0 = time.perf_counter()
         failed = self.sink.results(seqs, ranked, probs, outputs)
         t1 = time.perf_counter()
-        self.meter.batch(n, header["infer_us"])
+        self.meter.batch(n, header.infer_us)
         if self.meter.measuring:
             stages = self.meter.stages
             stages.add("decode", block.load_us, block.ready_items)
             stages.add("preprocess", block.preprocess_us, block.ready_items)
             stages.add("queue_wait", block.queue_us, block.ready_items)
-            stages.add("inference", header["infer_us"], n)
-            stages.add("postprocess", header["post_us"] + (t1 - t0) * 1e6, n)
+            stages.add("inference", header.infer_us, n)
+            stages.add("postprocess", header.post_us + (t1 - t0) * 1e6, n)
             self.meter.latencies(t1, sent_at)
         self.meter.finish(n, failed, at=done)
         self._free(block)
@@ -408,7 +406,7 @@ class Broker(MeterReadings):
         self.supervisor.sample_memory()
         for worker in self.supervisor.workers.values():
             try:
-                wire.send(self.sock, {"type": "stop"}, identity=worker.identity)
+                wire.send(self.sock, wire.Stop(), identity=worker.identity)
             except zmq.ZMQError:
                 pass
         self.supervisor.join_all()

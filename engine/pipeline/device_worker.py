@@ -54,11 +54,11 @@ def _instance_loop(ctx, identity: bytes, endpoint: str, ring: SlotRing, backend_
         try:
             backend, run, staging = _open(backend_spec, ring, batch, ranking["k"])
         except Exception as exc:  # noqa: BLE001 - reported to the broker, which stops the run
-            wire.send(sock, {"type": "fatal", "error": f"backend failed to load: {type(exc).__name__}: {exc}"})
+            wire.send(sock, wire.Fatal(f"backend failed to load: {type(exc).__name__}: {exc}"))
             return
-        wire.send(sock, {"type": "hello", "role": "dev", "backend": backend.describe()})
-        while (header := next_task(sock, broker_pid, stop)) is not None:
-            first, n = header["first"], header["count"]
+        wire.send(sock, wire.Hello("dev", backend.describe()))
+        while (batch_task := next_task(sock, broker_pid, stop)) is not None:
+            first, n = batch_task.first, batch_task.count
             region = slots[first:first + n]
             if staging is not None:
                 np.copyto(staging[:n], region)
@@ -67,14 +67,13 @@ def _instance_loop(ctx, identity: bytes, endpoint: str, ring: SlotRing, backend_
             try:
                 outputs = run(region)
             except Exception as exc:  # noqa: BLE001 - the batch's items get this as their error
-                wire.send(sock, {"type": "dev_error", "id": header["id"], "error": f"inference failed: {exc}"})
+                wire.send(sock, wire.DevError(batch_task.id, f"inference failed: {exc}"))
                 continue
             t1 = time.perf_counter()
             logits = outputs[0].reshape(n, -1)
             ranked, probs = kernels.softmax_topk(logits, min(ranking["k"], logits.shape[1]))
             t2 = time.perf_counter()
-            wire.send(sock, {"type": "dev_done", "id": header["id"], "infer_us": round((t1 - t0) * 1e6),
-                             "post_us": round((t2 - t1) * 1e6)},
+            wire.send(sock, wire.DevDone(batch_task.id, round((t1 - t0) * 1e6), round((t2 - t1) * 1e6)),
                       [ranked, probs, *(outputs if ranking["outputs"] else ())])
         backend.close()
     finally:

@@ -30,12 +30,12 @@ def broker_alive(broker_pid: int) -> bool:
     return os.getppid() == broker_pid
 
 
-def next_task(sock: zmq.Socket, broker_pid: int, stop: threading.Event | None = None) -> dict | None:
+def next_task(sock: zmq.Socket, broker_pid: int, stop: threading.Event | None = None):
     """The broker's next message for this worker; None once told to stop or the broker is gone."""
     while stop is None or not stop.is_set():
         if sock.poll(POLL_MS):
-            header, _ = wire.recv(sock)
-            return None if header["type"] == "stop" else header
+            message, _ = wire.recv(sock)
+            return None if isinstance(message, wire.Stop) else message
         if not broker_alive(broker_pid):
             return None
     return None

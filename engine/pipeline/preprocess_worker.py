@@ -43,11 +43,11 @@ def preprocess_main(identity: bytes, endpoint: str, ring_spec: dict, data_config
     sock.setsockopt(zmq.IDENTITY, identity)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
-    wire.send(sock, {"type": "hello", "role": "pre"})
+    wire.send(sock, wire.Hello("pre"))
     try:
-        while (header := next_task(sock, broker_pid)) is not None:
+        while (task := next_task(sock, broker_pid)) is not None:
             errors, load_us, pre_us = [], 0.0, 0.0
-            for slot, item in zip(header["slots"], header["items"]):
+            for slot, item in zip(task.slots, task.items):
                 t0 = time.perf_counter()
                 try:
                     img = payloads.load(item, max_pixels=max_pixels, draft=draft)
@@ -59,8 +59,7 @@ def preprocess_main(identity: bytes, endpoint: str, ring_spec: dict, data_config
                     continue
                 load_us += t1 - t0
                 pre_us += t2 - t1
-            wire.send(sock, {"type": "pre_done", "id": header["id"], "errors": errors,
-                             "load_us": round(load_us * 1e6), "pre_us": round(pre_us * 1e6)})
+            wire.send(sock, wire.PreDone(task.id, errors, round(load_us * 1e6), round(pre_us * 1e6)))
     finally:
         sock.close()
         ctx.term()
