@@ -11,7 +11,9 @@
    ``output_XXXXXX.npz``; and ``--save-topk``), and against top-5 coming back with nothing
    written. The figure is the report's ``broker_cpu_s.run`` (every thread of the driver's
    process, Ray's own included) over the items; the at-rest part of it (Ray's threads) is
-   measured by the ray suite.
+   measured by the ray suite. A fit over two shard sizes splits it into a cost per shard
+   and a rest per item (the time-based part of Ray's threads lands in the rest), and the
+   driver's own bookkeeping per shard is timed in-process, without Ray, for both modes.
 """
 from __future__ import annotations
 
@@ -128,7 +130,7 @@ def driver_cpu(found: Findings, tmp: Path, model: Path, mode: Mode) -> None:
                   "--path_output", tmp / "npz", "--save-topk", tmp / "topk.txt"],
               "nodes write --results DIR (the driver gets a tally per shard)": [
                   "--results", tmp / "table", "--results-logits", "float16"]}
-    per_item = {}
+    per_item, node_writer_runs = {}, []
     try:
         source = ["--shards", str(shard_list)]
         _engine(source, model, tmp / "first.json", "--ray", cluster.address)  # a fresh cluster's first job
@@ -140,11 +142,68 @@ def driver_cpu(found: Findings, tmp: Path, model: Path, mode: Mode) -> None:
                                "driver_cpu_ms_per_shard": 1e3 * report["broker_cpu_s"]["run"] / shards,
                                "bytes_back_per_item": report["cluster"]["bytes_returned"] / items,
                                "throughput_qps": report["throughput_qps"], "shards": shards})
+            if "--results" in extra:
+                node_writer_runs.append((items, shards, report["broker_cpu_s"]["run"]))
+                small = _engine(source, model, tmp / "ray.json", "--ray", cluster.address, *extra, "--ray-shard", 64)
+                node_writer_runs.append((items, small["cluster"]["shards_done"], small["broker_cpu_s"]["run"]))
     finally:
         cluster.shutdown()
+    _fit_driver_cost(found, node_writer_runs)
     names = list(setups)
     found.ratios.append(ratio("--ray driver CPU per item: nodes writing --results / the driver writing "
                               "--path_output and --save-topk", per_item[names[2]] / per_item[names[1]]))
+
+
+def _fit_driver_cost(found: Findings, runs: list[tuple[int, int, float]]) -> None:
+    """The node-writer driver's CPU as a cost per shard plus a cost per item, from two shard
+    sizes over the same items (least squares; what the cluster projection takes)."""
+    (items, shards_a, cpu_a), (_, shards_b, cpu_b) = runs
+    per_shard = (cpu_a - cpu_b) / (shards_a - shards_b) if shards_a != shards_b else cpu_a / shards_a
+    per_item = max(0.0, (cpu_a - per_shard * shards_a) / items)
+    found.rows.append({"name": "--ray with node-side writers: driver CPU per shard (fit over two shard sizes)",
+                       "value": 1e3 * per_shard, "unit": "ms", "per_item_us": 1e6 * per_item,
+                       "runs": [{"items": i, "shards": n, "driver_cpu_s": c} for i, n, c in runs]})
+
+
+def driver_bookkeeping(found: Findings, shards: int) -> None:
+    """The driver's own CPU in ``ClusterRun._take`` per 2,048-item shard, in this process (no
+    Ray, no load from the nodes): a node-written shard (its tally) against top-5 rows back
+    with labels (what the driver does per item without node-side writers)."""
+    from engine.cluster.driver import ClusterRun
+    from engine.cluster.node_books import NodeBooks
+    from engine.cluster.shard_result import ShardResult, ShardTally
+    from engine.cluster.shards import cut
+    from engine.data.dataconfig import DataConfig
+    from engine.data.labels import LabelSource
+    from engine.pipeline.config import RunConfig
+    from engine.pipeline.shard_broker import ShardFigures
+    from engine.pipeline.sink import Sink
+
+    size = 2048
+    items = [f"/d/val-{i // 1000:06d}.tar#n0144/x_{i}.JPEG@{i * 512}+110000:{i % 1000}" for i in range(size * shards)]
+    cfg = RunConfig(model_path="m.onnx", data_config=DataConfig(input_size=(3, 224, 224), crop=224, resize=256),
+                    warmup=0, batch=128)
+    rng = np.random.default_rng(0)
+    ranked, probs = rng.integers(0, 1000, (size, 5)), rng.random((size, 5)).astype(np.float32)
+    for mode in ("the node wrote the rows (a tally back)", "top-5 rows back, labels scored by the driver"):
+        sink = Sink(items, topk=5, class_names=None, labels=LabelSource(embedded=True), path_output=None,
+                    output_dtype="float32", save_topk=None, errors_path=None)
+        run, books = ClusterRun(cfg, items, sink, shard_size=size, threads_given=True), NodeBooks("n", 1, 0, None, None)
+        run.nodes.append(books)
+        run.meter.start(time.perf_counter())
+        start = time.process_time()
+        for shard in cut(items, size):
+            n = len(shard.items)
+            figures = ShardFigures(0.03, {"decode": 1.0 * n}, {"decode": n}, [100] * (n // 128), {128: n // 128}, 0, 0)
+            if mode.startswith("the node"):
+                result = ShardResult(shard.index, "n", np.empty(0, np.int64), ranked[:0], probs[:0], [], [], figures,
+                                     ShardTally(n, 0, n, n // 2, n), {"file": "p", "rows": n, "node": "n"})
+            else:
+                result = ShardResult(shard.index, "n", np.arange(n), ranked[:n], probs[:n], [], [], figures)
+            run._take(books, shard, result)
+        per_shard = (time.process_time() - start) / shards
+        found.rows.append({"name": f"driver bookkeeping per 2,048-item shard, {mode} (in-process, no Ray)",
+                           "value": 1e3 * per_shard, "unit": "ms", "per_item_us": 1e6 * per_shard / size})
 
 
 def run(quick: bool = True) -> dict:
@@ -153,6 +212,7 @@ def run(quick: bool = True) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-shards-") as tmp:
         tmp = Path(tmp)
         model = write_pool_linear_onnx(tmp / "model" / "pool_linear.onnx", size=224, classes=1000)
+        driver_bookkeeping(found, 20 if mode.rounds == 1 else 200)
         shards_vs_files(found, tmp, model, mode)
         driver_cpu(found, tmp, model, mode)
     found.notes.append(f"{mode.images} ImageNet-sized (500 x 375) quality-90 JPEGs, {PER_SHARD} per shard, "
