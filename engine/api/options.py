@@ -25,6 +25,7 @@ from engine.data import arg_checks
 from engine.data.arg_checks import UsageError
 from engine.data.decode import DEFAULT_MAX_PIXELS
 from engine.data.extras import require
+from engine.models.catalog import UnknownModelError
 from engine.models.resolve import check_model_args
 from engine.pipeline.config import NORMALIZE_ON, default_workers
 from engine.pipeline.precision_sweep import check_precision_options
@@ -74,8 +75,11 @@ class ModelOptions(Options):
             raise UsageError("give one model: --onnx FILE, -m PATH or --model NAME (onnx=, deploy_model= or model=)")
         if self.onnx is not None:
             self.onnx = os.fspath(self.onnx)
-        check_model_args(self.onnx, self.model, self.library, self.weights, self.preprocess,
-                         deploy_model=self.deploy_model, vdsp_params=self.vdsp_params)
+        try:
+            check_model_args(self.onnx, self.model, self.library, self.weights, self.preprocess,
+                             deploy_model=self.deploy_model, vdsp_params=self.vdsp_params)
+        except UnknownModelError as e:
+            raise UsageError(str(e)) from None
 
 
 @dataclass(kw_only=True)
