@@ -80,6 +80,13 @@ def test_the_nodes_write_the_table_a_local_run_writes(cluster, tiny_model, shard
     assert report["accuracy"]["top1"] == pytest.approx(100 * top1)
     assert report["cluster"]["bytes_returned"] == 0, "no ranked rows cross to the driver"
     assert "did not finish" not in proc.stderr
+    import ray
+
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        assert ray.data.read_parquet(str(out)).count() == len(local_table)  # the manifest is skipped
+    finally:
+        ray.shutdown()
 
 
 def test_a_worker_killed_and_a_node_removed_mid_run_leave_every_item_once(cluster, tiny_model, shard_list,
