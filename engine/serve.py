@@ -123,7 +123,7 @@ def main(argv=None) -> int:
                         inline_max_us=args.inline_max_us, log=log)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: server.stop())
-        server.fleet = fleet = launch.build_fleet(args, limits, server.run_instance, log, opened=model)
+        fleet = server.attach(lambda run_instance: launch.build_fleet(args, limits, run_instance, log, model))
         endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
         if not auth and not is_local_endpoint(args.bind):
             log(f"WARNING: --insecure: anyone who can reach {endpoint} can use this server")

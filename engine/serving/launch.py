@@ -32,16 +32,22 @@ def add_arguments(parser, sources) -> None:
 
 
 def check_arguments(parser, args) -> None:
+    """Refuse inconsistent repository flags in one line (exit 2), before anything binds."""
+    def refuse(message: str):
+        parser.exit(2, f"{parser.prog}: error: {message}\n")
+
     if args.model_repository is None:
         if args.model_control_mode not in (None, "none") or args.load_model:
-            parser.error("--model-control-mode and --load-model need --model-repository")
+            refuse("--model-control-mode and --load-model need --model-repository")
         args.model_control_mode = "none"
         return
+    if not args.model_repository.is_dir():
+        refuse(f"--model-repository {args.model_repository}: no such directory")
     args.model_control_mode = args.model_control_mode or "none"
     if args.load_model and args.model_control_mode != "explicit":
-        parser.error("--load-model needs --model-control-mode explicit")
+        refuse("--load-model needs --model-control-mode explicit")
     if args.repository_poll_secs <= 0:
-        parser.error("--repository-poll-secs must be > 0")
+        refuse(f"--repository-poll-secs {args.repository_poll_secs:g}: must be > 0")
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,16 @@ class Server:
             for i in range(workers)
         ]
 
+    def attach(self, make_fleet) -> Fleet:
+        """Set :attr:`fleet` to ``make_fleet(self.run_instance)``; if that raises, close what
+        :meth:`serve` would have closed (the reply socket), so the ZeroMQ context can end."""
+        try:
+            self.fleet = make_fleet(self.run_instance)
+        except BaseException:
+            self.pull.close(linger=0)
+            raise
+        return self.fleet
+
     def stop(self) -> None:
         """Ask :meth:`serve` to drain in-flight requests and return (safe from signal handlers)."""
         self._stop.set()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import json
 import shutil
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -133,3 +135,15 @@ def test_a_zoo_json_folder_serves_that_model(tmp_path):
         assert index(client)[("small", "1")][0] == "READY"
         assert infer(client, "small").as_numpy("PROBABILITIES").shape == (1000,)
         client.close()
+
+
+@pytest.mark.parametrize("args, reason", [
+    (["--model-repository", "/nonexistent/repo"], "--model-repository /nonexistent/repo: no such directory"),
+    (["--model-repository", ".", "--load-model", "a"], "--load-model needs --model-control-mode explicit"),
+    (["--onnx", "x.onnx", "--model-control-mode", "poll"], "--model-control-mode and --load-model need "
+                                                           "--model-repository"),
+])
+def test_repository_flag_errors_are_one_line(args, reason):
+    done = subprocess.run([sys.executable, "-m", "engine.serve", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"python -m engine.serve: error: {reason}"]
