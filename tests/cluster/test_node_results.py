@@ -89,6 +89,18 @@ def test_the_nodes_write_the_table_a_local_run_writes(cluster, tiny_model, shard
         ray.shutdown()
 
 
+def test_nodes_write_the_table_while_the_driver_writes_the_top_k_text(cluster, tiny_model, shard_list, local_table,
+                                                                      tmp_path):
+    local = _engine_run(tiny_model, shard_list, tmp_path / "local.parquet", "--save-topk", tmp_path / "local.txt")
+    on_ray = _engine_run(tiny_model, shard_list, tmp_path / "ray", "--ray", cluster.address, "--ray-shard", "32",
+                         "--save-topk", tmp_path / "ray.txt")
+    assert local.returncode == on_ray.returncode == 3, on_ray.stderr
+    _assert_same_table(tmp_path / "ray", local_table)
+    assert (tmp_path / "ray.txt").read_text() == (tmp_path / "local.txt").read_text()
+    report = json.loads((tmp_path / "ray.json").read_text())
+    assert report["cluster"]["bytes_returned"] > 0, "the rows come back for the driver's top-k text"
+
+
 def test_a_worker_killed_and_a_node_removed_mid_run_leave_every_item_once(cluster, tiny_model, shard_list,
                                                                           local_table, tmp_path):
     """Last in the module: it takes a node away (and gives the cluster a fresh one after)."""
