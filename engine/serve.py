@@ -112,7 +112,7 @@ def main(argv=None) -> int:
         return 1 if isinstance(e, RuntimeError) else 2
     context = zmq.Context()
     router = context.socket(zmq.ROUTER)
-    auth, fronts, fleet = None, [], None
+    auth, fronts, server = None, [], None
     try:
         if args.curve_secret_key:
             auth = enable_curve_server(router, args.curve_secret_key, args.curve_authorized_keys)
@@ -137,12 +137,12 @@ def main(argv=None) -> int:
         return 2
     finally:
         stop_fronts(fronts)
+        for part in filter(None, (server, model)):  # the models' threads hold sockets context.term waits for
+            part.close()
         router.close()
         if auth is not None:
             auth.stop()
         context.term()
-        if fleet is None and model is not None:
-            model.close()
     return 0
 
 

@@ -88,6 +88,15 @@ class Server:
             raise
         return self.fleet
 
+    def close(self) -> None:
+        """Release what :meth:`serve` releases when it ends (the models' threads and sessions, the
+        reply socket) for a server that never served, e.g. when a front end could not bind."""
+        if self.pull.closed:
+            return
+        if self.fleet is not None:
+            self.fleet.close()
+        self.pull.close(linger=0)
+
     def stop(self) -> None:
         """Ask :meth:`serve` to drain in-flight requests and return (safe from signal handlers)."""
         self._stop.set()

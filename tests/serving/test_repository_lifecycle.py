@@ -147,3 +147,13 @@ def test_repository_flag_errors_are_one_line(args, reason):
     done = subprocess.run([sys.executable, "-m", "engine.serve", *args], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"python -m engine.serve: error: {reason}"]
+
+
+def test_a_front_end_that_cannot_bind_exits_2_after_loading_models(tmp_path, tiny_onnx):
+    """The models' instance threads already run when a front end fails to bind: the process still ends."""
+    with ServerProcess(["--onnx", str(tiny_onnx), "--bind", "off", "--http", "127.0.0.1:0", "--threads", "1"]) as proc:
+        taken = proc.fronts["http"].removeprefix("http://")
+        done = subprocess.run([sys.executable, "-m", "engine.serve", "--onnx", str(tiny_onnx), "--bind", "off",
+                               "--http", taken, "--threads", "1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("engine.serve: error: http: could not start")
