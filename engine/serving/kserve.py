@@ -171,7 +171,7 @@ def model_metadata(deployment, versions: list[str]) -> dict:
     return {
         "name": deployment.name,
         "versions": versions,
-        "platform": "onnxruntime_onnx",
+        "platform": model.triton_runtime()["platform"],
         "inputs": [{"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, *_image_dims(model)]}],
         "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, model.num_classes]}],
     }
@@ -180,10 +180,12 @@ def model_metadata(deployment, versions: list[str]) -> dict:
 def model_config(deployment) -> dict:
     """Triton's model configuration, as its clients (and perf_analyzer) read it."""
     model, batching = deployment.model, deployment.batching
+    runtime = model.triton_runtime()
     return {
         "name": deployment.name,
-        "platform": "onnxruntime_onnx",
-        "backend": "onnxruntime",
+        "platform": runtime["platform"],
+        "backend": runtime["backend"],
+        "parameters": {"precision": {"string_value": runtime["precision"]}},
         "max_batch_size": batching.max_batch,
         "input": [{"name": INPUT_NAME, "data_type": "TYPE_UINT8", "format": "FORMAT_NHWC",
                    "dims": _image_dims(model)}],

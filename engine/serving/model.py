@@ -134,6 +134,15 @@ class ServedModel:
         ran = self.backends[0].describe()
         return f"{ran['backend']} {ran['precision']}"
 
+    def triton_runtime(self) -> dict:
+        """What Triton's model metadata and configuration say of the runtime: its platform,
+        its backend, and the precision it runs at (a configuration parameter)."""
+        ran = self.backends[0].describe()
+        runtime = ran["backend"].partition("-")[0]
+        platform, backend = {"openvino": ("openvino", "openvino"), "torch": ("pytorch_libtorch", "pytorch")}.get(
+            runtime, ("onnxruntime_onnx", "onnxruntime"))
+        return {"platform": platform, "backend": backend, "precision": ran["precision"]}
+
     def describe(self) -> dict:
         return {
             "name": self.name,

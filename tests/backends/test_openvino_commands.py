@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -88,10 +89,18 @@ def test_serve_on_openvino_bf16_answers_like_onnxruntime(setup):
     root, model = setup
     photos = sorted((root / "photos").iterdir())
     answers = {}
+    configs = {}
     for name, flags in (("ort", []), ("ov", ["--backend", "openvino", "--precision", "bf16"])):
-        with ServerProcess(["--onnx", str(model), "--max-batch", "4", "--threads", "1", *flags]) as server:
+        with ServerProcess(["--onnx", str(model), "--max-batch", "4", "--threads", "1", "--http", "127.0.0.1:0",
+                            *flags]) as server:
             with Client(server.endpoint, timeout_ms=30_000) as client:
                 answers[name] = [client.classify(p, topk=3)["topk"] for p in photos]
+            with urllib.request.urlopen(f"{server.fronts['http']}/v2/models/tinynet/config", timeout=30) as reply:
+                configs[name] = json.loads(reply.read())
+    # Triton's model configuration says which runtime serves the model, and at which precision
+    assert (configs["ov"]["backend"], configs["ov"]["parameters"]["precision"]["string_value"]) == ("openvino", "bf16")
+    assert (configs["ort"]["backend"], configs["ort"]["parameters"]["precision"]["string_value"]) == \
+        ("onnxruntime", "fp32")
     for ort_top, ov_top in zip(answers["ort"], answers["ov"], strict=True):
         assert ov_top[0]["class"] == ort_top[0]["class"]
         assert abs(ov_top[0]["prob"] - ort_top[0]["prob"]) < 0.02
