@@ -11,8 +11,9 @@ gets every ratio and the key absolute figures of the same run (a suite's rows ma
 Each file is rewritten only between its markers: ``<!-- perf-table:start -->`` /
 ``<!-- perf-table:end -->`` (README) and ``<!-- bench-tables:start -->`` /
 ``<!-- bench-tables:end -->`` (docs/benchmarks.md), from the given results file or else
-the newest non-smoke one in ``bench/results/`` in which a CPU suite ran, so neither
-carries a number no results file holds. Where a file also has the ``-gpu`` markers, the
+each CPU suite's newest non-smoke run in ``bench/results/`` (so a run of a few suites
+updates their rows and keeps the others', each with its date), so neither carries a number
+no results file holds. Where a file also has the ``-gpu`` markers, the
 ``gpu`` suite of the newest results file in which it ran goes there (GPU runs happen on
 other machines, at other times).
 """
@@ -78,6 +79,31 @@ def latest_results(results_dir: Path, suites=CPU_SUITES) -> Path | None:
     return max(candidates)[2] if candidates else None
 
 
+def newest_per_suite(results_dir: Path, suites=CPU_SUITES) -> list[tuple[Path, dict]]:
+    """The results files that hold each of ``suites``' newest run (a suite that never ran
+    to completion: its newest attempt), each file cut down to the suites it gives, newest
+    file first; smoke runs left out. A run of a few suites updates those rows and keeps
+    the others' figures, each with its own date."""
+    newest: dict[str, tuple[tuple, Path, dict]] = {}
+    for path in sorted(results_dir.glob("*.json")):
+        try:
+            results = load_results(path)
+        except UpdateError:
+            continue
+        if results.get("smoke"):
+            continue
+        for name, suite in results["suites"].items():
+            if name not in suites:
+                continue
+            rank = (suite.get("status") == "ok", results["date"], path.name)
+            if name not in newest or rank > newest[name][0]:
+                newest[name] = (rank, path, results)
+    chosen: dict[Path, dict] = {}
+    for name, (_, path, results) in newest.items():
+        chosen.setdefault(path, {**results, "suites": {}})["suites"][name] = results["suites"][name]
+    return sorted(chosen.items(), key=lambda item: item[1]["date"], reverse=True)
+
+
 def _key_rows(suite: dict) -> list[dict]:
     rows = [r for r in suite.get("rows") or [] if isinstance(r, dict)]
     marked = [r for r in rows if r.get("key")]
@@ -93,9 +119,18 @@ def readme_ratios(results: dict) -> list[tuple[str, dict]]:
     return [(n, r) for n, s in _ok(results).items() for r in s.get("ratios") or [] if r.get("readme")]
 
 
-def _header(results: dict, source: str) -> list[str]:
-    return [f"Measured {results['date']} on {describe(results.get('machine') or {})}; "
-            f"`{results.get('command', 'python -m bench')}`, results file `{source}`.", ""]
+def _suite_names(results: dict) -> str:
+    return ", ".join(results.get("suites", {}))
+
+
+def _header(parts: list[tuple[dict, str]]) -> list[str]:
+    """When the figures were measured, where and how: one line, or one per results file."""
+    lines = [f"Measured {r['date']} on {describe(r.get('machine') or {})}; "
+             f"`{r.get('command', 'python -m bench')}`, results file `{source}`" for r, source in parts]
+    if len(lines) == 1:
+        return [lines[0] + ".", ""]
+    return ["Each suite's newest run:", ""] + [f"- {_suite_names(r)}: {line[0].lower()}{line[1:]}."
+                                               for (r, _), line in zip(parts, lines)] + [""]
 
 
 def _ratio_table(ratios: list[tuple[str, dict]]) -> list[str]:
@@ -108,34 +143,34 @@ def _ratio_table(ratios: list[tuple[str, dict]]) -> list[str]:
     return lines + [""]
 
 
-def _not_run(results: dict) -> list[str]:
+def _not_run(parts: list[tuple[dict, str]]) -> list[str]:
     not_run = [f"{n} ({': '.join(str(x) for x in (s.get('status'), s.get('error')) if x)})"
-               for n, s in results.get("suites", {}).items() if s.get("status") != "ok"]
+               for results, _ in parts for n, s in results.get("suites", {}).items() if s.get("status") != "ok"]
     return ["Not measured in this run: " + "; ".join(not_run) + ".", ""] if not_run else []
 
 
-def render_readme_table(results: dict, source: str) -> str:
+def render_readme_table(parts: list[tuple[dict, str]]) -> str:
     """The README's table: the marked ratios with their goals."""
-    ratios = readme_ratios(results)
-    lines = _header(results, source)
+    ratios = [marked for results, _ in parts for marked in readme_ratios(results)]
+    lines = _header(parts)
     lines += _ratio_table(ratios) if ratios else ["No ratio of this run is marked for the README.", ""]
-    return "\n".join(lines + _not_run(results))
+    return "\n".join(lines + _not_run(parts))
 
 
-def render_table(results: dict, source: str) -> str:
+def render_table(parts: list[tuple[dict, str]]) -> str:
     """docs/benchmarks.md's tables: every ratio, then the key absolute figures."""
-    ok = _ok(results)
-    lines = _header(results, source)
-    ratios = [(n, r) for n, s in ok.items() for r in s.get("ratios") or []]
+    oks = [_ok(results) for results, _ in parts]
+    lines = _header(parts)
+    ratios = [(n, r) for ok in oks for n, s in ok.items() for r in s.get("ratios") or []]
     if ratios:
         lines += _ratio_table(ratios)
-    figures = [(n, r) for n, s in ok.items() for r in _key_rows(s)]
+    figures = [(n, r) for ok in oks for n, s in ok.items() for r in _key_rows(s)]
     if figures:
         lines += ["| suite | figure | value | unit |", "|---|---|---|---|"]
         lines += [f"| {n} | {fmt(r.get('name'))} | {fmt(r.get('value'))} | {fmt(r.get('unit', ''))} |"
                   for n, r in figures]
         lines.append("")
-    lines += _not_run(results)
+    lines += _not_run(parts)
     if not ratios and not figures:
         lines += ["This results file holds no figures.", ""]
     return "\n".join(lines)
@@ -161,9 +196,9 @@ def _source(results_path: Path, document: Path) -> str:
         return str(results_path)
 
 
-def _measured(path: Path, suites=None) -> dict:
+def _measured(path: Path, suites=None, results: dict | None = None) -> dict:
     """A results file's figures (only ``suites``' when given); a smoke run is refused."""
-    results = load_results(path)
+    results = results or load_results(path)
     if results.get("smoke"):
         raise UpdateError(f"{path} is a smoke run: its figures are not measurements")
     if suites is not None:
@@ -194,21 +229,23 @@ def _write(document: Path, old: str, new: str) -> bool:
     return True
 
 
-def update_readme(readme: Path, results_path: Path, gpu_results_path: Path | None = None,
+def update_readme(readme: Path, results: Path | list[tuple[Path, dict]], gpu_results_path: Path | None = None,
                   benchmarks: Path | None = None) -> tuple[bool, bool]:
     """Rewrite the README's key ratios and the benchmarks document's full tables (and their
-    GPU tables, given a GPU results file); whether each changed. Nothing is written unless
-    both can be."""
+    GPU tables, given a GPU results file); whether each changed. ``results``: one results
+    file, or (file, figures) pairs as :func:`newest_per_suite` gives them. Nothing is
+    written unless both documents can be."""
     benchmarks = benchmarks or readme.parent / BENCHMARKS_DOC
-    cpu = _measured(results_path)
-    readme_tables = [(render_readme_table(cpu, _source(results_path, readme)), START, END)]
-    doc_tables = [(render_table(cpu, _source(results_path, benchmarks)), FULL_START, FULL_END)]
-    marked = readme_ratios(cpu)
+    pairs = [(results, None)] if isinstance(results, Path) else results
+    cpu = [(_measured(path, results=figures), path) for path, figures in pairs]
+    readme_tables = [(render_readme_table([(r, _source(p, readme)) for r, p in cpu]), START, END)]
+    doc_tables = [(render_table([(r, _source(p, benchmarks)) for r, p in cpu]), FULL_START, FULL_END)]
+    marked = [m for r, _ in cpu for m in readme_ratios(r)]
     if gpu_results_path is not None:
         gpu = _measured(gpu_results_path, GPU_SUITES)
         marked += readme_ratios(gpu)
-        readme_tables.append((render_readme_table(gpu, _source(gpu_results_path, readme)), GPU_START, GPU_END))
-        doc_tables.append((render_table(gpu, _source(gpu_results_path, benchmarks)), FULL_GPU_START,
+        readme_tables.append((render_readme_table([(gpu, _source(gpu_results_path, readme))]), GPU_START, GPU_END))
+        doc_tables.append((render_table([(gpu, _source(gpu_results_path, benchmarks))]), FULL_GPU_START,
                            FULL_GPU_END))
     if len(marked) > MAX_README_ROWS:
         suites = ", ".join(sorted({n for n, _ in marked}))
@@ -223,24 +260,23 @@ def main(argv=None) -> int:
                                      description="Rewrite the README's key ratios and docs/benchmarks.md's full "
                                                  "tables from bench results files.")
     parser.add_argument("results", nargs="?", type=Path, metavar="RESULTS.json",
-                        help="results file (default: the newest non-smoke one in --results-dir in which a CPU "
-                             "suite ran)")
+                        help="results file (default: each CPU suite's newest non-smoke run in --results-dir)")
     parser.add_argument("--readme", type=Path, default=DEFAULT_README)
     parser.add_argument("--benchmarks", type=Path, default=None,
                         help=f"the document of full tables (default: {BENCHMARKS_DOC} beside the README)")
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     args = parser.parse_args(argv)
     try:
-        results_path = args.results or latest_results(args.results_dir)
-        if results_path is None:
+        results = args.results or newest_per_suite(args.results_dir)
+        if not results:
             raise UpdateError(f"no results file in {args.results_dir}: run 'python -m bench' first")
-        changed = update_readme(args.readme, results_path, latest_results(args.results_dir, GPU_SUITES),
-                                args.benchmarks)
+        changed = update_readme(args.readme, results, latest_results(args.results_dir, GPU_SUITES), args.benchmarks)
     except UpdateError as e:
         print(f"bench.update_readme: {e}", file=sys.stderr)
         return 2
     for document, did in zip((args.readme, args.benchmarks or args.readme.parent / BENCHMARKS_DOC), changed):
-        print(f"{document}: performance tables {'updated' if did else 'already up to date'} from {results_path}")
+        sources = args.results or ", ".join(path.name for path, _ in results)
+        print(f"{document}: performance tables {'updated' if did else 'already up to date'} from {sources}")
     return 0
 
 

@@ -215,6 +215,26 @@ def test_update_readme_rewrites_only_between_markers(tmp_path):
     assert "| pipeline | engine / torch loop | 2 | >= 3 | not met |" in readme.read_text()
 
 
+def test_update_readme_takes_each_suite_from_its_newest_run(tmp_path):
+    """A run of some suites updates their rows and keeps the others' from their own newest run."""
+    readme, doc = documents(tmp_path, f"{START}\n{END}\n")
+    results = tmp_path / "results"
+    results.mkdir()
+    results_file(results / "all.json", "2026-03-01T00:00:00+00:00", value=3.5)
+    serve = {"status": "ok", "rows": [], "ratios": [{"name": "served / offline", "value": 0.97, "goal": ">= 0.9",
+                                                     "met": True, "readme": True}]}
+    full = json.loads((results / "all.json").read_text())
+    (results / "all.json").write_text(json.dumps({**full, "suites": {**full["suites"], "serve": serve}}))
+    results_file(results / "some.json", "2026-04-01T00:00:00+00:00", value=4.5)  # pipeline again, serve missing
+    assert update_main(["--readme", str(readme), "--results-dir", str(results)]) == 0
+    table = readme.read_text()
+    assert "Each suite's newest run:" in table
+    assert "- pipeline: measured 2026-04-01" in table and "- serve: measured 2026-03-01" in table
+    assert "| pipeline | engine / torch loop | 4.5 | >= 3 | met |" in table
+    assert "| serve | served / offline | 0.97 | >= 0.9 | met |" in table
+    assert "3.5" not in table and "Not measured" not in table
+
+
 def test_update_readme_gpu_table_comes_from_the_newest_gpu_run(tmp_path):
     """A GPU-only run (another machine) fills the GPU table and leaves the main table to
     the newest run in which a CPU suite ran."""
