@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from engine.serving.deployment import Deployment
+from engine.serving.deployment import Deployment, Draining
 from engine.serving.repository import ModelEntry
 
 MODES = ("none", "explicit", "poll")
@@ -88,6 +88,22 @@ class Fleet:
                 raise ModelNotFound(f"model {state.name!r} has no version {version!r}; it serves versions "
                                     f"{sorted(state.deployments, key=int)}")
             return deployment
+
+    def acquire(self, deployment: Deployment, images: int) -> Deployment:
+        """Count ``images`` in flight on ``deployment`` or, when a reload has replaced it since it
+        was resolved, on its successor (same name and version); :class:`Draining` if it has none."""
+        try:
+            deployment.acquire(images)
+            return deployment
+        except Draining:
+            try:
+                successor = self.resolve(deployment.name, deployment.version)
+            except ModelNotFound:
+                successor = deployment
+            if successor is deployment:
+                raise
+        successor.acquire(images)
+        return successor
 
     def _ready_names(self) -> list[str]:
         return sorted(name for name, state in self._models.items() if state.deployments)

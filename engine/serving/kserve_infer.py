@@ -45,9 +45,16 @@ async def infer(server, front: str, deployment, request_id, inputs: list[tuple],
         if server.stopping():
             raise Unavailable("server is shutting down")
         try:
-            deployment.acquire(len(requests))
+            acquired = server.fleet.acquire(deployment, len(requests))
         except Draining as e:
             raise Unavailable(str(e)) from None
+        if acquired is not deployment:  # reloaded since it was resolved: check against the new model
+            deployment = acquired
+            try:
+                requests, wanted, batched = _checked(server, deployment, request_id, inputs, outputs)
+            except KServeError:
+                deployment.release(len(requests))
+                raise
         try:
             seqs = _admit_all(server.admission, requests)
         except Unavailable:

@@ -251,13 +251,16 @@ class Server:
                 [body[0].buffer, body[1].buffer] if len(body) == 2 else body,
                 classes_of=classes_of, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels,
             )
-            deployment = found[0]
             if self._stop.is_set():
                 raise protocol.ProtocolError("server is shutting down", request.id)
             try:
-                deployment.acquire(1)
+                deployment = self.fleet.acquire(found[0], 1)
             except Draining as e:
                 raise protocol.ProtocolError(str(e), request.id) from None
+            if request.topk > deployment.model.num_classes:  # reloaded since resolved, with fewer classes
+                deployment.release()
+                raise protocol.ProtocolError(f"header: topk {request.topk} must be an integer in "
+                                             f"1..{deployment.model.num_classes}", request.id)
         except protocol.ProtocolError:
             if found:
                 found[0].stats.record_refused()

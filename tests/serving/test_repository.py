@@ -315,3 +315,32 @@ def test_concurrent_traffic_to_two_models(server):
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_reloading_under_traffic_loses_no_request(server, http):
+    """Each reload starts the new versions before the old ones drain: requests in flight or
+    arriving meanwhile are all answered."""
+    stop, answered, errors = threading.Event(), [], []
+
+    def drive():
+        client = httpclient.InferenceServerClient(server.fronts["http"].removeprefix("http://"))
+        try:
+            while not stop.is_set():
+                answered.append(http_infer(client, "alpha", image(len(answered) % 7)).as_numpy("PROBABILITIES"))
+        except Exception as e:  # reported below
+            errors.append(e)
+        finally:
+            client.close()
+
+    drivers = [threading.Thread(target=drive) for _ in range(3)]
+    for thread in drivers:
+        thread.start()
+    try:
+        for _ in range(5):
+            http.load_model("alpha")
+    finally:
+        stop.set()
+        for thread in drivers:
+            thread.join()
+    assert not errors, errors[:3]
+    assert len(answered) > 5 and all(probs.shape == (10,) for probs in answered)
