@@ -110,11 +110,11 @@ def preprocess_vs_dataloader(items: list[str], rounds: int) -> tuple[list[dict],
 
 def run(quick: bool = True) -> dict:
     smoke = os.environ.get("BENCH_SMOKE") == "1"
-    rounds = 1 if smoke else 3
+    rounds = 1 if smoke else 5
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         tmp = Path(tmp)
         base = make_npz_set(tmp / "npz", 16 if smoke else 64)
-        items = [base[i % len(base)] for i in range(64 if smoke else 768 if quick else 3072)]
+        items = [base[i % len(base)] for i in range(64 if smoke else 3072 if quick else 8192)]
         stream_rows, stream_ratio = stream_vs_command(tmp, items, rounds)
         pre_rows, pre_ratio, exact_note = preprocess_vs_dataloader(items, rounds)
     return {"suite": "api", "title": "Classifier.stream vs engine.run; engine.preprocess vs DataLoader",
