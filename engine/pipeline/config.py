@@ -58,24 +58,10 @@ class RunConfig:
     worker_start_timeout_s: float = 180.0
 
     def __post_init__(self):
-        for name in ("instances", "processes", "batch", "threads", "workers", "topk", "iterations"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        """The values the options left to the run: the warm-up and the slot count. The values
+        themselves were checked once, by the options records (engine/api/options.py)."""
         if self.warmup is None:
             self.warmup = self.batch * self.instances * self.processes
-        if self.warmup < 0:
-            raise ValueError(f"--warmup must be >= 0, got {self.warmup}")
-        if self.transport not in ("ipc", "tcp"):
-            raise ValueError(f"transport {self.transport!r}: use 'ipc' or 'tcp'")
-        if self.normalize_on not in NORMALIZE_ON:
-            raise ValueError(f"--normalize-on {self.normalize_on!r}: use one of {', '.join(NORMALIZE_ON)}")
-        if self.normalize_on == "device" and self.backend != "torch":
-            raise ValueError(f"--normalize-on device needs --backend torch; the {self.backend} backend "
-                             "takes the normalized float32 input its model was exported with")
-        if self.output_dtype not in ("float32", "float16"):
-            raise ValueError(f"output dtype {self.output_dtype!r}: use float32 or float16")
-        if self.topk > self.data_config.num_classes:
-            raise ValueError(f"--topk {self.topk} exceeds the model's {self.data_config.num_classes} classes")
         if not self.slots:
             self.slots = self.default_slots()
         self.slots = max(2, -(-self.slots // self.batch)) * self.batch  # whole batches, two at least
