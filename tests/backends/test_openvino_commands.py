@@ -76,9 +76,12 @@ def test_run_refuses_precisions_a_backend_does_not_run(setup, flags, message):
 def test_without_openvino_the_backend_is_one_line_naming_the_extra(setup, tmp_path):
     root, model = setup
     env = environment(tmp_path / "hide", ("openvino",))
+    config = tmp_path / "bf16.yaml"
+    config.write_text(f"model: {{onnx: {model}}}\ndtype: bf16\ncheck: {{path: {root / 'photos'}, count: 4}}\n")
     for tool, args in (("run", ["--images", root / "photos", "--onnx", model, "--backend", "openvino"]),
                        ("serve", ["--onnx", model, "--backend", "openvino"]),
-                       ("tune", [model, "--backend", "openvino"])):
+                       ("tune", [model, "--backend", "openvino"]),
+                       ("build", [config, "--output", tmp_path / "out", "--no-progress"])):
         done = cli(tool, *args, env=env, timeout=120)
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 2, (tool, done.stderr)
