@@ -1,7 +1,9 @@
-"""``python -m engine.tune MODEL.onnx``: measure instances x threads x batch and print the table.
+"""``python -m engine.tune MODEL.onnx``: measure backend x precision x instances x threads x batch, print the table.
 
 The sweep, and the regularities the short one relies on, are :mod:`engine.pipeline.autotune`'s;
-``--exhaustive`` measures the whole grid.
+``--exhaustive`` measures the whole grid. Each backend and precision allowed is swept in turn
+(:mod:`engine.pipeline.precision_sweep`): onnxruntime and OpenVINO at the file's precision,
+a lower one only with ``--precision`` or ``--max-accuracy-loss PCT --check-items ITEMS``.
 
 Exit status: 0 measured, 2 usage error (a missing or directory model file, a grid or
 budget the sweep refuses), 1 the sweep could not run (no usable device, a model the
