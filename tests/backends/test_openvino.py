@@ -158,3 +158,20 @@ def test_bf16_build_refuses_an_onnxruntime_check(workspace):
                                     "check": {"backend": "ort"}}))
     with pytest.raises(ConfigError, match="check.backend: ort: a bf16 model runs on openvino"):
         load_config(path)
+
+
+def test_the_python_api_takes_the_backend_and_precision(workspace):
+    import engine
+
+    photos = sorted(str(p) for p in (workspace / "images").rglob("*.jpg"))
+    top1 = {}
+    for backend, precision in (("ort", None), ("openvino", "bf16")):
+        with engine.Classifier(onnx=str(workspace / "tinynet.onnx"), batch_size=4, backend=backend,
+                               precision=precision) as clf:
+            results = list(clf.stream(photos))
+        assert all(r.error is None for r in results)
+        top1[backend] = [r.topk[0][0] for r in results]
+    assert len(top1["ort"]) == len(photos)
+    assert np.mean(np.equal(top1["ort"], top1["openvino"])) >= 0.9
+    with pytest.raises(engine.UsageError, match="--backend openvino runs fp32 or bf16"):
+        engine.Classifier(onnx=str(workspace / "tinynet.onnx"), backend="openvino", precision="fp16")
