@@ -113,9 +113,10 @@ def check_images(folder):
 def test_int8_qdq_deploy_folder_runs_on_openvino(workspace):
     folder = build_folder(workspace, "int8", {
         "model": {"onnx": "tinynet.onnx"}, "dtype": "int8",
-        "calibration": {"path": "images", "count": 9, "batch_size": 3}, "check": {"count": 9},
+        "calibration": {"path": "images", "count": 9, "batch_size": 3}, "check": {"count": 9, "backend": "openvino"},
         "output": str(workspace / "out")})
     report, x = check_images(folder)
+    assert report["check"]["backend"] == "openvino" and report["check"]["images"] == 9  # the build's check ran there
     model = folder / "tinynet.onnx"
     (ort_int8,) = open_backend("ort", model).run(x)
     (fp32,) = open_backend("ort", workspace / "tinynet.onnx").run(x)
@@ -124,7 +125,7 @@ def test_int8_qdq_deploy_folder_runs_on_openvino(workspace):
         (got,) = ov.run(x)
     assert got.shape == ort_int8.shape
     # OpenVINO runs the same QDQ graph with its own int8 kernels: close to onnxruntime's
-    # int8 answers, and as close to fp32 as the build's check found onnxruntime's to be.
+    # int8 answers, and as close to fp32 as the build's check (on OpenVINO) found.
     assert np.mean(got.argmax(1) == ort_int8.argmax(1)) >= 0.8
     snr = 10 * np.log10(np.square(fp32).sum() / np.square(fp32 - got).sum())
     assert snr >= report["check"]["output_snr_db"] - 6
