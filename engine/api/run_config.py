@@ -18,7 +18,7 @@ def build_run_config(options: EngineOptions, model_path: str, info: ModelInfo, *
                      warmup: int | None = None, output_dtype: str = "float32", quiet: bool = True,
                      loss_items: list[str] | None = None) -> RunConfig:
     """``loss_items``: what ``--auto`` measures a lower precision's accuracy loss on."""
-    backend = backend_for(info, options.backend or "ort")
+    backend = backend_for(info, options.backend)
     device = resolve_device(options.device, backend)
     instances = options.instances or (3 if device.startswith("cuda") else 1)
     threads, batch = options.threads, options.batch_size

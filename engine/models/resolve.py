@@ -97,7 +97,18 @@ def resolve_model(onnx: str | None, model: str | None, library: str | None, weig
     return onnx_path, info
 
 
-def backend_for(info: ModelInfo, requested: str) -> str:
+def backend_for(info: ModelInfo, requested: str | None) -> str:
     """The backend to run ``info``'s model on: the torch backend for a zoo model that could
-    not be exported to ONNX (the model cache records why), else ``requested``."""
-    return TORCH_BACKEND if info.extra.get(TORCH_REASON_KEY) else requested
+    not be exported to ONNX (the model cache records why), else ``requested``; when none is
+    requested, OpenVINO for a bf16 deploy folder (what engine.build made it for), else
+    onnxruntime."""
+    if info.extra.get(TORCH_REASON_KEY):
+        return TORCH_BACKEND
+    if info.extra.get("precision") == "bf16":
+        if requested == "ort":
+            raise arg_checks.UsageError(f"--backend ort: model {info.name} was built for bf16, which onnxruntime "
+                                        "does not run; use --backend openvino")
+        if requested is None:
+            require("openvino", f"model {info.name} (a bf16 deploy folder)")
+            return "openvino"
+    return requested or "ort"

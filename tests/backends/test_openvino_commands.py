@@ -158,3 +158,21 @@ def test_run_auto_with_a_loss_bound_measures_bf16_and_says_what_else_it_measured
     # fp32 on both runtimes, and bf16 either measured or left out by its measured disagreement
     assert "also measured:" in picked and "openvino bf16" in picked
     assert ("ort fp32" in picked) != ("--backend ort --precision fp32" in picked)
+
+
+def test_a_bf16_deploy_folder_runs_on_openvino_without_flags_and_onnxruntime_refuses_it(setup, tmp_path):
+    root, model = setup
+    config = tmp_path / "bf16.yaml"
+    config.write_text(f"model: {{onnx: {model}}}\ndtype: bf16\ncheck: {{path: {root / 'photos'}, count: 6}}\n")
+    done = cli("build", config, "--output", tmp_path, "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "checked on openvino" in done.stdout and "check on 6 held-out images" in done.stdout
+    built = tmp_path / f"tinynet-bf16-none-3_{SIZE}_{SIZE}-openvino" / "tinynet.onnx"
+    report = tmp_path / "report.json"
+    done = cli("run", "--images", root / "photos", "--onnx", built, "--quiet", "--report", report)
+    assert done.returncode == 0, done.stderr
+    saved = json.loads(report.read_text())
+    assert saved["config"]["backend"] == "openvino" and saved["model"]["precision"] == "bf16"
+    done = cli("run", "--images", root / "photos", "--onnx", built, "--quiet", "--backend", "ort")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and "use --backend openvino" in lines[0], done.stderr
