@@ -53,7 +53,8 @@ def test_int8_build_writes_a_complete_deploy_folder(workspace, tmp_path):
     work = tmp_path / "work"
     assert main([str(cfg_path), "--output", str(tmp_path), "--no-progress", "--work-dir", str(work)]) == 0
     folder = tmp_path / f"tinynet-int8-kl_divergence-3_{SIZE}_{SIZE}-ort"
-    assert sorted(p.name for p in folder.iterdir()) == ["build.json", "tinynet.json", "tinynet.onnx"]
+    assert sorted(p.name for p in folder.iterdir()) == ["build.json", "test-tinynet-vdsp_params.json", "tinynet.json",
+                                                      "tinynet.onnx"]
     # --work-dir keeps the float model the int8 one was quantized from, its layers by name.
     import onnx
 
