@@ -11,7 +11,6 @@ to ``tcp://127.0.0.1:*``), and drains the requests in flight on SIGTERM or Ctrl-
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from pathlib import Path
@@ -20,50 +19,49 @@ import zmq
 
 from engine.data.arg_checks import UsageError
 from engine.models.catalog import UnknownModelError
-from engine.models.resolve import deploy_model_file
 from engine.serving import launch
-from engine.serving.fronts import add_arguments, check_arguments, start_fronts, stop_fronts
-from engine.serving.model import add_backend_arguments, check_backend_arguments
+from engine.serving.fronts import add_arguments, start_fronts, stop_fronts
+from engine.serving.model import add_backend_arguments
+from engine.serving.options import ServeOptions
 from engine.serving.security import enable_curve_server, is_local_endpoint
 from engine.serving.server import Limits, Server
 
-ZEROMQ_OFF = "inproc://engine.serve.zeromq-off"
 
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m engine.serve", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine.serve", description=__doc__.split("\n")[0],
+                                argument_default=argparse.SUPPRESS)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--onnx", type=Path,
                      help="ONNX model (its model-info JSON beside it gives preprocessing and class names)")
     src.add_argument("-m", dest="deploy_model", metavar="PATH", help="deploy-folder prefix DIR/NAME, or an .onnx file")
     src.add_argument("--model", help="zoo model (e.g. vgg11) or any timm/torchvision image classifier "
                                      "(e.g. resnet50.a1_in1k), exported to ONNX at start-up")
-    p.add_argument("--model-library", default=None,
+    p.add_argument("--model-library",
                    help="timm or torchvision (any image classifier they offer; default: timm when it has the "
                         "name, else torchvision), or mmcls for a VGG")
     p.add_argument("--weights", help="checkpoint for --model (default: seeded random weights)")
-    p.add_argument("--seed", type=int, default=0, help="seed for random weights (default 0)")
-    p.add_argument("--bind", default="tcp://127.0.0.1:5555",
+    p.add_argument("--seed", type=int, help="seed for random weights (default 0)")
+    p.add_argument("--bind",
                    help="ROUTER endpoint (default tcp://127.0.0.1:5555); 'off' serves only --http/--grpc")
-    p.add_argument("--max-batch", type=int, default=8, help="largest batch (default 8)")
-    p.add_argument("--max-queue-delay-us", type=int, default=0,
+    p.add_argument("--max-batch", type=int, help="largest batch (default 8)")
+    p.add_argument("--max-queue-delay-us", type=int,
                    help="longest a request waits for its batch to fill, in microseconds (default 0)")
-    p.add_argument("--instances", type=int, default=1, help="model instances (sessions) (default 1)")
-    p.add_argument("--workers", type=int, default=2, help="preprocessing threads (default 2)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--instances", type=int, help="model instances (sessions) (default 1)")
+    p.add_argument("--workers", type=int, help="preprocessing threads (default 2)")
+    p.add_argument("--threads", type=int,
                    help="intra-op threads per instance (default: cores / instances)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default cpu)")
     add_backend_arguments(p)
-    p.add_argument("--max-bytes", type=int, default=64 * 2**20, help="largest payload in bytes (default 64 MiB)")
-    p.add_argument("--max-pixels", type=int, default=40_000_000,
+    p.add_argument("--max-bytes", type=int, help="largest payload in bytes (default 64 MiB)")
+    p.add_argument("--max-pixels", type=int,
                    help="largest image in pixels; bigger ones are refused before decoding (default 40M)")
     p.add_argument("--fast-decode", action="store_true", help="reduced-scale decode of big JPEGs (inexact; see docs)")
-    p.add_argument("--max-inflight", type=int, default=None,
+    p.add_argument("--max-inflight", type=int,
                    help="requests admitted at once; more get a 'busy' reply (default max(64, 4 x batch x instances))")
-    p.add_argument("--max-inflight-bytes", type=int, default=1 << 30,
+    p.add_argument("--max-inflight-bytes", type=int,
                    help="payload bytes admitted at once (default 1 GiB)")
-    p.add_argument("--drain-timeout-s", type=float, default=30.0, help="longest SIGTERM waits for in-flight requests")
-    p.add_argument("--inline-max-us", type=float, default=1000.0,
+    p.add_argument("--drain-timeout-s", type=float, help="longest SIGTERM waits for in-flight requests")
+    p.add_argument("--inline-max-us", type=float,
                    help="with no queue delay, an idle server answers a request on its socket thread if its "
                         "estimated preprocess + inference time is below this, saving two thread hand-offs "
                         "(default 1000; 0: never)")
@@ -72,41 +70,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without CURVE (or TLS)")
     add_arguments(p)
     launch.add_arguments(p, src)
-    args = p.parse_args(argv)
-    for name in ("max_batch", "instances", "workers", "max_bytes", "max_pixels"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.inline_max_us < 0:
-        p.error("--inline-max-us must be >= 0")
-    if args.max_queue_delay_us < 0:
-        p.error("--max-queue-delay-us must be >= 0")
-    if bool(args.curve_secret_key) != bool(args.curve_authorized_keys):
-        p.error("--curve-secret-key and --curve-authorized-keys go together")
-    if args.bind == "off":  # the batcher still runs behind a ROUTER, on an endpoint no other process reaches
-        if not (args.http or args.grpc):
-            p.error("--bind off: give --http or --grpc, or nothing would serve")
-        args.bind = ZEROMQ_OFF
-    if not is_local_endpoint(args.bind) and not args.curve_secret_key and not args.insecure:
-        p.error(f"--bind {args.bind} is not a loopback address: give --curve-secret-key and "
-                "--curve-authorized-keys, or --insecure to serve it unauthenticated")
-    check_arguments(p, args)
-    launch.check_arguments(p, args)
-    if args.threads is None:
-        args.threads = max(1, (os.cpu_count() or 1) // args.instances)
-    if args.max_inflight is None:
-        args.max_inflight = max(64, 4 * args.max_batch * args.instances)
-    return args
+    return p
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    options = ServeOptions.from_namespace(build_parser().parse_args(argv))
     log = lambda msg: print(f"engine.serve: {msg}", file=sys.stderr, flush=True)  # noqa: E731
     try:  # usage errors exit 2; a model that cannot be exported or loaded on the device, 1
-        args.onnx = Path(deploy_model_file(args.deploy_model)) if args.deploy_model else args.onnx
-        if args.onnx is not None and args.onnx.is_dir():
-            raise UsageError(f"--onnx {args.onnx}: is a directory, not a file")
-        check_backend_arguments(args)
-        model = None if args.model_repository else launch.open_single(args)
+        options.check()
+        model = None if options.model_repository else launch.open_single(options)
     except (UsageError, UnknownModelError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"engine.serve: error: {e}", file=sys.stderr)
         return 1 if isinstance(e, RuntimeError) else 2
@@ -114,21 +86,22 @@ def main(argv=None) -> int:
     router = context.socket(zmq.ROUTER)
     auth, fronts, server = None, [], None
     try:
-        if args.curve_secret_key:
-            auth = enable_curve_server(router, args.curve_secret_key, args.curve_authorized_keys)
-        router.setsockopt(zmq.MAXMSGSIZE, 2 * args.max_bytes + 2**20)
-        router.bind(args.bind)
-        limits = Limits(args.max_bytes, args.max_pixels, args.max_inflight, args.max_inflight_bytes, args.fast_decode)
-        server = Server(router, workers=args.workers, limits=limits, drain_timeout_s=args.drain_timeout_s,
-                        inline_max_us=args.inline_max_us, log=log)
+        if options.curve_secret_key:
+            auth = enable_curve_server(router, options.curve_secret_key, options.curve_authorized_keys)
+        router.setsockopt(zmq.MAXMSGSIZE, 2 * options.max_bytes + 2**20)
+        router.bind(options.bind)
+        limits = Limits(options.max_bytes, options.max_pixels, options.max_inflight, options.max_inflight_bytes,
+                        options.fast_decode)
+        server = Server(router, workers=options.workers, limits=limits, drain_timeout_s=options.drain_timeout_s,
+                        inline_max_us=options.inline_max_us, log=log)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: server.stop())
-        fleet = server.attach(lambda run_instance: launch.build_fleet(args, limits, run_instance, log, model))
+        fleet = server.attach(lambda run_instance: launch.build_fleet(options, limits, run_instance, log, model))
         endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
-        if not auth and not is_local_endpoint(args.bind):
+        if not auth and not is_local_endpoint(options.bind):
             log(f"WARNING: --insecure: anyone who can reach {endpoint} can use this server")
-        launch.announce(fleet, args, auth is not None, log)
-        fronts = start_fronts(server, args, log)
+        launch.announce(fleet, options, auth is not None, log)
+        fronts = start_fronts(server, options, log)
         print(f"engine.serve: listening on {endpoint}", flush=True)
         server.serve()
         log(f"stopped: {server.stats()}")

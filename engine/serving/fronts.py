@@ -12,8 +12,6 @@ import ipaddress
 import threading
 from dataclasses import dataclass
 
-from engine.data.extras import MissingExtra, require
-
 MAX_JSON_BYTES = 1 << 20  # what a request may carry beside its images (JSON header, framing)
 
 
@@ -116,46 +114,23 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tls-key", help="TLS private key (PEM) for --http and --grpc")
 
 
-def check_arguments(parser, args) -> None:
-    """Parse the addresses into ``args.http`` / ``args.grpc`` (host, port); refuse a non-loopback
-    one without TLS unless ``--insecure``, in one line (exit 2) and before anything binds: a
-    refusal that named every flag of the usage would bury the reason."""
-    if bool(args.tls_cert) != bool(args.tls_key):
-        parser.error("--tls-cert and --tls-key go together")
-    args.tls = Tls(args.tls_cert, args.tls_key) if args.tls_cert else None
-    for flag in ("http", "grpc"):
-        text = getattr(args, flag)
-        if text is None:
-            continue
-        try:
-            require("serve", f"--{flag}")
-        except MissingExtra as e:
-            parser.exit(2, f"{parser.prog}: error: {e}\n")
-        try:
-            host, port = parse_host_port(text, f"--{flag}")
-        except ValueError as e:
-            parser.error(str(e))
-        if not is_loopback_host(host) and args.tls is None and not args.insecure:
-            parser.exit(2, f"{parser.prog}: error: --{flag} {text} is not a loopback address: give --tls-cert and "
-                           "--tls-key, or --insecure to serve it unencrypted and unauthenticated\n")
-        setattr(args, flag, (host, port))
-
-
-def start_fronts(server, args, log) -> list:
-    """Start the front ends ``args`` asks for; print ``engine.serve: <kind> on <address>`` for each."""
+def start_fronts(server, options, log) -> list:
+    """Start the front ends the :class:`~engine.serving.options.ServeOptions` ask for (their
+    addresses checked and parsed); print ``engine.serve: <kind> on <address>`` for each."""
     from engine.serving.http_front import KServeHttpApp
 
     fronts = []
-    if args.http:
-        app = KServeHttpApp(server, max_body_bytes=args.max_bytes + MAX_JSON_BYTES)
-        fronts.append(HttpFront(app, *args.http, args.tls))
-    if args.grpc:
+    if options.http_address:
+        app = KServeHttpApp(server, max_body_bytes=options.max_bytes + MAX_JSON_BYTES)
+        fronts.append(HttpFront(app, *options.http_address, options.tls))
+    if options.grpc_address:
         from engine.serving.grpc_front import GrpcFront
 
-        fronts.append(GrpcFront(server, *args.grpc, args.tls, max_message_bytes=args.max_bytes + MAX_JSON_BYTES))
+        fronts.append(GrpcFront(server, *options.grpc_address, options.tls,
+                                max_message_bytes=options.max_bytes + MAX_JSON_BYTES))
     for front in fronts:
         address = front.start()
-        if args.tls is None and not is_loopback_host(front.host):
+        if options.tls is None and not is_loopback_host(front.host):
             log(f"WARNING: --insecure: anyone who can reach {address} can use this server")
         print(f"engine.serve: {front.name} on {address}", flush=True)
     return fronts

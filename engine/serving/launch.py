@@ -14,6 +14,7 @@ from engine.serving.deployment import Batching, Deployment
 from engine.serving.fleet import MODES, Fleet
 from engine.serving.jobs import Limits
 from engine.serving.model import ServedModel
+from engine.serving.options import ServeOptions
 from engine.serving.repository import ModelEntry, VersionSource, scan, single_model
 
 
@@ -22,32 +23,13 @@ def add_arguments(parser, sources) -> None:
     sources.add_argument("--model-repository", type=Path, metavar="DIR",
                          help="serve every model of a Triton model repository: DIR/<model>/<version>/model.onnx "
                               "(or zoo.json), DIR/<model>/config.pbtxt")
-    parser.add_argument("--model-control-mode", choices=MODES, default=None,
+    parser.add_argument("--model-control-mode", choices=MODES,
                         help="none (load all at start), explicit (--load-model at start, then the repository "
                              "extension's load/unload), poll (load all, re-read the repository); default none")
     parser.add_argument("--load-model", action="append", metavar="NAME",
                         help="explicit mode: a model to load at start (repeat; '*' loads all)")
-    parser.add_argument("--repository-poll-secs", type=float, default=15.0,
+    parser.add_argument("--repository-poll-secs", type=float,
                         help="poll mode: seconds between repository scans (default 15)")
-
-
-def check_arguments(parser, args) -> None:
-    """Refuse inconsistent repository flags in one line (exit 2), before anything binds."""
-    def refuse(message: str):
-        parser.exit(2, f"{parser.prog}: error: {message}\n")
-
-    if args.model_repository is None:
-        if args.model_control_mode not in (None, "none") or args.load_model:
-            refuse("--model-control-mode and --load-model need --model-repository")
-        args.model_control_mode = "none"
-        return
-    if not args.model_repository.is_dir():
-        refuse(f"--model-repository {args.model_repository}: no such directory")
-    args.model_control_mode = args.model_control_mode or "none"
-    if args.load_model and args.model_control_mode != "explicit":
-        refuse("--load-model needs --model-control-mode explicit")
-    if args.repository_poll_secs <= 0:
-        refuse(f"--repository-poll-secs {args.repository_poll_secs:g}: must be > 0")
 
 
 @dataclass(frozen=True)
@@ -63,9 +45,9 @@ class ServerDefaults:
     precision: str | None = None
 
     @classmethod
-    def from_args(cls, args) -> ServerDefaults:
-        return cls(args.max_batch, args.max_queue_delay_us, args.instances, args.threads, args.device,
-                   getattr(args, "backend", "ort"), getattr(args, "precision", None))
+    def from_options(cls, options: ServeOptions) -> ServerDefaults:
+        return cls(options.max_batch, options.max_queue_delay_us, options.instances, options.threads,
+                   options.device, options.backend, options.precision)
 
 
 def open_version(source: VersionSource, instances: int, defaults: ServerDefaults) -> ServedModel:
@@ -82,13 +64,15 @@ def open_version(source: VersionSource, instances: int, defaults: ServerDefaults
     return ServedModel(source.onnx, **options)
 
 
-def open_single(args) -> ServedModel:
+def open_single(options: ServeOptions) -> ServedModel:
     """The model of ``--onnx`` or ``--model`` (exported on first use), opened ``--instances`` times."""
     from engine.models.cache import cached_model
 
-    cached = None if args.onnx else cached_model(args.model, args.model_library, args.weights, args.seed)
-    return ServedModel(args.onnx or cached.path, instances=args.instances, threads=args.threads, device=args.device,
-                       torch_module=cached and cached.torch_module(), backend=args.backend, precision=args.precision)
+    cached = None if options.onnx else cached_model(options.model, options.model_library, options.weights,
+                                                    options.seed)
+    return ServedModel(options.onnx or cached.path, instances=options.instances, threads=options.threads,
+                       device=options.device, torch_module=cached and cached.torch_module(), backend=options.backend,
+                       precision=options.precision)
 
 
 def deployer(defaults: ServerDefaults, limits: Limits, run_instance, opened: ServedModel | None = None):
@@ -122,32 +106,33 @@ def deployer(defaults: ServerDefaults, limits: Limits, run_instance, opened: Ser
     return deploy
 
 
-def build_fleet(args, limits: Limits, run_instance, log, opened: ServedModel | None = None) -> Fleet:
-    """The fleet ``args`` asks for, its start-up models loaded (a failed one reported, not raised,
+def build_fleet(options: ServeOptions, limits: Limits, run_instance, log, opened: ServedModel | None = None) -> Fleet:
+    """The fleet ``options`` asks for, its start-up models loaded (a failed one reported, not raised,
     except for the model of ``--onnx``/``--model``, which ``opened`` already holds)."""
-    deploy = deployer(ServerDefaults.from_args(args), limits, run_instance, opened)
-    if args.model_repository is None:
+    deploy = deployer(ServerDefaults.from_options(options), limits, run_instance, opened)
+    if options.model_repository is None:
         entry = single_model(opened.name, VersionSource(1, onnx=opened.path))
-        fleet = Fleet(lambda: {entry.name: entry}, deploy, mode="none", drain_timeout_s=args.drain_timeout_s,
+        fleet = Fleet(lambda: {entry.name: entry}, deploy, mode="none", drain_timeout_s=options.drain_timeout_s,
                       log=log)
         fleet.start(strict=True)
         return fleet
-    root = args.model_repository
-    fleet = Fleet(lambda: scan(root), deploy, mode=args.model_control_mode, drain_timeout_s=args.drain_timeout_s,
+    root = options.model_repository
+    fleet = Fleet(lambda: scan(root), deploy, mode=options.model_control_mode,
+                  drain_timeout_s=options.drain_timeout_s,
                   log=log)
-    if args.model_control_mode == "explicit":
-        fleet.start(args.load_model or [])
+    if options.model_control_mode == "explicit":
+        fleet.start(options.load_model or [])
     else:
         fleet.start()
-    if args.model_control_mode == "poll":
-        fleet.start_polling(args.repository_poll_secs)
+    if options.model_control_mode == "poll":
+        fleet.start_polling(options.repository_poll_secs)
     return fleet
 
 
-def announce(fleet: Fleet, args, curve: bool, log) -> None:
+def announce(fleet: Fleet, options: ServeOptions, curve: bool, log) -> None:
     """One line per model version serving: classes, backend, instances, batching."""
     for d in fleet.deployments():
         model, batching = d.model, d.batching
         log(f"model {d.name} version {d.version} ({model.num_classes} classes) on {model.runs_on()}, "
-            f"{batching.instances} instance(s) x {args.threads} thread(s), max batch {batching.max_batch}, "
-            f"delay {batching.max_queue_delay_us} us, {args.workers} workers{', CURVE' if curve else ''}")
+            f"{batching.instances} instance(s) x {options.threads} thread(s), max batch {batching.max_batch}, "
+            f"delay {batching.max_queue_delay_us} us, {options.workers} workers{', CURVE' if curve else ''}")

@@ -5,9 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data.arg_checks import UsageError
 from engine.data.dataconfig import DataConfig, ModelInfo
-from engine.data.extras import require
 from engine.kernels import softmax_topk
 from engine.models.preprocessing import Preprocessing, announce
 
@@ -29,20 +27,11 @@ def class_names_for(info: ModelInfo | None, num_classes: int) -> list[str]:
 
 def add_backend_arguments(parser) -> None:
     """engine.serve's --backend and --precision (dests ``backend``, ``precision``)."""
-    parser.add_argument("--backend", default="ort", choices=("ort", "openvino"),
+    parser.add_argument("--backend", choices=("ort", "openvino"),
                         help="runtime of the ONNX model: ort (onnxruntime, default) or openvino (CPU; the openvino "
                              "extra)")
     parser.add_argument("--precision", choices=("fp32", "bf16"),
                         help="--backend openvino: inference precision (default: the file's own, fp32 for an export)")
-
-
-def check_backend_arguments(args) -> None:
-    """One UsageError line for a backend that is not installed or a precision it does not run."""
-    if args.backend == "openvino":
-        require("openvino", "--backend openvino")
-    if args.precision is not None and args.backend != "openvino":
-        raise UsageError(f"--precision {args.precision}: onnxruntime runs an ONNX model at the precision "
-                         "engine.build gave it; use --backend openvino (fp32, bf16)")
 
 
 class ServedModel:

@@ -146,7 +146,7 @@ def test_a_zoo_json_folder_serves_that_model(tmp_path):
 def test_repository_flag_errors_are_one_line(args, reason):
     done = subprocess.run([sys.executable, "-m", "engine.serve", *args], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [f"python -m engine.serve: error: {reason}"]
+    assert done.stderr.strip().splitlines() == [f"engine.serve: error: {reason}"]
 
 
 def test_a_front_end_that_cannot_bind_exits_2_after_loading_models(tmp_path, tiny_onnx):

@@ -412,7 +412,7 @@ def test_non_loopback_bind_needs_curve_or_insecure(tiny_onnx):
 
 @pytest.mark.parametrize("args, message", [
     (["--onnx", "/no/such/model.onnx"], "ONNX model /no/such/model.onnx: no such file"),
-    (["--onnx", "x.onnx", "--max-batch", "0"], "--max-batch must be >= 1"),
+    (["--onnx", "x.onnx", "--max-batch", "0"], "--max-batch must be at least 1, got 0"),
     (["--onnx", "x.onnx", "--curve-secret-key", "k"], "go together"),
 ])
 def test_cli_errors_name_the_problem(args, message):
