@@ -312,12 +312,13 @@ def test_memory_is_bounded_by_slots_not_datalist_length(tmp_path, model, good_it
 
 def test_auto_picks_a_measured_setting_and_runs_with_it(tmp_path, model, good_items):
     datalist = tmp_path / "list.txt"
-    datalist.write_text("\n".join(good_items))
+    datalist.write_text("\n".join(good_items * 8))  # whatever batch the sweep picks, some batches are timed
     proc = run_engine(["--datalist", datalist, "--onnx", model, "--auto", "--auto-budget", "3",
                        "--report", tmp_path / "r.json"])
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     picked = proc.stderr.split("--auto picked ")[1].split(" (")[0].split()
-    assert picked == ["-i", str(report["config"]["instances"]), "--threads", str(report["config"]["threads"]),
+    assert picked == ["--backend", report["config"]["backend"], "--precision", "fp32",
+                      "-i", str(report["config"]["instances"]), "--threads", str(report["config"]["threads"]),
                       "-b", str(report["config"]["batch"])]
-    assert "images/s" in proc.stdout and report["counts"]["done"] == len(good_items)
+    assert "img/s measured on the model alone" in proc.stderr and report["counts"]["done"] == 8 * len(good_items)

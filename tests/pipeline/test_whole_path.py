@@ -106,7 +106,7 @@ def test_torch_backend_takes_its_precision_from_the_command_line(tmp_path):
     assert fp16.returncode == 1 and "fp16 needs a CUDA device" in fp16.stderr
     ort = _cli("engine.run", "--images", tmp_path / "val", "--model", "efficientnet_lite0", "--precision", "bf16",
                env=env)
-    assert ort.returncode == 2 and "--precision, --cuda-graphs and --compile apply to --backend torch" in ort.stderr
+    assert ort.returncode == 2 and "--precision bf16: onnxruntime runs an ONNX model at the precision" in ort.stderr
     compiled = _cli("engine.run", "--images", tmp_path / "val", "--model", "efficientnet_lite0", "--compile", env=env)
     assert compiled.returncode == 2 and "--compile apply to --backend torch" in compiled.stderr
 
