@@ -91,6 +91,9 @@ def test_load_unload_twenty_times_keeps_memory_and_threads(tmp_path):
         rss, threads = process.memory_info().rss, process.num_threads()
         for i in range(20):
             cycle(i)
+        deadline = time.monotonic() + 10  # a retired model's threads exit on their own; a busy machine delays them
+        while process.num_threads() > threads and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert process.num_threads() == threads
         assert process.memory_info().rss < rss * 1.10, (rss, process.memory_info().rss)
         assert infer(client, "steady").as_numpy("PROBABILITIES").shape == (10,)
