@@ -16,7 +16,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 
 import numpy as np
@@ -31,17 +31,31 @@ from engine.pipeline.shard_broker import ShardBroker
 from engine.pipeline.summary import STAGES, latency_stats
 
 
-@dataclass
 class Result:
     """One item's answer. ``topk``: ``(class_index, class_name, probability)``, best first;
     ``logits``: the model's output row (float32); ``error``: None, or one line naming the
-    item and the reason (then ``topk`` is empty and ``logits`` None)."""
+    item and the reason (then ``topk`` is empty and ``logits`` None).
 
-    index: int
-    item: str
-    topk: list[tuple[int, str, float]] = field(default_factory=list)
-    logits: np.ndarray | None = None
-    error: str | None = None
+    The top-k list is built when first read, from the ranked row the device instance sent:
+    a stream of thousands of items per second should not pay for tuples nobody reads."""
+
+    __slots__ = ("index", "item", "logits", "error", "_ranked", "_probs", "_class_names")
+
+    def __init__(self, index: int, item: str, *, ranked=None, probs=None, class_names=None, logits=None,
+                 error: str | None = None):
+        self.index, self.item, self.logits, self.error = index, item, logits, error
+        self._ranked, self._probs, self._class_names = ranked, probs, class_names
+
+    @property
+    def topk(self) -> list[tuple[int, str, float]]:
+        if self._ranked is None:
+            return []
+        names = self._class_names
+        return [(int(c), names[c] if names and 0 <= c < len(names) else str(int(c)), float(p))
+                for c, p in zip(self._ranked, self._probs)]
+
+    def __repr__(self) -> str:
+        return (f"Result(index={self.index}, item={self.item!r}, topk={self.topk}, error={self.error!r})")
 
 
 class _ChunkSink:
@@ -60,17 +74,15 @@ class _ChunkSink:
     def fail(self, position: int, reason: str) -> None:
         self.answers[position] = Result(self.first_index + position, self.names[position], error=reason)
 
-    def _label(self, cls: int) -> str:
-        names = self.class_names
-        return names[cls] if names and 0 <= cls < len(names) else str(cls)
-
     def results(self, positions, ranked, probs, outputs) -> None:
+        k, names = self.k, self.class_names
         logits = outputs[0].reshape(len(positions), -1)
+        if logits.dtype != np.float32:
+            logits = logits.astype(np.float32)
         for j, shard_position in enumerate(positions):
             position = self.rows[shard_position]
-            top = [(int(c), self._label(int(c)), float(p)) for c, p in zip(ranked[j, :self.k], probs[j, :self.k])]
-            self.answers[position] = Result(self.first_index + position, self.names[position], top,
-                                            np.array(logits[j], dtype=np.float32))
+            self.answers[position] = Result(self.first_index + position, self.names[position], ranked=ranked[j, :k],
+                                            probs=probs[j, :k], class_names=names, logits=logits[j])
 
     def error(self, shard_position: int, reason: str) -> None:
         self.fail(self.rows[shard_position], reason)
@@ -150,7 +162,7 @@ class Classifier:
                 sink.fail(position, str(e))
                 continue
             sink.rows.append(position)
-        shard = self._broker.submit(encoded, sink) if encoded else None
+        shard = self._broker.submit(encoded, sink, figures=False) if encoded else None
         return _Pending(sink, shard)
 
     def _collect(self, pending: _Pending) -> list[Result]:

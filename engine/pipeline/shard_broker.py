@@ -58,6 +58,7 @@ class OpenShard:
     through: int = 0  # items with a result or an error
     taken_at: float = 0.0  # when it joined the stream
     done: threading.Event = field(default_factory=threading.Event)
+    wants_figures: bool = True  # the owner reads ``figures`` (a cluster node does; a Classifier does not)
     figures: ShardFigures | None = None
     failure: str | None = None
 
@@ -147,10 +148,11 @@ class ShardBroker:
         if self._start_error:
             raise RunStopped(self._start_error)
 
-    def submit(self, items: list, sink) -> OpenShard:
+    def submit(self, items: list, sink, *, figures: bool = True) -> OpenShard:
         """Hand ``items`` in without waiting; the shard's ``done`` is set once all are through
-        (its ``failure`` says why when the broker stopped first)."""
-        shard = OpenShard(0, items, sink)
+        (its ``failure`` says why when the broker stopped first; its ``figures`` are the
+        broker's since the last shard, when asked for)."""
+        shard = OpenShard(0, items, sink, wants_figures=figures)
         if self.broker.stop_reason:
             shard.failure = self.broker.stop_reason
             shard.done.set()
@@ -234,7 +236,8 @@ class ShardBroker:
     def _answer_through(self) -> None:
         for shard in [s for s in self.router.open if s.through >= len(s.items)]:
             self.router.open.remove(shard)
-            shard.figures = self._figures_since_last(shard.taken_at)
+            if shard.wants_figures:
+                shard.figures = self._figures_since_last(shard.taken_at)
             shard.done.set()
 
     def _figures_since_last(self, taken_at: float) -> ShardFigures:
