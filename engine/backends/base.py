@@ -70,3 +70,19 @@ class Backend(abc.ABC):
         if batch.dtype != np.float32:
             raise ValueError(f"{self.name}: batch dtype {batch.dtype}, expected float32")
         return np.ascontiguousarray(batch)
+
+
+def run_in_fixed_batches(run_exact, batch: np.ndarray, step: int | None, outputs: int) -> list[np.ndarray]:
+    """``run_exact`` over ``batch`` in chunks of ``step`` items, for a model exported with a
+    fixed batch (the seed's export fixed it at 1): the last chunk is padded and the padding
+    dropped. ``step`` None (a dynamic batch), or equal to the batch: one call."""
+    n = batch.shape[0]
+    if step is None or n == step:
+        return run_exact(batch)
+    parts = []
+    for start in range(0, n, step):
+        chunk = batch[start:start + step]
+        if chunk.shape[0] < step:
+            chunk = np.concatenate([chunk, np.zeros((step - chunk.shape[0], *batch.shape[1:]), batch.dtype)])
+        parts.append(run_exact(chunk))
+    return [np.concatenate([p[i] for p in parts])[:n] for i in range(outputs)]

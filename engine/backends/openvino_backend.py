@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.backends.base import Backend
+from engine.backends.base import Backend, run_in_fixed_batches
 from engine.backends.devices import cpu_model
 from engine.data.dataconfig import ModelInfo
 from engine.data.extras import require
@@ -133,18 +133,7 @@ class OpenVinoBackend(Backend):
         return [np.array(result[o], dtype=np.float32) for o in self.compiled.outputs]
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        batch = self.check_batch(batch)
-        step = self.fixed_batch
-        if step is None or batch.shape[0] == step:
-            return self._run_exact(batch)
-        # A model exported with a fixed batch runs in chunks of it, the last one zero-padded.
-        n, parts = batch.shape[0], []
-        for start in range(0, n, step):
-            chunk = batch[start:start + step]
-            if chunk.shape[0] < step:
-                chunk = np.concatenate([chunk, np.zeros((step - chunk.shape[0], *self.input_shape), np.float32)])
-            parts.append(self._run_exact(chunk))
-        return [np.concatenate([p[i] for p in parts])[:n] for i in range(len(self.output_names))]
+        return run_in_fixed_batches(self._run_exact, self.check_batch(batch), self.fixed_batch, len(self.output_names))
 
     def describe(self) -> dict:
         return {

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.backends.base import Backend
+from engine.backends.base import Backend, run_in_fixed_batches
 from engine.backends.devices import cpu_model
 from engine.data.dataconfig import ModelInfo
 
@@ -137,21 +137,7 @@ class OrtBackend(Backend):
         return [np.asarray(o, dtype=np.float32) for o in outputs]
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        batch = self.check_batch(batch)
-        n = batch.shape[0]
-        step = self.fixed_batch
-        if step is None or n == step:
-            return self._run_exact(batch)
-        # A model exported with a fixed batch (the seed's export fixed it at 1) runs in
-        # chunks of that size; the last chunk is padded and the padding dropped.
-        parts = []
-        for start in range(0, n, step):
-            chunk = batch[start : start + step]
-            if chunk.shape[0] < step:
-                pad = np.zeros((step - chunk.shape[0], *self.input_shape), np.float32)
-                chunk = np.concatenate([chunk, pad])
-            parts.append(self._run_exact(chunk))
-        return [np.concatenate([p[i] for p in parts])[:n] for i in range(len(self.output_names))]
+        return run_in_fixed_batches(self._run_exact, self.check_batch(batch), self.fixed_batch, len(self.output_names))
 
     def describe(self) -> dict:
         return {

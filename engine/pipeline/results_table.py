@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import sys
 import threading
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ import pyarrow.parquet as pq
 
 from engine.data.labels import LabelSource
 from engine.data.tar_shards import source_name
+from engine.pipeline.writer_thread import WriterThread
 
 COLUMNS = ("index", "source", "label", "topk_index", "topk_name", "topk_prob", "error")
 LOGITS_DTYPES = ("float16", "float32")
@@ -147,10 +147,8 @@ class ResultsTable:
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
         self._group_rows = spec.group_rows(0)
-        self._queue: queue.Queue = queue.Queue(QUEUED_BATCHES)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._write_all, name="engine-results-table", daemon=True)
-        self._thread.start()
+        self._thread = WriterThread("engine-results-table", self._take, queued=QUEUED_BATCHES,
+                                    errors=(OSError, pa.ArrowException))
 
     @property
     def wants_logits(self) -> bool:
@@ -158,40 +156,25 @@ class ResultsTable:
 
     def put(self, seqs: np.ndarray, ranked: np.ndarray, probs: np.ndarray, logits: np.ndarray | None) -> None:
         """Queue the rows of one batch's items that have a result (copies: the caller's arrays are reused)."""
-        self._raise_error()
         if len(seqs):
-            self._queue.put(("rows", np.array(seqs), ranked.copy(), probs.copy(),
-                             None if logits is None else logits.copy()))
+            self._thread.put(("rows", np.array(seqs), ranked.copy(), probs.copy(),
+                              None if logits is None else logits.copy()))
 
     def put_error(self, seq: int, reason: str) -> None:
-        self._raise_error()
-        self._queue.put(("error", seq, reason))
+        self._thread.put(("error", seq, reason))
 
     def close(self) -> None:
         """Write what is queued, the last row group and the footer (or the manifest); say so
         when the table holds fewer rows than the run has items."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        self._finish()
-        self._raise_error()
+        try:
+            self._thread.close()
+        finally:
+            self._finish()
+        self._thread.raise_error()
         complete = self.rows == len(self.items)
         if not complete:
             print(f"engine: results table {self.path}: {self.rows} of {len(self.items)} items (the run did not "
                   f"finish; the table is readable and holds what finished)", file=sys.stderr, flush=True)
-
-    def _raise_error(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-    def _write_all(self) -> None:
-        while (entry := self._queue.get()) is not None:
-            if self._error is None:
-                try:
-                    self._take(entry)
-                except (OSError, pa.ArrowException) as exc:
-                    self._error = exc
 
     def _take(self, entry: tuple) -> None:
         if entry[0] == "rows":
@@ -240,7 +223,7 @@ class ResultsTable:
         try:
             self._flush()
         except (OSError, pa.ArrowException) as exc:
-            self._error = self._error or exc
+            self._thread.fail(exc)
         complete = self.rows == len(self.items)
         if self.to_file:
             if self._writer is None:
