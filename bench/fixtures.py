@@ -89,16 +89,22 @@ def camera_jpegs(folder: Path, count: int, size: tuple[int, int] = CAMERA_SIZE) 
     return paths
 
 
-def make_npz_set(folder: Path, count: int) -> list[str]:
-    """``count`` ImageNet-sized npz files (CHW uint8) cut from scikit-image's photos."""
+def imagenet_photos(count: int):
+    """``count`` ImageNet-sized (500x375) photos cut from scikit-image's, as PIL images:
+    shifted crops of four photos, the same ones every time."""
     photos = [scikit_photo(name) for name in ("chelsea", "coffee", "astronaut", "rocket")]
     rng = np.random.default_rng(0)
-    paths = []
     for i in range(count):
         im = Image.fromarray(photos[i % len(photos)])
         w, h = im.size
         x0, y0 = int(rng.integers(0, w // 8)), int(rng.integers(0, h // 8))
-        im = im.crop((x0, y0, w - x0 // 2, h - y0 // 2)).resize(IMAGENET_SIZE, Image.BICUBIC)
+        yield im.crop((x0, y0, w - x0 // 2, h - y0 // 2)).resize(IMAGENET_SIZE, Image.BICUBIC)
+
+
+def make_npz_set(folder: Path, count: int) -> list[str]:
+    """``count`` ImageNet-sized npz files (CHW uint8), every other one mirrored."""
+    paths = []
+    for i, im in enumerate(imagenet_photos(count)):
         if i % 2:
             im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         path = folder / "n00000000" / f"img_{i:05d}.npz"

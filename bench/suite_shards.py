@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from shard_files import write_shard
 from tinynet import write_pool_linear_onnx
 
 from bench import Findings
-from bench.fixtures import IMAGENET_SIZE, Goal, ratio, scikit_photo
+from bench.fixtures import Goal, imagenet_photos, ratio
 from bench.suite_ray import start_two_node_cluster
 from engine.data.datalist import write_datalist
 from engine.data.shard_spec import read_shards
@@ -58,14 +57,8 @@ MODES = {"smoke": Mode(images=64, repeats=2, rounds=1, ray_items=128),
 
 def _jpegs(folder: Path, count: int) -> list[Path]:
     """``count`` ImageNet-sized quality-90 JPEGs cut from scikit-image's photos."""
-    photos = [scikit_photo(name) for name in ("chelsea", "coffee", "astronaut", "rocket")]
-    rng = np.random.default_rng(0)
     paths = []
-    for i in range(count):
-        im = Image.fromarray(photos[i % len(photos)])
-        w, h = im.size
-        x0, y0 = int(rng.integers(0, w // 8)), int(rng.integers(0, h // 8))
-        im = im.crop((x0, y0, w - x0 // 2, h - y0 // 2)).resize(IMAGENET_SIZE, Image.BICUBIC)
+    for i, im in enumerate(imagenet_photos(count)):
         path = folder / "n01440764" / f"img_{i:05d}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
         im.save(path, quality=90)
