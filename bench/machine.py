@@ -20,6 +20,11 @@ PACKAGES = ("numpy", "numba", "onnxruntime", "onnxruntime-gpu", "torch", "torchv
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "neon", "asimd")
 
 
+def load_note(cores: int) -> str:
+    """The load average at the end of a run, for a suite whose client and server share ``cores``."""
+    return f"Load average at the end of the run: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {cores} cores."
+
+
 def simd_flags() -> list[str]:
     """The SIMD extensions the kernels and baselines (pillow-simd, int8) care about."""
     try:

@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import SuiteSkipped
+
 ROOT = Path(__file__).resolve().parent.parent
 SETUP = "make install (bench/make_perf_env.sh)"
 
@@ -35,6 +37,15 @@ def binary() -> Path:
     if not path.is_file():
         raise PerfAnalyzerMissing(f"{path}: no such file; {SETUP} installs it")
     return path
+
+
+def require() -> None:
+    """Skip the calling bench suite (:class:`~bench.SuiteSkipped`, with the reason) when
+    perf_analyzer cannot run here."""
+    try:
+        binary(), environment()
+    except PerfAnalyzerMissing as e:
+        raise SuiteSkipped(str(e)) from None
 
 
 def environment() -> dict:

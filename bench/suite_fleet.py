@@ -24,8 +24,9 @@ import numpy as np
 from server_process import ServerProcess
 from tinynet import write_pool_linear_onnx
 
-from bench import Findings, SuiteSkipped
+from bench import Findings
 from bench import perf_analyzer as pa
+from bench.machine import load_note
 from bench.suite_kserve import bare_latencies_us, frame
 
 CONCURRENCY = 8
@@ -158,15 +159,11 @@ def stream_part(found: Findings, tmp: Path, mode: Mode) -> None:
 def run(quick: bool = True) -> dict:
     smoke = os.environ.get("BENCH_SMOKE") == "1"
     mode = MODES["smoke" if smoke else "quick" if quick else "full"]
-    try:
-        pa.binary(), pa.environment()
-    except pa.PerfAnalyzerMissing as e:
-        raise SuiteSkipped(str(e)) from None
+    pa.require()
     found = Findings()
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         two_models_part(found, Path(tmp), mode, cores)
         stream_part(found, Path(tmp), mode)
-    found.notes.append(f"Load average at the end of the run: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
-                       f"on {cores} cores.")
+    found.notes.append(load_note(cores))
     return found.result("fleet", "two models in one server vs one alone; gRPC stream vs unary (perf_analyzer)")

@@ -29,9 +29,10 @@ import numpy as np
 from server_process import ServerProcess
 from tinynet import write_pool_linear_onnx
 
-from bench import Findings, SuiteSkipped
+from bench import Findings
 from bench import perf_analyzer as pa
 from bench.load import LoadGenerator
+from bench.machine import load_note
 from bench.results_files import RAW_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,10 +225,7 @@ def csv_folder(smoke: bool, tmp: Path) -> Path:
 def run(quick: bool = True) -> dict:
     smoke = os.environ.get("BENCH_SMOKE") == "1"
     mode = MODES["smoke" if smoke else "quick" if quick else "full"]
-    try:
-        pa.binary(), pa.environment()
-    except pa.PerfAnalyzerMissing as e:
-        raise SuiteSkipped(str(e)) from None
+    pa.require()
     found = Findings()
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="bench-kserve-") as tmp:
@@ -246,6 +244,6 @@ def run(quick: bool = True) -> dict:
         f"{cores} cores, so the client's own time is part of every latency.",
         "Overhead = perf_analyzer's latency percentile minus the same percentile of the bare in-process work, "
         "measured in blocks before, between and after the two concurrency-1 runs.",
-        f"Load average at the end of the run: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {cores} cores.",
+        load_note(cores),
     ]
     return found.result("kserve", "KServe v2 over HTTP and gRPC (perf_analyzer) vs ZeroMQ (bench.load), one server")
