@@ -15,23 +15,21 @@ from another dataset with the same names.
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
 import secrets
-from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from engine.data.datalist import IMAGE_SUFFIXES, scan_images, write_datalist
 from engine.data.decode import DEFAULT_MAX_PIXELS, NPZ_KEY, DecodeError, decode_image
+from engine.data.folder_jobs import SkipReport, map_with_progress, refuse_shared
 
 
 @dataclass
-class Summary:
+class Summary(SkipReport):
     """What a conversion did: ``converted`` is the datalist (sorted npz paths)."""
 
     target_path: Path
@@ -39,15 +37,9 @@ class Summary:
     converted: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (image, reason)
 
-    @property
-    def ok(self) -> bool:
-        return not self.skipped
-
-    def report(self) -> str:
-        lines = [f"image2npz: {len(self.converted)} images converted into {self.target_path}, "
-                 f"datalist {self.text_path}; {len(self.skipped)} skipped"]
-        lines += [f"  skipped {image}: {reason}" for image, reason in self.skipped]
-        return "\n".join(lines)
+    def headline(self) -> str:
+        return (f"image2npz: {len(self.converted)} images converted into {self.target_path}, "
+                f"datalist {self.text_path}; {len(self.skipped)} skipped")
 
 
 def output_path(image: str | Path, target_path: str | Path) -> Path:
@@ -58,19 +50,10 @@ def output_path(image: str | Path, target_path: str | Path) -> Path:
 
 def plan(images: list[str], target_path: Path) -> tuple[list[tuple[str, Path]], list[tuple[str, str]]]:
     """Pair each image with its output; images that share an output are refused."""
-    by_output: dict[Path, list[str]] = defaultdict(list)
-    for image in images:
-        by_output[output_path(image, target_path)].append(image)
-    jobs, refused = [], []
-    for output, sources in by_output.items():
-        if len(sources) == 1:
-            jobs.append((sources[0], output))
-            continue
-        for source in sources:
-            others = ", ".join(s for s in sources if s != source)
-            refused.append((source, f"output {output} would also be written from {others}; "
-                                    "rename one of them"))
-    return jobs, refused
+    kept, refused = refuse_shared(images, partial(output_path, target_path=target_path),
+                                  lambda output, others: f"output {output} would also be written from {others}; "
+                                                         "rename one of them")
+    return [(image, output_path(image, target_path)) for image in kept], refused
 
 
 def write_npz(output: Path, image_hwc: np.ndarray) -> None:
@@ -109,25 +92,13 @@ def convert_folder(dataset_path: str | Path, target_path: str | Path,
     summary = Summary(target_path=target, text_path=Path(os.path.abspath(text_path)))
     jobs, summary.skipped = plan(images, target)
     convert = partial(convert_one, max_pixels=max_pixels)
-    workers = max(1, min(workers, len(jobs)))
-    with tqdm(total=len(jobs), unit="img", desc="image2npz", disable=quiet) as bar:
-        if workers == 1:
-            _collect(map(convert, jobs), summary, bar)
+    for image, output, reason in map_with_progress(convert, jobs, workers, "image2npz", quiet):
+        if reason is None:
+            summary.converted.append(str(output))
         else:
-            chunksize = max(1, min(32, len(jobs) // (workers * 8)))
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
-                _collect(pool.imap_unordered(convert, jobs, chunksize), summary, bar)
+            summary.skipped.append((image, reason))
     summary.converted.sort()
     summary.skipped.sort()
     summary.text_path.parent.mkdir(parents=True, exist_ok=True)
     write_datalist(summary.text_path, summary.converted)
     return summary
-
-
-def _collect(results, summary: Summary, bar: tqdm) -> None:
-    for image, output, reason in results:
-        if reason is None:
-            summary.converted.append(str(output))
-        else:
-            summary.skipped.append((image, reason))
-        bar.update()

@@ -15,55 +15,34 @@ takes) goes to ``text_path``.
 from __future__ import annotations
 
 import io
-import multiprocessing
 import os
 import tarfile
-from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from tqdm import tqdm
-
 from engine.data.datalist import IMAGE_SUFFIXES, scan_images, write_datalist
 from engine.data.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+from engine.data.folder_jobs import SkipReport, map_with_progress, refuse_shared
 from engine.data.labels import label_from_folder
 
 
 @dataclass
-class ShardSummary:
+class ShardSummary(SkipReport):
     prefix: Path
     text_path: Path
     shards: list[str] = field(default_factory=list)
     samples: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (image, reason)
 
-    @property
-    def ok(self) -> bool:
-        return not self.skipped
-
-    def report(self) -> str:
-        lines = [f"image2npz: {self.samples} images into {len(self.shards)} shard(s) {self.prefix}-*.tar, shard list "
-                 f"{self.text_path}; {len(self.skipped)} skipped"]
-        lines += [f"  skipped {image}: {reason}" for image, reason in self.skipped]
-        return "\n".join(lines)
+    def headline(self) -> str:
+        return (f"image2npz: {self.samples} images into {len(self.shards)} shard(s) {self.prefix}-*.tar, shard list "
+                f"{self.text_path}; {len(self.skipped)} skipped")
 
 
 def sample_key(image: str) -> str:
     path = Path(image)
     return f"{path.parent.name}/{path.stem.replace('.', '_')}"
-
-
-def plan_keys(images: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """The images that have a key of their own, in order; the others refused with the reason."""
-    by_key: dict[str, list[str]] = defaultdict(list)
-    for image in images:
-        by_key[sample_key(image)].append(image)
-    refused = [(image, f"key {key} would also be taken by {', '.join(o for o in sources if o != image)}; "
-                       "rename one of them")
-               for key, sources in by_key.items() if len(sources) > 1 for image in sources]
-    clashing = {image for image, _ in refused}
-    return [i for i in images if i not in clashing], refused
 
 
 def _check(image: str, max_pixels: int | None) -> str | None:
@@ -105,15 +84,10 @@ def write_shards(dataset_path: str | Path, prefix: str | Path, shard_size: int, 
         raise ValueError(f"no images ({' '.join(sorted(IMAGE_SUFFIXES))}) under {dataset_path}")
     prefix = Path(os.path.abspath(prefix))
     summary = ShardSummary(prefix, Path(os.path.abspath(text_path)))
-    images, summary.skipped = plan_keys(images)
-    check = partial(_check, max_pixels=max_pixels)
-    workers = max(1, min(workers, len(images)))
-    with tqdm(total=len(images), unit="img", desc="image2npz --shards", disable=quiet) as bar:
-        if workers == 1:
-            reasons = [check(i) for i in bar_iter(images, bar)]
-        else:
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
-                reasons = list(bar_iter(pool.imap(check, images, chunksize=16), bar))
+    images, summary.skipped = refuse_shared(images, sample_key, lambda key, others: f"key {key} would also be "
+                                            f"taken by {others}; rename one of them")
+    reasons = list(map_with_progress(partial(_check, max_pixels=max_pixels), images, workers,
+                                     "image2npz --shards", quiet))
     good = [image for image, reason in zip(images, reasons) if reason is None]
     summary.skipped += [(image, reason) for image, reason in zip(images, reasons) if reason is not None]
     summary.skipped.sort()
@@ -126,9 +100,3 @@ def write_shards(dataset_path: str | Path, prefix: str | Path, shard_size: int, 
     summary.text_path.parent.mkdir(parents=True, exist_ok=True)
     write_datalist(summary.text_path, summary.shards)
     return summary
-
-
-def bar_iter(iterable, bar: tqdm):
-    for value in iterable:
-        bar.update()
-        yield value
