@@ -12,6 +12,13 @@ import abc
 import numpy as np
 
 
+def rss_mb() -> float:
+    """This process's resident memory in MiB (a backend's footprint is the rise across its load)."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
 class Backend(abc.ABC):
     """A loaded model on one device.
 
@@ -72,17 +79,27 @@ class Backend(abc.ABC):
         return np.ascontiguousarray(batch)
 
 
-def run_in_fixed_batches(run_exact, batch: np.ndarray, step: int | None, outputs: int) -> list[np.ndarray]:
-    """``run_exact`` over ``batch`` in chunks of ``step`` items, for a model exported with a
-    fixed batch (the seed's export fixed it at 1): the last chunk is padded and the padding
-    dropped. ``step`` None (a dynamic batch), or equal to the batch: one call."""
-    n = batch.shape[0]
-    if step is None or n == step:
-        return run_exact(batch)
-    parts = []
-    for start in range(0, n, step):
-        chunk = batch[start:start + step]
-        if chunk.shape[0] < step:
-            chunk = np.concatenate([chunk, np.zeros((step - chunk.shape[0], *batch.shape[1:]), batch.dtype)])
-        parts.append(run_exact(chunk))
-    return [np.concatenate([p[i] for p in parts])[:n] for i in range(outputs)]
+class FixedBatchBackend(Backend):
+    """A backend whose model may have been exported with a fixed batch (the seed's export
+    fixed it at 1): ``run`` feeds ``_run_exact`` chunks of ``fixed_batch`` items, the last
+    one padded and the padding dropped. ``fixed_batch`` None (a dynamic batch), or equal to
+    the batch: one call."""
+
+    fixed_batch: int | None
+
+    @abc.abstractmethod
+    def _run_exact(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Run a checked batch of exactly the size the model takes."""
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        batch = self.check_batch(batch)
+        n, step = batch.shape[0], self.fixed_batch
+        if step is None or n == step:
+            return self._run_exact(batch)
+        parts = []
+        for start in range(0, n, step):
+            chunk = batch[start:start + step]
+            if chunk.shape[0] < step:
+                chunk = np.concatenate([chunk, np.zeros((step - chunk.shape[0], *batch.shape[1:]), batch.dtype)])
+            parts.append(self._run_exact(chunk))
+        return [np.concatenate([p[i] for p in parts])[:n] for i in range(len(self.output_names))]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.backends.base import Backend, run_in_fixed_batches
+from engine.backends.base import FixedBatchBackend, rss_mb
 from engine.backends.devices import cpu_model
 from engine.data.dataconfig import ModelInfo
 from engine.data.extras import require
@@ -39,12 +39,6 @@ def import_openvino():
     return openvino
 
 
-def _rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
 def recorded_precision(ov_model, info: ModelInfo | None) -> str:
     """The precision engine.build gave the file: its ONNX metadata, else its model-info JSON, else fp32."""
     key = ["framework", PRECISION_METADATA_KEY]
@@ -60,7 +54,7 @@ def bf16_supported(core) -> bool:
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-class OpenVinoBackend(Backend):
+class OpenVinoBackend(FixedBatchBackend):
     """An OpenVINO compiled model on the CPU.
 
     Options:
@@ -96,12 +90,12 @@ class OpenVinoBackend(Backend):
         config = {hints.inference_precision: element, props.inference_num_threads: threads,
                   props.num_streams: 1, hints.performance_mode: hints.PerformanceMode.LATENCY,
                   hints.enable_cpu_pinning: bool(pinning)}
-        rss_before = _rss_mb()
+        rss_before = rss_mb()
         try:
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as e:
             raise RuntimeError(f"ONNX model {model_path}: OpenVINO could not compile it ({e})") from None
-        self._memory_mb = _rss_mb() - rss_before
+        self._memory_mb = rss_mb() - rss_before
         ran = self.compiled.get_property(hints.inference_precision)
         if ran != element:
             raise RuntimeError(f"openvino backend: asked for inference precision {element}, OpenVINO compiled "
@@ -131,9 +125,6 @@ class OpenVinoBackend(Backend):
     def _run_exact(self, batch: np.ndarray) -> list[np.ndarray]:
         result = self.request.infer({0: batch}, share_inputs=True)
         return [np.array(result[o], dtype=np.float32) for o in self.compiled.outputs]
-
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        return run_in_fixed_batches(self._run_exact, self.check_batch(batch), self.fixed_batch, len(self.output_names))
 
     def describe(self) -> dict:
         return {

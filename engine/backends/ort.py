@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.backends.base import Backend, run_in_fixed_batches
+from engine.backends.base import FixedBatchBackend, rss_mb
 from engine.backends.devices import cpu_model
 from engine.data.dataconfig import ModelInfo
 
@@ -21,13 +21,7 @@ PRECISION_METADATA_KEY = "engine.precision"
 EXECUTION_PROVIDERS = ("cuda", "tensorrt")
 
 
-def _rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-class OrtBackend(Backend):
+class OrtBackend(FixedBatchBackend):
     """An onnxruntime session on ``device`` ("cpu", "cuda" or "cuda:N").
 
     Options:
@@ -85,12 +79,12 @@ class OrtBackend(Backend):
             # onnxruntime-gpu finds CUDA and cuDNN in the nvidia-* wheels (torch's CUDA
             # build brings them) only when asked to, or when torch was imported first.
             ort.preload_dlls()
-        rss_before = _rss_mb()
+        rss_before = rss_mb()
         try:
             session = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types
             raise RuntimeError(f"ONNX model {self.model_path}: onnxruntime could not load it ({e})") from None
-        memory_mb = _rss_mb() - rss_before if on_cpu else None
+        memory_mb = rss_mb() - rss_before if on_cpu else None
         self.providers = session.get_providers()
         if providers[0][0] not in self.providers:
             # onnxruntime falls back to the next provider (at last the CPU) when one
@@ -135,9 +129,6 @@ class OrtBackend(Backend):
     def _run_exact(self, batch: np.ndarray) -> list[np.ndarray]:
         outputs = self.session.run(self.output_names, {self.input_name: batch})
         return [np.asarray(o, dtype=np.float32) for o in outputs]
-
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        return run_in_fixed_batches(self._run_exact, self.check_batch(batch), self.fixed_batch, len(self.output_names))
 
     def describe(self) -> dict:
         return {
