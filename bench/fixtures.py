@@ -124,6 +124,35 @@ def run_engine(datalist: Path, model: Path, report: Path, *extra) -> dict:
     return json.loads(report.read_text())
 
 
+@dataclass
+class PairedRounds:
+    """A bare loop's and the engine's rates (img/s), measured in alternating rounds so that
+    each pair meets the same background load; ``per_round`` the engine/loop ratio of each pair."""
+
+    loop: list[float]
+    engine: list[float]
+    report: dict  # the last engine run's report (its stage times)
+
+    @property
+    def per_round(self) -> list[float]:
+        return [e / b for e, b in zip(self.engine, self.loop, strict=True)]
+
+    @property
+    def ratio(self) -> float:
+        """The median of the paired ratios."""
+        return float(np.median(self.per_round))
+
+
+def paired_rounds(rounds: int, loop_rate, engine_report) -> PairedRounds:
+    """``rounds`` pairs of ``loop_rate()`` (img/s) then ``engine_report(round)`` (an engine.run report)."""
+    paired = PairedRounds([], [], {})
+    for r in range(rounds):
+        paired.loop.append(loop_rate())
+        paired.report = engine_report(r)
+        paired.engine.append(paired.report["throughput_qps"])
+    return paired
+
+
 def timed(fn, count: int) -> list[float]:
     """Seconds of each of ``count`` calls of ``fn``."""
     times = []

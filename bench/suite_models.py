@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.fixtures import make_npz_set, run_engine
+from bench.fixtures import make_npz_set, paired_rounds, run_engine
 from engine.data.datalist import write_datalist
 
 MODELS = ("resnet50", "convnext_tiny")
@@ -68,22 +68,17 @@ def _measure_model(name: str, tmp: Path, items: list[str], datalist: Path, round
                    seconds: float, iterations: int) -> tuple[list[dict], dict]:
     model = export_model(name, tmp / name)
     tensors = library_tensors(name, items)
-    loop, engine, report = [], [], {}
-    for r in range(rounds):
-        loop.append(ort_items_throughput(model, tensors, seconds))
-        report = run_engine(datalist, model, tmp / f"{name}_report_{r}.json", "-b", BATCH, "--threads", THREADS,
-                            "--workers", 1, "--warmup", 2 * BATCH, "--iterations", iterations)
-        engine.append(report["throughput_qps"])
-    per_round = [e / b for e, b in zip(engine, loop, strict=True)]
-    ratio = float(np.median(per_round))
+    paired = paired_rounds(rounds, lambda: ort_items_throughput(model, tensors, seconds), lambda r: run_engine(
+        datalist, model, tmp / f"{name}_report_{r}.json", "-b", BATCH, "--threads", THREADS, "--workers", 1,
+        "--warmup", 2 * BATCH, "--iterations", iterations))
     rows = [
         {"name": f"{name} fp32 onnxruntime loop over the items, batch {BATCH} (inference only)",
-         "value": float(np.median(loop)), "unit": "img/s", "rounds": loop},
-        {"name": f"{name} fp32 engine end to end from npz, batch {BATCH}", "value": float(np.median(engine)),
-         "unit": "img/s", "key": True, "rounds": engine, "stages_us": report.get("stages_us_per_item")},
+         "value": float(np.median(paired.loop)), "unit": "img/s", "rounds": paired.loop},
+        {"name": f"{name} fp32 engine end to end from npz, batch {BATCH}", "value": float(np.median(paired.engine)),
+         "unit": "img/s", "key": True, "rounds": paired.engine, "stages_us": paired.report.get("stages_us_per_item")},
     ]
     return rows, {"name": f"{name} engine end-to-end / bare onnxruntime loop (median of paired rounds)",
-                  "value": ratio, "goal": ">= 0.95", "met": ratio >= 0.95, "per_round": per_round}
+                  "value": paired.ratio, "goal": ">= 0.95", "met": paired.ratio >= 0.95, "per_round": paired.per_round}
 
 
 def run(quick: bool = True) -> dict:

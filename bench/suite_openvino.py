@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import SuiteSkipped
-from bench.fixtures import make_npz_set, run_engine
+from bench.fixtures import make_npz_set, paired_rounds, run_engine
 from bench.ort_rates import alternate
 from bench.suite_models import export_model
 from engine.data.datalist import write_datalist
@@ -89,25 +89,20 @@ def goal_ratio(name: str, model: Path, tmp: Path, items: list[str], datalist: Pa
     """Engine end to end vs the bare OpenVINO bf16 loop, alternating rounds."""
     tensors = tmp / f"{name}_items.npy"
     np.save(tensors, preprocessed(model, items))
-    loop, engine, report = [], [], {}
-    for r in range(rounds):
-        loop.append(bare_rate(model, tensors, seconds))
-        report = run_engine(datalist, model, tmp / f"{name}_ov_{r}.json", "--backend", "openvino", "--precision",
-                            "bf16", "-b", BATCH, "--threads", THREADS, "--workers", 1, "--warmup", 2 * BATCH,
-                            "--iterations", iterations)
-        engine.append(report["throughput_qps"])
-    per_round = [e / b for e, b in zip(engine, loop, strict=True)]
-    ratio = float(np.median(per_round))
+    paired = paired_rounds(rounds, lambda: bare_rate(model, tensors, seconds), lambda r: run_engine(
+        datalist, model, tmp / f"{name}_ov_{r}.json", "--backend", "openvino", "--precision", "bf16", "-b", BATCH,
+        "--threads", THREADS, "--workers", 1, "--warmup", 2 * BATCH, "--iterations", iterations))
     rows = [
         {"name": f"{name} bare OpenVINO bf16 loop over the items, batch {BATCH} (inference only)",
-         "value": float(np.median(loop)), "unit": "img/s", "rounds": loop},
+         "value": float(np.median(paired.loop)), "unit": "img/s", "rounds": paired.loop},
         {"name": f"{name} engine --backend openvino --precision bf16 end to end from npz, batch {BATCH}",
-         "value": float(np.median(engine)), "unit": "img/s", "key": True, "rounds": engine,
-         "precision_ran": report.get("model", {}).get("precision"), "stages_us": report.get("stages_us_per_item")},
+         "value": float(np.median(paired.engine)), "unit": "img/s", "key": True, "rounds": paired.engine,
+         "precision_ran": paired.report.get("model", {}).get("precision"),
+         "stages_us": paired.report.get("stages_us_per_item")},
     ]
     return rows, {"name": f"{name} engine openvino bf16 end-to-end / bare OpenVINO bf16 loop (median of paired "
-                          "rounds)", "value": ratio, "goal": f">= {GOAL}", "met": ratio >= GOAL,
-                  "per_round": per_round}
+                          "rounds)", "value": paired.ratio, "goal": f">= {GOAL}", "met": paired.ratio >= GOAL,
+                  "per_round": paired.per_round}
 
 
 def int8_build(model: Path, items_folder: Path, out: Path, count: int) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from bench.fixtures import Goal, camera_jpegs, ratio
+from bench.fixtures import Goal, camera_jpegs, paired_rounds, ratio
 from bench.suite_preprocess import README_PAIRS, SIMD_GOAL, _simd_ratios
 
 
@@ -46,3 +46,21 @@ def test_camera_jpegs_are_jpegs_of_the_size_asked(tmp_path):
         with Image.open(path) as im:
             assert (im.format, im.size, im.mode) == ("JPEG", (400, 300), "RGB")
     assert camera_jpegs(tmp_path, 5, size=(400, 300)) == paths  # made once, then reused
+
+
+def test_paired_rounds_alternate_loop_and_engine_and_pair_their_ratios():
+    calls = []
+
+    def loop():
+        calls.append("loop")
+        return 100.0 * len(calls)
+
+    def engine(r):
+        calls.append(f"engine {r}")
+        return {"throughput_qps": 90.0 * len(calls), "round": r}
+
+    paired = paired_rounds(3, loop, engine)
+    assert calls == ["loop", "engine 0", "loop", "engine 1", "loop", "engine 2"]
+    assert paired.loop == [100.0, 300.0, 500.0] and paired.engine == [180.0, 360.0, 540.0]
+    assert paired.per_round == [1.8, 1.2, 540.0 / 500.0]
+    assert paired.ratio == 1.2 and paired.report == {"throughput_qps": 540.0, "round": 2}
