@@ -112,8 +112,7 @@ def main(argv=None) -> int:
         if args.mode in ("topk", "table"):
             if args.mode == "table":
                 require("results", "engine.eval table")
-                active = args.label or args.labels_from_folders
-                acc, seen = score_results_table(args.result, labels if active else None)
+                acc, seen = score_results_table(args.result, labels if labels.active else None)
             else:
                 acc, seen = score_topk_file(args.result, labels)
             summary = {"mode": args.mode, "result": str(args.result), **acc.summary()}

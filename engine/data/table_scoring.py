@@ -13,14 +13,9 @@ from pathlib import Path
 
 from engine.data.labels import LabelSource
 from engine.data.scoring import Accuracy
+from engine.data.tar_shards import label_name
 
 COLUMNS = ("index", "source", "label", "topk_index", "topk_name", "error")
-
-
-def _label_name(source: str) -> str:
-    """What a label file or folder label matches: the path, or a shard member's name."""
-    shard, sep, member = source.partition(".tar#")
-    return member if sep else source
 
 
 def score_results_table(path: str | Path, labels: LabelSource | None) -> tuple[Accuracy, dict[int, str]]:
@@ -50,7 +45,7 @@ def score_results_table(path: str | Path, labels: LabelSource | None) -> tuple[A
                 acc.skip(source, "failed item")
                 continue
             if labels is not None:
-                label = labels(_label_name(source))
+                label = labels(label_name(source))
             if label is None:
                 acc.skip(source, "no label")
                 continue

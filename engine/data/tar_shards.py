@@ -91,6 +91,13 @@ def source_name(item: str) -> str:
     return item if ref is None else ref.source
 
 
+def label_name(source: str) -> str:
+    """What a label file or folder label matches in a ``source_name``: a shard member's name
+    (``SHARD#MEMBER``), or the path."""
+    shard, sep, member = source.partition(".tar#")
+    return member if sep else source
+
+
 def split_key(member: str) -> tuple[str, str]:
     """WebDataset's split of a member name: (key, extension in lower case); no dot: (name, '')."""
     folder, _, name = member.rpartition("/")
