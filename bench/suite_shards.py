@@ -109,7 +109,7 @@ def shards_vs_files(found: Findings, tmp: Path, model: Path, mode: Mode) -> None
     members = len(read_shards(str(shard_list)).items)
     scan_s = time.perf_counter() - start
     found.rows.append({"name": "header scan of the shards before the run (one process), per image", "unit": "us",
-                       "value": 1e6 * scan_s / members, "members": members * 2})
+                       "value": 1e6 * scan_s / members, "members": members})
 
 
 def driver_cpu(found: Findings, tmp: Path, model: Path, mode: Mode) -> None:
@@ -149,7 +149,7 @@ def driver_cpu(found: Findings, tmp: Path, model: Path, mode: Mode) -> None:
 
 def _fit_driver_cost(found: Findings, runs: list[tuple[int, int, float]]) -> None:
     """The node-writer driver's CPU as a cost per shard plus a cost per item, from two shard
-    sizes over the same items (least squares; what the cluster projection takes)."""
+    sizes over the same items (the line through the two runs; what the cluster projection takes)."""
     (items, shards_a, cpu_a), (_, shards_b, cpu_b) = runs
     per_shard = (cpu_a - cpu_b) / (shards_a - shards_b) if shards_a != shards_b else cpu_a / shards_a
     per_item = max(0.0, (cpu_a - per_shard * shards_a) / items)
