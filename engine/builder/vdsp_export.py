@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.dataconfig import DataConfig
-from engine.data.vdsp_params import VAMP_OP
+from engine.data.vdsp_params import RESIZE_TYPES, VAMP_OP
 
-RESIZE_NAMES = {"bilinear": "BILINEAR_PILLOW", "bicubic": "BICUBIC_PILLOW", "lanczos": "LANCZOS_PILLOW",
-                "box": "BOX_PILLOW", "hamming": "HAMMING_PILLOW", "opencv_bilinear": "BILINEAR_CV",
-                "opencv_nearest": "NEAREST_CV"}
+# DataConfig.interpolation -> resize_type: the reader's table turned round, so a written file reads back.
+RESIZE_NAMES = {interpolation: name for name, interpolation in RESIZE_TYPES.items()}
 DTYPES = {"iimage_format": "UINT_32", "iimage_width_pitch": "UINT_32", "iimage_height_pitch": "UINT_32",
           "crop_size": "UINT_32", "color_cvt_code": "UINT_16", "color_space": "UINT_16"}
 
