@@ -1,6 +1,6 @@
 """The ``--auto`` / ``engine.tune`` sweep over backends and precisions, within what the user allows.
 
-    result = sweep(model_path, "cpu", budget_s=30, allowed=allowed_candidates(None, None, None, "fp32"))
+    result = auto_sweep(model_path, "cpu", None, budget_s=30, options={}, max_loss=1.0, items=items)
 
 A *candidate* is a backend and the precision it runs the model at. Which candidates a
 sweep may try is the user's call, never the sweep's: a lower precision changes the
@@ -33,7 +33,7 @@ class Candidate:
     backend: str
     precision: str  # what runs: fp32/bf16/fp16, or the file's own (int8, fp16) for a built file
 
-    def options(self, file_precision: str) -> dict:
+    def options(self) -> dict:
         """The backend options that make it run at ``precision``: none for onnxruntime and for a
         built file's own int8/fp16, the precision itself otherwise (never left to a default)."""
         if self.backend == "ort" or self.precision not in FLOAT_PRECISIONS[self.backend]:
@@ -117,13 +117,13 @@ def _outputs(backend, batch: np.ndarray, step: int = 8) -> np.ndarray:
     return np.concatenate([backend.run(batch[i:i + step])[0] for i in range(0, len(batch), step)])
 
 
-def accuracy_loss(model_path, candidate: Candidate, file_precision: str, batch: np.ndarray,
-                  reference: np.ndarray, threads: int, device: str = "cpu") -> dict:
+def accuracy_loss(model_path, candidate: Candidate, batch: np.ndarray, reference: np.ndarray, threads: int,
+                  device: str = "cpu") -> dict:
     """Top-1 disagreement (percent) and output SNR (dB) of ``candidate`` against ``reference``."""
     from engine.pipeline.model_backend import open_model_backend
 
     backend = open_model_backend(candidate.backend, model_path, device=device, threads=threads,
-                                 **candidate.options(file_precision))
+                                 **candidate.options())
     try:
         out = _outputs(backend, batch)
     finally:
@@ -152,7 +152,7 @@ def within_loss(model_path, allowed: list[Candidate], file_precision: str, max_l
         ref_backend.close()
     kept, rows = [c for c in allowed if c not in lower], []
     for candidate in lower:
-        loss = accuracy_loss(model_path, candidate, file_precision, batch, reference, threads, device)
+        loss = accuracy_loss(model_path, candidate, batch, reference, threads, device)
         ok = loss["top1_disagreement_pct"] <= max_loss
         rows.append({**asdict(candidate), **loss, "allowed": ok})
         if ok:
@@ -160,7 +160,7 @@ def within_loss(model_path, allowed: list[Candidate], file_precision: str, max_l
     return kept, rows
 
 
-def sweep(model_path, device: str, budget_s: float, candidates: list[Candidate], file_precision: str, *,
+def sweep(model_path, device: str, budget_s: float, candidates: list[Candidate], *,
           grid: dict | None = None, exhaustive: bool = False, verbose: bool = False,
           loss_rows: list[dict] | None = None) -> SweepResult:
     """Each candidate's settings sweep on an equal share of ``budget_s``; the fastest wins."""
@@ -172,7 +172,7 @@ def sweep(model_path, device: str, budget_s: float, candidates: list[Candidate],
         if verbose:
             print(f"== {candidate.label()}")
         setting, measured = autotune(model_path, device, grid, budget_s / len(candidates), kind=candidate.backend,
-                                     exhaustive=exhaustive, verbose=verbose, **candidate.options(file_precision))
+                                     exhaustive=exhaustive, verbose=verbose, **candidate.options())
         settings += [{**asdict(candidate), **row} for row in measured]
         row = {**asdict(candidate), **setting}
         loss = losses.get((candidate.backend, candidate.precision))
@@ -180,7 +180,7 @@ def sweep(model_path, device: str, budget_s: float, candidates: list[Candidate],
             row.update({k: loss[k] for k in ("top1_disagreement_pct", "output_snr_db", "images")})
         table.append(row)
         if best is None or setting["images_per_s"] > best.setting["images_per_s"]:
-            best = SweepResult(candidate, setting, candidate.options(file_precision))
+            best = SweepResult(candidate, setting, candidate.options())
     best.table = table + [r for r in loss_rows or [] if not r["allowed"]]
     best.settings = settings
     return best
@@ -198,7 +198,7 @@ def file_precision_of(model_path) -> str:
 def check_precision_options(backend: str | None, precision: str | None, auto: bool, max_loss: float | None) -> None:
     """engine.run's --backend/--precision/--max-accuracy-loss, refused before any work (one line)."""
     if backend == "openvino":
-        require_openvino("--backend openvino")
+        require("openvino", "--backend openvino")
     if max_loss is not None and not auto:
         raise UsageError("--max-accuracy-loss applies to --auto (the sweep that may pick a lower precision)")
     if max_loss is not None and (max_loss < 0 or max_loss > 100):
@@ -212,11 +212,6 @@ def check_precision_options(backend: str | None, precision: str | None, auto: bo
                          "gave it (fp32, fp16 or int8); use --backend openvino (fp32, bf16) or --backend torch")
     if backend == "openvino" and precision not in FLOAT_PRECISIONS["openvino"]:
         raise UsageError(f"--precision {precision}: --backend openvino runs fp32 or bf16")
-
-
-def require_openvino(feature: str) -> None:
-    """One line naming the extra to install when OpenVINO is missing (no import, a path lookup)."""
-    require("openvino", feature)
 
 
 def loss_items(datalist: str | None, images: str | None, max_loss: float | None) -> list[str] | None:
@@ -249,7 +244,7 @@ def auto_sweep(model_path, device: str, backend: str | None, budget_s: float, op
         raise ValueError("--max-accuracy-loss: no items to measure the loss on")
     threads = max(1, os.cpu_count() or 1)
     kept, loss_rows = within_loss(model_path, allowed, file_precision, max_loss, batch, threads, device)
-    result = sweep(model_path, device, budget_s, kept, file_precision, grid=grid, exhaustive=exhaustive,
+    result = sweep(model_path, device, budget_s, kept, grid=grid, exhaustive=exhaustive,
                    verbose=verbose, loss_rows=loss_rows)
     result.options = {**options, **result.options}
     return result

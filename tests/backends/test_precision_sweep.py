@@ -35,11 +35,11 @@ def test_only_what_the_user_allows():
 
 
 def test_candidate_options_always_name_the_float_precision():
-    assert Candidate("openvino", "fp32").options("fp32") == {"precision": "fp32"}
-    assert Candidate("openvino", "bf16").options("bf16") == {"precision": "bf16"}
-    assert Candidate("openvino", "int8").options("int8") == {}
-    assert Candidate("ort", "fp32").options("fp32") == {}
-    assert Candidate("torch", "bf16").options("fp32") == {"precision": "bf16"}
+    assert Candidate("openvino", "fp32").options() == {"precision": "fp32"}
+    assert Candidate("openvino", "bf16").options() == {"precision": "bf16"}
+    assert Candidate("openvino", "int8").options() == {}
+    assert Candidate("ort", "fp32").options() == {}
+    assert Candidate("torch", "bf16").options() == {"precision": "bf16"}
 
 
 def test_sweep_of_a_bf16_folder_measures_its_loss_against_openvino_fp32(tmp_path):
