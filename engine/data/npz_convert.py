@@ -16,13 +16,13 @@ from another dataset with the same names.
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from engine.data.atomic import replaced_when_written
 from engine.data.datalist import IMAGE_SUFFIXES, scan_images, write_datalist
 from engine.data.decode import DEFAULT_MAX_PIXELS, NPZ_KEY, DecodeError, decode_image
 from engine.data.folder_jobs import SkipReport, map_with_progress, refuse_shared
@@ -59,14 +59,8 @@ def plan(images: list[str], target_path: Path) -> tuple[list[tuple[str, Path]], 
 def write_npz(output: Path, image_hwc: np.ndarray) -> None:
     """Store ``image_hwc`` as CHW under ``input_0``, atomically (temp file + rename)."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    temp = output.with_name(f".{output.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temp, "xb") as f:
-            np.savez(f, **{NPZ_KEY: np.ascontiguousarray(image_hwc.transpose(2, 0, 1))})
-        os.replace(temp, output)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    with replaced_when_written(output) as temp, open(temp, "xb") as f:
+        np.savez(f, **{NPZ_KEY: np.ascontiguousarray(image_hwc.transpose(2, 0, 1))})
 
 
 def convert_one(job: tuple[str, Path], max_pixels: int | None) -> tuple[str, Path, str | None]:

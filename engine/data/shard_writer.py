@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from engine.data.atomic import replaced_when_written
 from engine.data.datalist import IMAGE_SUFFIXES, scan_images, write_datalist
 from engine.data.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from engine.data.folder_jobs import SkipReport, map_with_progress, refuse_shared
@@ -61,19 +62,13 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def _write_shard(path: Path, images: list[str]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-            for image in images:
-                key = sample_key(image)
-                _add(tar, f"{key}.{Path(image).suffix.lower().lstrip('.')}", Path(image).read_bytes())
-                label = label_from_folder(image)
-                if label is not None:
-                    _add(tar, f"{key}.cls", str(label).encode())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replaced_when_written(path) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        for image in images:
+            key = sample_key(image)
+            _add(tar, f"{key}.{Path(image).suffix.lower().lstrip('.')}", Path(image).read_bytes())
+            label = label_from_folder(image)
+            if label is not None:
+                _add(tar, f"{key}.cls", str(label).encode())
 
 
 def write_shards(dataset_path: str | Path, prefix: str | Path, shard_size: int, text_path: str | Path,
