@@ -100,16 +100,12 @@ def _op_list(key, value):
     return value
 
 
-def _target(key, value):
-    if value not in TARGETS:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(TARGETS)}")
-    return value
-
-
-def _check_backend(key, value):
-    if value not in CHECK_BACKENDS:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(CHECK_BACKENDS)}")
-    return value
+def _one_of(choices) -> Callable:
+    def check(key, value):
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+        return value
+    return check
 
 
 def config_key(default=None, check: Callable | None = None, path: bool = False):
@@ -140,7 +136,7 @@ class QuantizationSpec:
     float_fallback: int = config_key(0, _integer(0, "an integer >= 0"))   # engine.builder.float_fallback
     float_fallback_macs: float = config_key(1.0, _number_in(0, 1, "a fraction"))
     adaround: bool = config_key(False, _flag)             # engine.builder.adaround
-    target_cpu: str = config_key("native", _target)       # engine.builder.cpu_target
+    target_cpu: str = config_key("native", _one_of(TARGETS))       # engine.builder.cpu_target
 
 
 @dataclass(frozen=True)
@@ -157,7 +153,7 @@ class CheckSpec:
     path: Path | None = config_key(path=True)
     count: int = config_key(200, _integer(0, "an integer >= 0"))
     labels: Path | None = config_key(path=True)
-    backend: str | None = config_key(check=_check_backend)  # None: openvino for bf16, else ort
+    backend: str | None = config_key(check=_one_of(CHECK_BACKENDS))  # None: openvino for bf16, else ort
 
 
 SECTIONS = {"model": ModelSpec, "quantization": QuantizationSpec, "calibration": CalibrationSpec,
