@@ -30,6 +30,7 @@ import numpy as np
 
 from engine.data.arg_checks import UsageError
 from engine.data.dataconfig import DataConfig
+from engine.kernels.resample_plan import crop_offset
 
 FLAG = "--vdsp_params"
 SOURCE_PREFIX = "vdsp_params "
@@ -193,7 +194,7 @@ def _current_layout(f: _File, d: dict) -> VendorPreprocess:
     resize = (f.whole("ResizeHeight", d["ResizeHeight"], 1), f.whole("ResizeWidth", d["ResizeWidth"], 1))
     crop = (f.whole("OimageHeight", d["OimageHeight"], 1), f.whole("OimageWidth", d["OimageWidth"], 1))
     offset = (f.whole("CropY", d["CropY"], 0), f.whole("CropX", d["CropX"], 0))
-    centred = tuple(int(round((r - c) / 2.0)) for r, c in zip(resize, crop))
+    centred = tuple(crop_offset(r, c) for r, c in zip(resize, crop))
     return VendorPreprocess(
         layout="current",
         image_size=(f.whole("IimageHeight", d["IimageHeight"], 1), f.whole("IimageWidth", d["IimageWidth"], 1)),

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from engine.data.dataconfig import OPENCV_INTERPOLATIONS, DataConfig
+from engine.kernels.resample_plan import crop_offset, resized_size
 from engine.kernels.resize_crop import check_image
 
 OPENCV_FLAGS = {"opencv_bilinear": cv2.INTER_LINEAR, "opencv_nearest": cv2.INTER_NEAREST}
@@ -30,15 +31,6 @@ def needs_direct_path(config: DataConfig) -> bool:
     return config.library_only_reason is None and (
         config.interpolation in OPENCV_INTERPOLATIONS or config.crop_offset is not None
         or config.channel_order != "RGB")
-
-
-def resized_size(height: int, width: int, resize) -> tuple[int, int]:
-    """(height, width) after torchvision's ``Resize(resize)``."""
-    if not isinstance(resize, int):
-        return int(resize[0]), int(resize[1])
-    if width <= height:
-        return int(resize * height / width), resize
-    return resize, int(resize * width / height)
 
 
 def resize(img: np.ndarray, size: tuple[int, int], interpolation: str) -> np.ndarray:
@@ -55,7 +47,7 @@ def crop_box(config: DataConfig, height: int, width: int) -> tuple[int, int, int
     if config.crop_offset is not None:
         top, left = config.crop_offset
     else:
-        top, left = int(round((height - crop_h) / 2.0)), int(round((width - crop_w) / 2.0))
+        top, left = crop_offset(height, crop_h), crop_offset(width, crop_w)
     if top < 0 or left < 0 or top + crop_h > height or left + crop_w > width:
         raise ValueError(f"a {crop_h}x{crop_w} crop at ({top}, {left}) does not fit the {height}x{width} resize")
     return top, left, crop_h, crop_w
