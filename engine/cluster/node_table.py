@@ -16,15 +16,20 @@ node sends its rows back too (``return_rows``), and the driver writes those file
 """
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from engine.cluster.shard_result import ShardResult, ShardTally
-from engine.pipeline.results_table import MANIFEST, TableSpec, write_part
+from engine.pipeline.results_table import (
+    TableSpec,
+    clear_folder,
+    part_name,
+    say_if_incomplete,
+    write_manifest,
+    write_part,
+)
 
 NON_FINITE = "model output holds NaN or inf"
 
@@ -35,16 +40,9 @@ class NodeTable:
     spec: TableSpec
     return_rows: bool = False  # the driver writes output files or top-k text too
 
-    @staticmethod
-    def part_name(shard: int) -> str:
-        return f"part-{shard:06d}.parquet"
-
     def prepare(self) -> None:
         """The driver, before any shard: the folder made, an earlier run's parts and manifest removed."""
-        folder = Path(self.folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        for old in [*folder.glob("part-*.parquet"), folder / MANIFEST]:
-            old.unlink(missing_ok=True)
+        clear_folder(Path(self.folder))
 
     def write(self, result: ShardResult, items: list[str], start: int) -> ShardResult:
         """A node, once its shard is through: the part written, the result cut down to its tally."""
@@ -59,8 +57,8 @@ class NodeTable:
         if errors:
             batches.append(spec.error_rows([items[p] for p, _ in errors], [start + p for p, _ in errors],
                                            [reason for _, reason in errors]))
-        rows = write_part(Path(self.folder) / self.part_name(result.shard), spec, batches)
-        result.part = {"file": self.part_name(result.shard), "rows": rows, "node": result.node}
+        rows = write_part(Path(self.folder) / part_name(result.shard), spec, batches)
+        result.part = {"file": part_name(result.shard), "rows": rows, "node": result.node}
         if self.return_rows:
             return result
         result.tally = _tally(spec, items, positions, result.ranked[good], len(errors))
@@ -97,8 +95,8 @@ class PartBook:
         """A shard no actor could run: its items as error rows, written by the driver."""
         spec = self.table.spec
         batch = spec.error_rows(items, list(range(start, start + len(items))), [reason] * len(items))
-        rows = write_part(Path(self.table.folder) / self.table.part_name(shard), spec, [batch])
-        self.parts[shard] = {"file": self.table.part_name(shard), "rows": rows, "node": None}
+        rows = write_part(Path(self.table.folder) / part_name(shard), spec, [batch])
+        self.parts[shard] = {"file": part_name(shard), "rows": rows, "node": None}
 
     def close(self) -> None:
         """``_manifest.json``; stray temporary parts of killed nodes removed; said when incomplete."""
@@ -106,10 +104,6 @@ class PartBook:
         for tmp in folder.glob(".part-*.tmp"):
             tmp.unlink(missing_ok=True)
         rows = sum(p["rows"] for p in self.parts.values())
-        manifest = {"complete": rows == self.items, "rows": rows, "items": self.items,
-                    "parts": [self.parts[s]["file"] for s in sorted(self.parts)],
-                    "nodes": sorted({p["node"] for p in self.parts.values() if p["node"]})}
-        (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        if rows != self.items:
-            print(f"engine: results table {folder}: {rows} of {self.items} items (the run did not finish; the "
-                  f"table is readable and holds what finished)", file=sys.stderr, flush=True)
+        write_manifest(folder, rows, self.items, [self.parts[s]["file"] for s in sorted(self.parts)],
+                       nodes=sorted({p["node"] for p in self.parts.values() if p["node"]}))
+        say_if_incomplete(folder, rows, self.items)

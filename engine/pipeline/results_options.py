@@ -8,6 +8,7 @@ extra, and a run without ``--results`` never imports it.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from engine.data import arg_checks
 from engine.data.arg_checks import UsageError
@@ -16,6 +17,11 @@ from engine.data.labels import LabelSource
 from engine.data.shard_spec import read_shards
 
 LOGITS_DTYPES = ("float16", "float32")
+
+
+def results_to_file(results: str | Path) -> bool:
+    """``--results FILE.parquet`` is one file; any other path a folder of parts."""
+    return str(results).endswith(".parquet")
 
 
 def check_results_options(results: str | None, results_logits: str | None, ray: str | None) -> None:
@@ -27,7 +33,7 @@ def check_results_options(results: str | None, results_logits: str | None, ray: 
     require("results", "--results")
     if results_logits is not None and results_logits not in LOGITS_DTYPES:
         raise UsageError(f"--results-logits {results_logits!r}: use float16 or float32")
-    if str(results).endswith(".parquet"):
+    if results_to_file(results):
         if ray:
             raise UsageError(f"--results {results}: with --ray give a folder (each node writes its own part "
                              "files there), not a .parquet file")

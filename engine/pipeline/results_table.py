@@ -38,10 +38,10 @@ import pyarrow.parquet as pq
 
 from engine.data.labels import LabelSource
 from engine.data.tar_shards import source_name
+from engine.pipeline.results_options import results_to_file
 from engine.pipeline.writer_thread import WriterThread
 
 COLUMNS = ("index", "source", "label", "topk_index", "topk_name", "topk_prob", "error")
-LOGITS_DTYPES = ("float16", "float32")
 MANIFEST = "_manifest.json"
 ROW_GROUP_BYTES = 32 << 20  # logits dominate a row; without them a group is ROW_GROUP_MAX_ROWS
 ROW_GROUP_MAX_ROWS = 65536
@@ -108,8 +108,27 @@ class TableSpec:
         return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def results_path_is_file(path: str) -> bool:
-    return str(path).endswith(".parquet")
+def part_name(number: int) -> str:
+    return f"part-{number:06d}.parquet"
+
+
+def clear_folder(folder: Path) -> None:
+    """A folder table's start: the folder made, an earlier run's parts and manifest removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in [*folder.glob("part-*.parquet"), folder / MANIFEST]:
+        old.unlink(missing_ok=True)
+
+
+def write_manifest(folder: Path, rows: int, items: int, parts: list[str], **more) -> None:
+    manifest = {"complete": rows == items, "rows": rows, "items": items, "parts": parts, **more}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def say_if_incomplete(path: Path, rows: int, items: int) -> None:
+    """Say when a table holds fewer rows than the run has items."""
+    if rows != items:
+        print(f"engine: results table {path}: {rows} of {items} items (the run did not finish; the table is "
+              "readable and holds what finished)", file=sys.stderr, flush=True)
 
 
 def write_part(path: Path, spec: TableSpec, batches: list[pa.RecordBatch]) -> int:
@@ -135,11 +154,9 @@ class ResultsTable:
 
     def __init__(self, path: str, spec: TableSpec, items: list[str]):
         self.path, self.spec, self.items = Path(path), spec, items
-        self.to_file = results_path_is_file(path)
+        self.to_file = results_to_file(path)
         if not self.to_file:
-            self.path.mkdir(parents=True, exist_ok=True)
-            for old in list(self.path.glob("part-*.parquet")) + [self.path / MANIFEST]:
-                old.unlink(missing_ok=True)  # a table of an earlier run into the same folder
+            clear_folder(self.path)
         self.rows = 0
         self.parts: list[str] = []
         self._writer: pq.ParquetWriter | None = None
@@ -171,10 +188,7 @@ class ResultsTable:
         finally:
             self._finish()
         self._thread.raise_error()
-        complete = self.rows == len(self.items)
-        if not complete:
-            print(f"engine: results table {self.path}: {self.rows} of {len(self.items)} items (the run did not "
-                  f"finish; the table is readable and holds what finished)", file=sys.stderr, flush=True)
+        say_if_incomplete(self.path, self.rows, len(self.items))
 
     def _take(self, entry: tuple) -> None:
         if entry[0] == "rows":
@@ -207,14 +221,13 @@ class ResultsTable:
         if self.to_file:
             self._tmp = self.path.with_name(f".{self.path.name}.tmp")
         else:
-            name = f"part-{len(self.parts):06d}.parquet"
-            self._tmp = self.path / f".{name}.tmp"
+            self._tmp = self.path / f".{part_name(len(self.parts))}.tmp"
         self._writer = pq.ParquetWriter(self._tmp, self.spec.schema())
 
     def _close_part(self) -> None:
         self._writer.close()
         self._writer = None
-        name = f"part-{len(self.parts):06d}.parquet"
+        name = part_name(len(self.parts))
         os.replace(self._tmp, self.path / name)
         self.parts.append(name)
         self._part_rows = 0
@@ -224,16 +237,14 @@ class ResultsTable:
             self._flush()
         except (OSError, pa.ArrowException) as exc:
             self._thread.fail(exc)
-        complete = self.rows == len(self.items)
         if self.to_file:
             if self._writer is None:
                 self._open()  # an empty run still leaves a table with the columns
-            self._writer.add_key_value_metadata({"engine.complete": json.dumps(complete),
+            self._writer.add_key_value_metadata({"engine.complete": json.dumps(self.rows == len(self.items)),
                                                  "engine.rows": str(self.rows), "engine.items": str(len(self.items))})
             self._writer.close()
             os.replace(self._tmp, self.path)
             return
         if self._writer is not None:
             self._close_part()
-        manifest = {"complete": complete, "rows": self.rows, "items": len(self.items), "parts": self.parts}
-        (self.path / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        write_manifest(self.path, self.rows, len(self.items), self.parts)
