@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from cluster_procs import node_actors, wait_for_busy_actor, write_datalist
+from cluster_procs import node_actors, run_without_worker_node, wait_for_busy_actor, write_datalist
 
 from engine.cluster.shards import cut
 from engine.data.topk_text import iter_topk_blocks
@@ -120,10 +120,7 @@ def test_a_node_removed_mid_run_loses_no_item(cluster, engine_run, tmp_path):
     datalist = write_datalist(tmp_path / "val", 240, repeat=8)
     run = engine_run(datalist, tmp_path / "out", "--ray", cluster.address, "--ray-shard", "8", wait=False)
     wait_for_busy_actor()
-    worker_node = next(node for node in cluster.list_all_nodes() if node is not cluster.head_node)
-    cluster.remove_node(worker_node)
-    _, stderr = run.communicate(timeout=180)
-    cluster.add_node(num_cpus=1, object_store_memory=200 * 2**20)
+    stderr = run_without_worker_node(cluster, run, timeout=180)
     assert run.returncode == 0, stderr
     _assert_every_item_once(tmp_path / "out", datalist)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cluster_procs import wait_for_busy_actor
+from cluster_procs import run_without_worker_node, wait_for_busy_actor
 from shard_files import mixed_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,10 +111,7 @@ def test_a_worker_killed_and_a_node_removed_mid_run_leave_every_item_once(cluste
     assert workers, "the actor runs its pipeline's worker processes"
     os.kill(workers[-1].pid, signal.SIGKILL)
     wait_for_busy_actor()
-    worker_node = next(node for node in cluster.list_all_nodes() if node is not cluster.head_node)
-    cluster.remove_node(worker_node)
-    _, stderr = run.communicate(timeout=300)
-    cluster.add_node(num_cpus=1, object_store_memory=200 * 2**20)
+    stderr = run_without_worker_node(cluster, run, timeout=300)
     assert run.returncode == 3, stderr
     _assert_same_table(out, local_table)
     manifest = json.loads((out / "_manifest.json").read_text())

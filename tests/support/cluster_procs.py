@@ -51,3 +51,15 @@ def wait_for_busy_actor(timeout: float = 60) -> psutil.Process:
                 pass
         time.sleep(0.02)
     raise AssertionError("no node actor started a shard")
+
+
+def run_without_worker_node(cluster, run, timeout: float, store_bytes: int = 200 * 2**20) -> str:
+    """Take the cluster's worker node away while ``run`` (a Popen) is busy and wait for it to
+    end; a fresh worker node joins after, however it ends (a module's later tests need two
+    nodes). ``run``'s stderr."""
+    worker_node = next(node for node in cluster.list_all_nodes() if node is not cluster.head_node)
+    cluster.remove_node(worker_node)
+    try:
+        return run.communicate(timeout=timeout)[1]
+    finally:
+        cluster.add_node(num_cpus=1, object_store_memory=store_bytes)
