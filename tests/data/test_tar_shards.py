@@ -116,6 +116,9 @@ def test_label_files_and_folders_match_a_members_name(tmp_path):
     assert LabelSource(tmp_path / "labels.txt")(item) == 4
     assert LabelSource(embedded=True)(item) == 5
     assert LabelSource()(item) is None
+    (tmp_path / "n01440764").mkdir()
+    top = write_shard(tmp_path / "n01440764" / "t.tar", [("y", {"jpg": b"1"})])
+    assert LabelSource(from_folders=True)(read_shards(str(top)).items[0]) is None, "the member's folder counts"
 
 
 def test_one_descriptor_per_shard_whatever_the_member_count(dataset):
