@@ -164,7 +164,7 @@ def driver_bookkeeping(found: Findings, shards: int) -> None:
     with labels (what the driver does per item without node-side writers)."""
     from engine.cluster.driver import ClusterRun
     from engine.cluster.node_books import NodeBooks
-    from engine.cluster.shard_result import ShardResult, ShardTally
+    from engine.cluster.shard_result import PartFile, ShardResult, ShardTally
     from engine.cluster.shards import cut
     from engine.data.dataconfig import DataConfig
     from engine.data.labels import LabelSource
@@ -190,7 +190,7 @@ def driver_bookkeeping(found: Findings, shards: int) -> None:
             figures = ShardFigures(0.03, {"decode": 1.0 * n}, {"decode": n}, [100] * (n // 128), {128: n // 128}, 0, 0)
             if mode.startswith("the node"):
                 result = ShardResult(shard.index, "n", np.empty(0, np.int64), ranked[:0], probs[:0], [], [], figures,
-                                     ShardTally(n, 0, n, n // 2, n), {"file": "p", "rows": n, "node": "n"})
+                                     ShardTally(n, 0, n, n // 2, n), PartFile("p", n, "n"))
             else:
                 result = ShardResult(shard.index, "n", np.arange(n), ranked[:n], probs[:n], [], [], figures)
             run._take(books, shard, result)

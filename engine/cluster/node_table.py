@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.cluster.shard_result import ShardResult, ShardTally
+from engine.cluster.shard_result import PartFile, ShardResult, ShardTally
 from engine.pipeline.results_table import (
     TableSpec,
     clear_folder,
@@ -58,7 +58,7 @@ class NodeTable:
             batches.append(spec.error_rows([items[p] for p, _ in errors], [start + p for p, _ in errors],
                                            [reason for _, reason in errors]))
         rows = write_part(Path(self.folder) / part_name(result.shard), spec, batches)
-        result.part = {"file": part_name(result.shard), "rows": rows, "node": result.node}
+        result.part = PartFile(part_name(result.shard), rows, result.node)
         if self.return_rows:
             return result
         result.tally = _tally(spec, items, positions, result.ranked[good], len(errors))
@@ -85,9 +85,9 @@ class PartBook:
 
     table: NodeTable
     items: int
-    parts: dict[int, dict] = field(default_factory=dict)
+    parts: dict[int, PartFile] = field(default_factory=dict)
 
-    def took(self, shard: int, part: dict | None) -> None:
+    def took(self, shard: int, part: PartFile | None) -> None:
         if part is not None:
             self.parts[shard] = part
 
@@ -96,14 +96,14 @@ class PartBook:
         spec = self.table.spec
         batch = spec.error_rows(items, list(range(start, start + len(items))), [reason] * len(items))
         rows = write_part(Path(self.table.folder) / part_name(shard), spec, [batch])
-        self.parts[shard] = {"file": part_name(shard), "rows": rows, "node": None}
+        self.parts[shard] = PartFile(part_name(shard), rows, None)
 
     def close(self) -> None:
         """``_manifest.json``; stray temporary parts of killed nodes removed; said when incomplete."""
         folder = Path(self.table.folder)
         for tmp in folder.glob(".part-*.tmp"):
             tmp.unlink(missing_ok=True)
-        rows = sum(p["rows"] for p in self.parts.values())
-        write_manifest(folder, rows, self.items, [self.parts[s]["file"] for s in sorted(self.parts)],
-                       nodes=sorted({p["node"] for p in self.parts.values() if p["node"]}))
+        rows = sum(p.rows for p in self.parts.values())
+        write_manifest(folder, rows, self.items, [self.parts[s].file for s in sorted(self.parts)],
+                       nodes=sorted({p.node for p in self.parts.values() if p.node}))
         say_if_incomplete(folder, rows, self.items)

@@ -22,6 +22,15 @@ class ShardTally:
 
 
 @dataclass
+class PartFile:
+    """The results table's part a shard's rows went to (engine/cluster/node_table.py)."""
+
+    file: str
+    rows: int
+    node: str | None  # None: written by the driver (a shard no actor could run)
+
+
+@dataclass
 class ShardResult:
     shard: int
     node: str
@@ -32,7 +41,7 @@ class ShardResult:
     errors: list[tuple[int, str]] = field(default_factory=list)  # (position, reason)
     figures: ShardFigures | None = None
     tally: ShardTally | None = None  # set when the node wrote the rows into the results table itself
-    part: dict | None = None  # that part file: {file, rows, node}
+    part: PartFile | None = None  # that part file
 
     @property
     def nbytes(self) -> int:

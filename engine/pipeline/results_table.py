@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from engine.data.atomic import replaced_when_written
 from engine.data.labels import LabelSource
 from engine.data.tar_shards import source_name
 from engine.pipeline.results_options import results_to_file
@@ -135,9 +135,8 @@ def write_part(path: Path, spec: TableSpec, batches: list[pa.RecordBatch]) -> in
     """One whole part file from ``batches`` (sorted by ``index``), written under a temporary
     name and renamed: a part written again (a retried shard) replaces the old one whole."""
     table = pa.Table.from_batches(batches, schema=spec.schema()).sort_by("index")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    pq.write_table(table, tmp, row_group_size=spec.group_rows(_classes(table)))
-    os.replace(tmp, path)
+    with replaced_when_written(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=spec.group_rows(_classes(table)))
     return table.num_rows
 
 
