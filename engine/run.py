@@ -93,11 +93,12 @@ def main(argv=None) -> int:
         print(f"engine: error: {e}", file=sys.stderr)
         return api_job.EXIT_USAGE
     try:
-        cfg = api_job.configure(job)
+        outcome = api_job.execute(job, api_job.configure(job))
     except api_job.RunFailed as e:
         print(f"engine: error: {e}", file=sys.stderr)
         return api_job.EXIT_FATAL
-    outcome = api_job.execute(job, cfg)
+    finally:
+        job.release()
     report = outcome.report
     print(format_summary(report))
     if report["errors"]:

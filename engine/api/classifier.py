@@ -26,6 +26,7 @@ from engine.api.model import resolve
 from engine.api.options import EngineOptions
 from engine.api.run_config import build_run_config
 from engine.data import payloads
+from engine.data.labels import class_name
 from engine.pipeline.broker import RunStopped
 from engine.pipeline.shard_broker import ShardBroker
 from engine.pipeline.summary import STAGES, latency_stats
@@ -50,9 +51,7 @@ class Result:
     def topk(self) -> list[tuple[int, str, float]]:
         if self._ranked is None:
             return []
-        names = self._class_names
-        return [(int(c), names[c] if names and 0 <= c < len(names) else str(int(c)), float(p))
-                for c, p in zip(self._ranked, self._probs)]
+        return [(int(c), class_name(self._class_names, c), float(p)) for c, p in zip(self._ranked, self._probs)]
 
     def __repr__(self) -> str:
         return (f"Result(index={self.index}, item={self.item!r}, topk={self.topk}, error={self.error!r})")
@@ -154,15 +153,11 @@ class Classifier:
     def _submit(self, numbered: list[tuple[int, object]]) -> _Pending:
         names = [payloads.describe(item, index) for index, item in numbered]
         sink = _ChunkSink(numbered[0][0], names, self.config.class_names, self.options.topk)
-        encoded = []
-        for position, (index, item) in enumerate(numbered):
-            try:
-                encoded.append(payloads.encode(item, index))
-            except payloads.ItemError as e:
-                sink.fail(position, str(e))
-                continue
-            sink.rows.append(position)
-        shard = self._broker.submit(encoded, sink, figures=False) if encoded else None
+        encoded = payloads.encode_all(numbered)
+        for position, reason in encoded.refused:
+            sink.fail(position, reason)
+        sink.rows = encoded.positions
+        shard = self._broker.submit(encoded.items, sink, figures=False) if encoded.items else None
         return _Pending(sink, shard)
 
     def _collect(self, pending: _Pending) -> list[Result]:

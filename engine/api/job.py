@@ -45,6 +45,11 @@ class PreparedJob:
     model_path: str
     info: ModelInfo
 
+    def release(self) -> None:
+        """Let another run write into ``path_output`` (however this one ended)."""
+        if self.lock is not None:
+            self.lock.release()
+
 
 @dataclass
 class JobOutcome:
@@ -103,8 +108,7 @@ def execute(job: PreparedJob, cfg: RunConfig) -> JobOutcome:
                                 results=o.results, results_logits=o.results_logits)
     else:
         broker = run_with_progress(cfg, job.items, sink)
-    if job.lock is not None:
-        job.lock.release()
+    job.release()
     model_meta = {"name": job.info.name, "library": job.info.library, "file": job.model_path,
                   "weights_label": cfg.model_label}
     report = build_report(broker, cfg, sink, model_info=model_meta, items_total=len(job.items))
@@ -130,7 +134,10 @@ def run(**keywords) -> dict:
     items are listed in ``report["errors"]``; they do not raise."""
     keywords.setdefault("quiet", True)
     job = prepare(RunOptions.from_keywords(keywords))
-    outcome = execute(job, configure(job))
+    try:
+        outcome = execute(job, configure(job))
+    finally:
+        job.release()
     if outcome.exit_status > 128:
         raise KeyboardInterrupt(f"the run was interrupted by signal {outcome.exit_status - 128}")
     if outcome.exit_status == EXIT_FATAL:

@@ -47,6 +47,11 @@ def imagenet_class_names() -> tuple[str, ...]:
     return tuple(names for _, names in _imagenet_classes())
 
 
+def class_name(names, cls: int) -> str:
+    """Class ``cls``'s name in ``names`` (None: no names), or its index as text."""
+    return names[cls] if names and 0 <= cls < len(names) else str(int(cls))
+
+
 def read_class_names(path: str | Path) -> list[str]:
     """A ``label.txt``/``imagenet.txt`` file: one class name per line, by index."""
     path = Path(path)

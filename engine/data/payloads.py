@@ -11,6 +11,7 @@ with a line naming its position and the reason, before it reaches a worker.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -59,6 +60,29 @@ def encode(item, index: int):
             raise ItemError(f"{name}: cannot convert the PIL image to RGB ({e})") from None
         return {"kind": ARRAY, "name": name, "shape": list(arr.shape), "data": arr.tobytes()}
     raise ItemError(f"{name}: not an image path, encoded image bytes, HWC uint8 array or PIL image")
+
+
+@dataclass
+class Encoded:
+    """A chunk of numbered items as they cross to the workers: the encoded ones, their
+    positions in the chunk, and the position and reason of each one refused."""
+
+    items: list = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    refused: list[tuple[int, str]] = field(default_factory=list)
+
+
+def encode_all(numbered: list[tuple[int, object]]) -> Encoded:
+    """:func:`encode` each ``(index, item)``; an item that cannot cross is refused alone."""
+    encoded = Encoded()
+    for position, (index, item) in enumerate(numbered):
+        try:
+            encoded.items.append(encode(item, index))
+        except ItemError as e:
+            encoded.refused.append((position, str(e)))
+            continue
+        encoded.positions.append(position)
+    return encoded
 
 
 def load(payload, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, draft: Draft | None = None) -> np.ndarray:

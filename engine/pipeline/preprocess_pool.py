@@ -2,10 +2,10 @@
 the model's preprocessing (the fused kernel, or its library's transform) straight into a
 ring of shared-memory batches; the owner reads each batch out once it is whole.
 
-The work is the pipeline's preprocess stage (the same :class:`Preprocessing`, the same
-decode of paths and in-memory items), without a broker: one task is one batch, handed to
-whichever worker is free, and at most ``depth`` batches are in flight, so memory is
-bounded whatever the input's length.
+The work is the pipeline's preprocess stage (the same :class:`SlotFiller`: decode of
+paths and in-memory items, then the model's preprocessing), without a broker: one task is
+one batch, handed to whichever worker is free, and at most ``depth`` batches are in
+flight, so memory is bounded whatever the input's length.
 """
 from __future__ import annotations
 
@@ -19,30 +19,21 @@ import numpy as np
 
 from engine.data import payloads
 from engine.data.dataconfig import DataConfig
-from engine.models.preprocessing import Preprocessing
+from engine.pipeline.preprocess_worker import SlotFiller
 from engine.pipeline.slots import SlotRing, sweep_stale_segments
 from engine.pipeline.spawning import main_module_hidden
 
-_worker: dict = {}  # in each worker process: its ring and preprocessing
+_worker: dict = {}  # in each worker process: its SlotFiller
 
 
 def _start_worker(ring_spec: dict, data_config: dict, max_pixels: int | None) -> None:
-    ring = SlotRing.attach(ring_spec)
-    preprocessing = Preprocessing(DataConfig.from_dict(data_config))
-    preprocessing.warm_up(ring.dtype)
-    _worker.update(ring=ring, preprocessing=preprocessing, max_pixels=max_pixels)
+    _worker["filler"] = SlotFiller(SlotRing.attach(ring_spec), DataConfig.from_dict(data_config), max_pixels)
 
 
 def _preprocess_batch(first_slot: int, items: list) -> list[tuple[int, str]]:
     """Write ``items`` into the slots from ``first_slot`` on; the failed positions and why."""
-    ring, preprocessing = _worker["ring"], _worker["preprocessing"]
-    failed = []
-    for position, item in enumerate(items):
-        try:
-            preprocessing(payloads.load(item, max_pixels=_worker["max_pixels"]), ring[first_slot + position])
-        except Exception as exc:  # noqa: BLE001 - any failure of one item is that item's error
-            failed.append((position, str(exc) or type(exc).__name__))
-    return failed
+    filled = _worker["filler"].fill(range(first_slot, first_slot + len(items)), items)
+    return [(slot - first_slot, reason) for slot, reason in filled.errors]
 
 
 @dataclass
@@ -86,16 +77,11 @@ class PreprocessPool:
 
     def _submit(self, taken: list[tuple[int, object]], block: int, on_error) -> _Batch:
         first_slot = block * self.batch_size
-        indices, encoded = [], []
-        for index, item in taken:
-            try:
-                encoded.append(payloads.encode(item, index))
-            except payloads.ItemError as e:
-                on_error(index, str(e))
-                continue
-            indices.append(index)
-        result = self.pool.apply_async(_preprocess_batch, (first_slot, encoded)) if encoded else None
-        return _Batch(first_slot, indices, result)
+        encoded = payloads.encode_all(taken)
+        for position, reason in encoded.refused:
+            on_error(taken[position][0], reason)
+        result = self.pool.apply_async(_preprocess_batch, (first_slot, encoded.items)) if encoded.items else None
+        return _Batch(first_slot, [taken[p][0] for p in encoded.positions], result)
 
     def close(self) -> None:
         """Stop the workers and remove the ring (idempotent)."""

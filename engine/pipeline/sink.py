@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data.labels import LabelSource
+from engine.data.labels import LabelSource, class_name
 from engine.data.tar_shards import source_name
 from engine.data.topk_text import format_topk_lines
 from engine.pipeline.output_files import OutputFiles
@@ -92,7 +92,7 @@ class Sink:
         return seq < len(self.items)
 
     def _name(self, cls: int) -> str:
-        return self.class_names[cls] if self.class_names and 0 <= cls < len(self.class_names) else str(cls)
+        return class_name(self.class_names, cls)
 
     def ranking(self) -> dict:
         """What the device instances send back: the top ``k`` the sink ranks and scores by
@@ -106,7 +106,7 @@ class Sink:
         rows = range(len(seqs))
         bad = np.flatnonzero(ranked[:, 0] < 0)
         for j in bad:
-            self.error(seqs[j], "model output holds NaN or inf")
+            self.error(seqs[j], NON_FINITE)
         if len(bad):
             rows = [j for j in rows if ranked[j, 0] >= 0]
         self.done += len(rows)

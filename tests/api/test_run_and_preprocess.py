@@ -114,3 +114,11 @@ def test_preprocess_leaves_out_bad_items_and_gives_uint8(job):
     assert [i for i, _ in errors] == [1, 3] and "missing.jpg" in errors[1][1]
     with pytest.raises(engine.UsageError, match="dtype 'int8'"):
         engine.preprocess(items, onnx=str(model), dtype="int8")
+
+
+def test_a_run_that_cannot_start_leaves_its_output_folder_free(job, tmp_path):
+    model, datalist = job
+    with pytest.raises(engine.RunFailed, match="no usable CUDA GPU"):
+        engine.run(datalist=str(datalist), onnx=str(model), device="cuda", path_output=str(tmp_path / "out"))
+    report = engine.run(datalist=str(datalist), onnx=str(model), path_output=str(tmp_path / "out"))
+    assert report["counts"]["done"] == 9
