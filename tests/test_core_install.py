@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hidden_packages import environment
-from photos import write_photo
+from photos import write_class_folders
 from server_process import ServerProcess
 from tinynet import write_tiny_onnx
 
@@ -39,11 +39,7 @@ def tiny(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("photos")
-    for folder, name in (("n01440764", "chelsea"), ("n01443537", "coffee")):
-        for i in range(3):
-            write_photo(root / folder / f"{name}_{i}.jpg", name, size=(48 + 8 * i, 40))
-    return root
+    return write_class_folders(tmp_path_factory.mktemp("photos"))
 
 
 def engine(tool: str, *args, env=None, timeout: float = 180) -> subprocess.CompletedProcess:

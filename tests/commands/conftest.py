@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from photos import write_photo
+from photos import write_class_folders
 from tinynet import write_tiny_onnx
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,11 +21,7 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def photo_folder(tmp_path_factory) -> Path:
     """Six photos in two class folders (n01440764, n01443537)."""
-    root = tmp_path_factory.mktemp("photos")
-    for folder, name in (("n01440764", "chelsea"), ("n01443537", "coffee")):
-        for i in range(3):
-            write_photo(root / folder / f"{name}_{i}.jpg", name, size=(48 + 8 * i, 40))
-    return root
+    return write_class_folders(tmp_path_factory.mktemp("photos"))
 
 
 @pytest.fixture

@@ -71,6 +71,16 @@ def write_photo(path: str | Path, name: str = "chelsea", *, mode: str = "RGB",
     return path
 
 
+def write_class_folders(root: str | Path) -> Path:
+    """Six photos in two ImageNet class folders (``n01440764``: chelsea, ``n01443537``:
+    coffee), three sizes each, as ``val/<wnid>/`` lays them out; returns ``root``."""
+    root = Path(root)
+    for folder, name in (("n01440764", "chelsea"), ("n01443537", "coffee")):
+        for i in range(3):
+            write_photo(root / folder / f"{name}_{i}.jpg", name, size=(48 + 8 * i, 40))
+    return root
+
+
 def write_png16_rgb(path: str | Path, name: str = "chelsea",
                     size: tuple[int, int] | None = None) -> Path:
     """A 16-bit-per-channel RGB PNG of the photo (values ``v * 257``)."""
