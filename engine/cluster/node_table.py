@@ -30,8 +30,7 @@ from engine.pipeline.results_table import (
     write_manifest,
     write_part,
 )
-
-NON_FINITE = "model output holds NaN or inf"
+from engine.pipeline.sink import NON_FINITE
 
 
 @dataclass

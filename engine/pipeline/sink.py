@@ -25,6 +25,8 @@ from engine.data.tar_shards import source_name
 from engine.data.topk_text import format_topk_lines
 from engine.pipeline.output_files import OutputFiles
 
+NON_FINITE = "model output holds NaN or inf"  # an item's error when its logits are not all finite
+
 
 class OrderedWriter:
     """Writes per-item text blocks to a file in sequence order, whatever the arrival order."""
