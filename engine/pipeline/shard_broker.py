@@ -33,6 +33,9 @@ from engine.pipeline.broker import SUPERVISE_EVERY_S, Broker, RunStopped
 from engine.pipeline.config import RunConfig
 
 STOP_REQUESTED = "stopped by its owner"
+# The latest device batches whose timings a stream keeps (engine.Classifier's latency
+# percentiles); older ones are dropped, so a broker that streams for days stays bounded.
+KEEP_BATCHES = 4096
 CLOSE_WAIT_S = 15.0
 
 
@@ -239,6 +242,20 @@ class ShardBroker:
             if shard.wants_figures:
                 shard.figures = self._figures_since_last(shard.taken_at)
             shard.done.set()
+        self._bound_meter()
+
+    def _bound_meter(self) -> None:
+        """Once twice :data:`KEEP_BATCHES` batches are kept, drop all but the latest
+        :data:`KEEP_BATCHES` (a stream's clock and shard figures do not need them)."""
+        meter = self.broker.meter
+        drop = len(meter.batch_us) - KEEP_BATCHES
+        if drop < KEEP_BATCHES:
+            return
+        del meter.batch_us[:drop]
+        del meter.e2e_us[:max(0, len(meter.e2e_us) - KEEP_BATCHES)]
+        del meter.spans[:max(0, len(meter.spans) - KEEP_BATCHES)]
+        stage_us, stage_items, batches, sizes = self._seen
+        self._seen = (stage_us, stage_items, max(0, batches - drop), sizes)
 
     def _figures_since_last(self, taken_at: float) -> ShardFigures:
         meter, supervisor = self.broker.meter, self.broker.supervisor

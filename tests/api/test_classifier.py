@@ -114,3 +114,18 @@ def test_bad_options_are_usage_errors_and_a_closed_classifier_refuses(model):
     clf.close()
     with pytest.raises(engine.RunFailed, match="closed"):
         clf.classify([])
+
+
+def test_a_long_stream_keeps_only_the_latest_batch_timings(model):
+    from engine.pipeline.shard_broker import KEEP_BATCHES
+
+    frame = photo_array("coffee", size=(24, 24))
+    count = 2 * KEEP_BATCHES + 500
+    with engine.Classifier(onnx=model, batch_size=1, workers=1) as clf:
+        assert sum(r.error is None for r in clf.stream(frame for _ in range(count))) == count
+        stats = clf.stats()
+        meter = clf._broker.meter
+        assert KEEP_BATCHES <= len(meter.batch_us) < 2 * KEEP_BATCHES
+        assert len(meter.e2e_us) < 2 * KEEP_BATCHES and len(meter.spans) < 2 * KEEP_BATCHES
+    assert stats["items"] == count and sum(stats["batch_sizes"].values()) == count
+    assert stats["latency_us"]["end_to_end"]["p99"] > 0
