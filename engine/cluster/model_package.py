@@ -4,11 +4,11 @@ a node that already holds the model writes nothing."""
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.data.atomic import replaced_when_written
 from engine.data.dataconfig import ModelInfo
 
 CACHE_DIR = Path(tempfile.gettempdir()) / "vggengine-ray-models"
@@ -46,6 +46,5 @@ def _write_once(path: Path, data: bytes) -> None:
     concurrent actors never read half a file."""
     if path.exists() and path.stat().st_size == len(data):
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with replaced_when_written(path) as tmp:
+        tmp.write_bytes(data)

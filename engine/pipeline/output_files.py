@@ -5,11 +5,11 @@ the broker's thread only queues each item's output rows for a :class:`WriterThre
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from engine.data.atomic import replaced_when_written
 from engine.pipeline.writer_thread import WriterThread
 
 QUEUED_ITEMS = 1024
@@ -33,7 +33,5 @@ class OutputFiles:
 
     def _write(self, seq: int, rows: list[np.ndarray]) -> None:
         arrays = {f"output_{k}": row.reshape(1, *row.shape).astype(self.dtype) for k, row in enumerate(rows)}
-        final = self.folder / f"output_{seq:06d}.npz"
-        tmp = final.with_name(f".{final.name}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, final)
+        with replaced_when_written(self.folder / f"output_{seq:06d}.npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
