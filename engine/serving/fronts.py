@@ -1,9 +1,10 @@
 """Start and stop the KServe front ends (HTTP on uvicorn, gRPC on grpc.aio), each on its own
 thread and event loop, beside the ZeroMQ socket thread of the same server.
 
-Both bind before :func:`start_http` / :func:`start_grpc` return, so the caller can print the
+Both bind before their ``start()`` returns, so the caller can print the
 real address (port 0 picks a free one). A non-loopback host needs TLS (a certificate and
-its key) unless the caller allowed it insecure; that check is the command's.
+its key) unless the caller allowed it insecure; :meth:`~engine.serving.options.ServeOptions.check`
+refuses it before anything binds.
 """
 from __future__ import annotations
 

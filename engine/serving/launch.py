@@ -7,7 +7,6 @@ does not; ``--threads``, ``--device``, ``--backend`` and ``--precision`` apply t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from engine.serving.deployment import Batching, Deployment
@@ -15,7 +14,7 @@ from engine.serving.fleet import MODES, Fleet
 from engine.serving.jobs import Limits
 from engine.serving.model import ServedModel
 from engine.serving.options import ServeOptions
-from engine.serving.repository import ModelEntry, VersionSource, scan, single_model
+from engine.serving.repository import ModelEntry, VersionSource, ZooSource, scan
 
 
 def add_arguments(parser, sources) -> None:
@@ -32,64 +31,42 @@ def add_arguments(parser, sources) -> None:
                         help="poll mode: seconds between repository scans (default 15)")
 
 
-@dataclass(frozen=True)
-class ServerDefaults:
-    """The server's flags that size and place every model (a config.pbtxt overrides the first three)."""
-
-    max_batch: int
-    max_queue_delay_us: int
-    instances: int
-    threads: int
-    device: str
-    backend: str = "ort"
-    precision: str | None = None
-
-    @classmethod
-    def from_options(cls, options: ServeOptions) -> ServerDefaults:
-        return cls(options.max_batch, options.max_queue_delay_us, options.instances, options.threads,
-                   options.device, options.backend, options.precision)
-
-
-def open_version(source: VersionSource, instances: int, defaults: ServerDefaults) -> ServedModel:
-    """The version's model, opened ``instances`` times (a zoo model is exported on first use)."""
-    options = {"instances": instances, "threads": defaults.threads, "device": defaults.device}
-    if defaults.backend != "ort" or defaults.precision:
-        options.update(backend=defaults.backend, precision=defaults.precision)
+def open_version(source: VersionSource, instances: int, options: ServeOptions) -> ServedModel:
+    """The version's model, opened ``instances`` times with the server's ``--threads``, ``--device``,
+    ``--backend`` and ``--precision`` (a zoo model is exported on first use)."""
+    placement = {"instances": instances, "threads": options.threads, "device": options.device,
+                 "backend": options.backend, "precision": options.precision}
     if source.zoo is not None:
         from engine.models.cache import cached_model
 
         zoo = source.zoo
         cached = cached_model(zoo.model, zoo.library, zoo.weights, zoo.seed)
-        return ServedModel(cached.path, torch_module=cached.torch_module(), **options)
-    return ServedModel(source.onnx, **options)
+        return ServedModel(cached.path, torch_module=cached.torch_module(), **placement)
+    return ServedModel(source.onnx, **placement)
 
 
 def open_single(options: ServeOptions) -> ServedModel:
     """The model of ``--onnx`` or ``--model`` (exported on first use), opened ``--instances`` times."""
-    from engine.models.cache import cached_model
-
-    cached = None if options.onnx else cached_model(options.model, options.model_library, options.weights,
-                                                    options.seed)
-    return ServedModel(options.onnx or cached.path, instances=options.instances, threads=options.threads,
-                       device=options.device, torch_module=cached and cached.torch_module(), backend=options.backend,
-                       precision=options.precision)
+    source = VersionSource(1, onnx=options.onnx) if options.onnx else \
+        VersionSource(1, zoo=ZooSource(options.model, options.model_library, options.weights, options.seed))
+    return open_version(source, options.instances, options)
 
 
-def deployer(defaults: ServerDefaults, limits: Limits, run_instance, opened: ServedModel | None = None):
+def deployer(options: ServeOptions, limits: Limits, run_instance, opened: ServedModel | None = None):
     """``deploy(entry)``: every served version of ``entry`` loaded, warmed up and started, or the
     error of the first that fails (the others closed). ``opened``: the model of a repository
     of one, already opened by the command (its load errors have their own exit codes)."""
     def deploy(entry: ModelEntry) -> list[Deployment]:
         nonlocal opened
         settings = entry.settings
-        batching = Batching(settings.max_batch or defaults.max_batch,
-                            defaults.max_queue_delay_us if settings.max_queue_delay_us is None
+        batching = Batching(settings.max_batch or options.max_batch,
+                            options.max_queue_delay_us if settings.max_queue_delay_us is None
                             else settings.max_queue_delay_us,
-                            settings.instances or defaults.instances)
+                            settings.instances or options.instances)
         started: list[Deployment] = []
         try:
             for source in entry.versions:
-                model, opened = opened or open_version(source, batching.instances, defaults), None
+                model, opened = opened or open_version(source, batching.instances, options), None
                 try:
                     model.warmup(batching.max_batch)
                     deployment = Deployment(entry.name, str(source.version), model, batching, limits)
@@ -109,17 +86,15 @@ def deployer(defaults: ServerDefaults, limits: Limits, run_instance, opened: Ser
 def build_fleet(options: ServeOptions, limits: Limits, run_instance, log, opened: ServedModel | None = None) -> Fleet:
     """The fleet ``options`` asks for, its start-up models loaded (a failed one reported, not raised,
     except for the model of ``--onnx``/``--model``, which ``opened`` already holds)."""
-    deploy = deployer(ServerDefaults.from_options(options), limits, run_instance, opened)
+    deploy = deployer(options, limits, run_instance, opened)
     if options.model_repository is None:
-        entry = single_model(opened.name, VersionSource(1, onnx=opened.path))
-        fleet = Fleet(lambda: {entry.name: entry}, deploy, mode="none", drain_timeout_s=options.drain_timeout_s,
-                      log=log)
+        entry = ModelEntry(opened.name, versions=[VersionSource(1, onnx=opened.path)])  # a repository of one
+        fleet = Fleet(lambda: {entry.name: entry}, deploy, drain_timeout_s=options.drain_timeout_s, log=log)
         fleet.start(strict=True)
         return fleet
     root = options.model_repository
     fleet = Fleet(lambda: scan(root), deploy, mode=options.model_control_mode,
-                  drain_timeout_s=options.drain_timeout_s,
-                  log=log)
+                  drain_timeout_s=options.drain_timeout_s, log=log)
     if options.model_control_mode == "explicit":
         fleet.start(options.load_model or [])
     else:

@@ -25,9 +25,12 @@ def class_names_for(info: ModelInfo | None, num_classes: int) -> list[str]:
     return [f"class_{i}" for i in range(num_classes)]
 
 
+BACKENDS = ("ort", "openvino")
+
+
 def add_backend_arguments(parser) -> None:
     """engine.serve's --backend and --precision (dests ``backend``, ``precision``)."""
-    parser.add_argument("--backend", choices=("ort", "openvino"),
+    parser.add_argument("--backend", choices=BACKENDS,
                         help="runtime of the ONNX model: ort (onnxruntime, default) or openvino (CPU; the openvino "
                              "extra)")
     parser.add_argument("--precision", choices=("fp32", "bf16"),

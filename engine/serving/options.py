@@ -14,10 +14,10 @@ from engine.data.extras import require
 from engine.models.resolve import deploy_model_file
 from engine.serving.fleet import MODES
 from engine.serving.fronts import Tls, is_loopback_host, parse_host_port
+from engine.serving.model import BACKENDS
 from engine.serving.security import is_local_endpoint
 
 ZEROMQ_OFF = "inproc://engine.serve.zeromq-off"  # --bind off: the batcher's ROUTER, reached by no other process
-BACKENDS = ("ort", "openvino")
 
 
 @dataclass(kw_only=True)

@@ -187,8 +187,3 @@ def read_zoo(path: Path) -> ZooSource:
     if weights is not None:
         weights = str(path.parent / weights)
     return ZooSource(spec["model"], library, weights, seed)
-
-
-def single_model(name: str, source: VersionSource, settings: Settings = Settings()) -> ModelEntry:
-    """``--onnx`` / ``--model`` as a repository of one: that model, version 1."""
-    return ModelEntry(name, versions=[source], settings=settings)
