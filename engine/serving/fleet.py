@@ -89,6 +89,13 @@ class Fleet:
                                     f"{sorted(state.deployments, key=int)}")
             return deployment
 
+    def ready(self, name: str, version: str | None = None) -> bool:
+        """Whether ``name`` (at ``version``) serves and is not draining: the readiness both fronts report."""
+        try:
+            return not self.resolve(name, version).draining()
+        except ModelNotFound:
+            return False
+
     def acquire(self, deployment: Deployment, images: int) -> Deployment:
         """Count ``images`` in flight on ``deployment`` or, when a reload has replaced it since it
         was resolved, on its successor (same name and version); :class:`Draining` if it has none."""
@@ -157,9 +164,7 @@ class Fleet:
 
     def load(self, name: str) -> None:
         """The repository extension's load: (re)load ``name`` from disk; raises if it fails."""
-        if self.mode != "explicit":
-            raise ControlRefused(f"load {name!r}: explicit model load/unload needs --model-control-mode explicit "
-                                 f"(this server runs {self.mode!r})")
+        self._require_explicit("load", name)
         entry = self.scan().get(name)
         if entry is None:
             raise ControlRefused(f"load {name!r}: no such model folder in the repository")
@@ -168,12 +173,15 @@ class Fleet:
             raise ControlRefused(f"load {name!r} failed: {failed}")
 
     def unload(self, name: str) -> None:
-        if self.mode != "explicit":
-            raise ControlRefused(f"unload {name!r}: explicit model load/unload needs --model-control-mode explicit "
-                                 f"(this server runs {self.mode!r})")
+        self._require_explicit("unload", name)
         if name not in self._models and name not in self.scan():
             raise ControlRefused(f"unload {name!r}: no such model")
         self._unload(name, "unloaded")
+
+    def _require_explicit(self, action: str, name: str) -> None:
+        if self.mode != "explicit":
+            raise ControlRefused(f"{action} {name!r}: explicit model load/unload needs --model-control-mode "
+                                 f"explicit (this server runs {self.mode!r})")
 
     def _unload(self, name: str, reason: str) -> None:
         with self._control:

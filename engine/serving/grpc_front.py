@@ -58,10 +58,7 @@ class _Service(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ServerReadyResponse(ready=not self.server.stopping())
 
     async def ModelReady(self, request, context):
-        try:
-            ready = not self.fleet.resolve(request.name, request.version or None).draining()
-        except ModelNotFound:
-            ready = False
+        ready = self.fleet.ready(request.name, request.version or None)
         return service_pb2.ModelReadyResponse(ready=ready and not self.server.stopping())
 
     async def ServerMetadata(self, request, context):
@@ -107,12 +104,10 @@ class _Service(service_pb2_grpc.GRPCInferenceServiceServicer):
         return await self._control(context, self.fleet.unload, request, service_pb2.RepositoryModelUnloadResponse)
 
     async def _control(self, context, action, request, response):
-        if any(key == "config" or key.startswith("file:") for key in request.parameters):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "only parameterless loads are supported (no config or file overrides)")
         try:
+            kserve.check_load_parameters(request.parameters)
             await asyncio.to_thread(action, request.model_name)
-        except ControlRefused as e:
+        except (KServeError, ControlRefused) as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         return response()
 

@@ -89,7 +89,7 @@ class KServeHttpApp:
         if action == "/stats":
             return 200, [], self._stats(name, version)
         if action == "/ready" and method == "GET":
-            ready = not self.server.stopping() and self._ready(name, version)
+            ready = not self.server.stopping() and self.fleet.ready(name, version)
             return (200 if ready else 503), [], b""
         deployment = self._resolve(name, version)
         if action == "/infer":
@@ -107,12 +107,6 @@ class KServeHttpApp:
             return self.fleet.resolve(name, version)
         except ModelNotFound as e:
             raise HttpError(404, str(e)) from None
-
-    def _ready(self, name: str, version: str | None) -> bool:
-        try:
-            return not self.fleet.resolve(name, version).draining()
-        except ModelNotFound:
-            return False
 
     def _stats(self, name: str | None, version: str | None) -> bytes:
         try:
@@ -140,11 +134,12 @@ class KServeHttpApp:
             raise HttpError(404, f"no such path: POST {path}")
         name, action = match.groups()
         params = request.get("parameters", {})
-        if not isinstance(params, dict) or any(key == "config" or key.startswith("file:") for key in params):
-            raise HttpError(400, f"{path}: only parameterless loads are supported (no config or file overrides)")
+        if not isinstance(params, dict):
+            raise HttpError(400, f"{path}: 'parameters' must be a JSON object")
         try:
+            kserve.check_load_parameters(params)
             await asyncio.to_thread(self.fleet.load if action == "load" else self.fleet.unload, name)
-        except ControlRefused as e:
+        except (KServeError, ControlRefused) as e:
             raise HttpError(400, str(e)) from None
         return 200, [], b""
 

@@ -156,6 +156,13 @@ def output_tensor(outcomes: list[Outcome], wanted: OutputRequest, batched: bool,
     return "FP32", ([n, model.num_classes] if batched else [model.num_classes]), probs
 
 
+def check_load_parameters(keys) -> None:
+    """A repository load may carry a config or model files in Triton; this server loads only
+    what the repository folder holds."""
+    if any(key == "config" or key.startswith("file:") for key in keys):
+        raise KServeError("only parameterless loads are supported (no config or file overrides)")
+
+
 def server_metadata() -> dict:
     return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS}
 
