@@ -6,15 +6,14 @@ import io
 
 import msgpack
 import numpy as np
-import onnxruntime as ort
 import zmq
 from photos import photo_image
+from served_reference import reference_probs
 from server_process import ServerProcess
 
 from engine.data.dataconfig import ModelInfo
 from engine.data.decode import decode_image
 from engine.data.fast_decode import MARGIN, Draft
-from engine.kernels import resize_crop_normalize
 
 
 def _jpeg(size) -> bytes:
@@ -24,12 +23,7 @@ def _jpeg(size) -> bytes:
 
 
 def _probs(onnx_path, data: bytes, draft) -> np.ndarray:
-    cfg = ModelInfo.load(ModelInfo.path_for(onnx_path)).data_config
-    x = resize_crop_normalize(decode_image(data, draft=draft), resize=cfg.resize, crop=cfg.crop,
-                              mean=cfg.mean, std=cfg.std)
-    logits = ort.InferenceSession(str(onnx_path)).run(None, {"input": x[None]})[0][0].astype(np.float64)
-    probs = np.exp(logits - logits.max())
-    return probs / probs.sum()
+    return reference_probs(onnx_path, decode_image(data, draft=draft))
 
 
 def test_serve_fast_decode_reduces_only_big_jpegs(tiny_onnx):

@@ -14,18 +14,16 @@ import urllib.parse
 import urllib.request
 
 import numpy as np
-import onnxruntime as ort
 import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from PIL import Image
+from served_reference import reference_probs
 from server_process import ServerProcess
 from tritonclient.utils import InferenceServerException
 
-from engine.data.dataconfig import ModelInfo
 from engine.data.decode import decode_image
-from engine.kernels import resize_crop_normalize
 
 NUM_CLASSES = 10
 MODEL = "tinynet"
@@ -56,14 +54,6 @@ def jpeg(image) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG")
     return buf.getvalue()
-
-
-def reference_probs(onnx_path, image) -> np.ndarray:
-    cfg = ModelInfo.load(ModelInfo.path_for(onnx_path)).data_config
-    x = resize_crop_normalize(image, None, resize=cfg.resize, crop=cfg.crop, mean=cfg.mean, std=cfg.std)
-    logits = ort.InferenceSession(str(onnx_path)).run(None, {"input": x[None]})[0][0].astype(np.float64)
-    probs = np.exp(logits - logits.max())
-    return probs / probs.sum()
 
 
 def image_input(image, binary=True):

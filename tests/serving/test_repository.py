@@ -3,6 +3,7 @@ over HTTP and gRPC: the index (a broken model and a bad config beside good ones)
 each model and version, unload / load, statistics, the stream, and ZeroMQ routing by model name."""
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -12,17 +13,15 @@ import urllib.request
 
 import msgpack
 import numpy as np
-import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import zmq
+from served_reference import reference_probs
 from server_process import ServerProcess
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from engine.data.dataconfig import ModelInfo
-from engine.kernels import resize_crop_normalize
 from engine.serving.client import Client, ServerError
 
 
@@ -51,14 +50,6 @@ def grpc(server):
 
 def image(seed: int, height: int = 40, width: int = 50) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
-def reference(onnx_path, img) -> np.ndarray:
-    cfg = ModelInfo.load(ModelInfo.path_for(onnx_path)).data_config
-    x = resize_crop_normalize(img, None, resize=cfg.resize, crop=cfg.crop, mean=cfg.mean, std=cfg.std)
-    logits = ort.InferenceSession(str(onnx_path)).run(None, {"input": x[None]})[0][0].astype(np.float64)
-    probs = np.exp(logits - logits.max())
-    return probs / probs.sum()
 
 
 def http_infer(client, model, img, version=""):
@@ -105,7 +96,7 @@ def test_a_bad_config_fails_its_load_naming_the_field(http, grpc):
 def test_each_model_and_version_answers_with_its_own_weights(http, grpc, repository):
     img = image(1)
     for model, version, classes in (("alpha", "1", 10), ("alpha", "2", 10), ("beta", "1", 5)):
-        expected = reference(repository / model / version / "model.onnx", img)
+        expected = reference_probs(repository / model / version / "model.onnx", img)
         result = http_infer(http, model, img, version)
         assert result.get_response()["model_version"] == version
         np.testing.assert_allclose(result.as_numpy("PROBABILITIES"), expected, rtol=1e-4, atol=1e-6)
@@ -132,18 +123,29 @@ def test_unload_then_load_again(http, grpc, repository):
     assert rows["beta"]["state"] == "UNAVAILABLE" and rows["beta"]["reason"] == "unloaded"
     http_infer(http, "alpha", img)  # the others keep serving
     http.load_model("beta")
-    expected = reference(repository / "beta" / "1" / "model.onnx", img)
+    expected = reference_probs(repository / "beta" / "1" / "model.onnx", img)
     np.testing.assert_allclose(http_infer(http, "beta", img).as_numpy("PROBABILITIES"), expected, rtol=1e-4,
                                atol=1e-6)
 
 
-def test_unload_drains_requests_in_flight(server, http):
-    """Requests held in the batcher by a long queue delay are answered before the unload returns."""
+@contextlib.contextmanager
+def beta_config(server, http, text: str):
+    """``beta`` (served without a config.pbtxt) given one holding ``text`` for the block; after it,
+    the file is removed and ``beta`` reloaded as it was."""
     repository_root = server.args[server.args.index("--model-repository") + 1]
     config = f"{repository_root}/beta/config.pbtxt"
     with open(config, "w") as f:
-        f.write("max_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds: 2000000 }\n")
+        f.write(text)
     try:
+        yield
+    finally:
+        os.remove(config)
+        http.load_model("beta")
+
+
+def test_unload_drains_requests_in_flight(server, http):
+    """Requests held in the batcher by a long queue delay are answered before the unload returns."""
+    with beta_config(server, http, "max_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds: 2000000 }\n"):
         http.load_model("beta")  # a reload: the new config's two-second delay
         pending = [http.async_infer("beta", [_http_input(image(seed, 48, 48))]) for seed in range(3)]
         deadline = time.monotonic() + 10
@@ -155,24 +157,22 @@ def test_unload_drains_requests_in_flight(server, http):
         assert time.monotonic() - t_unload < 1.5  # the drain sends the waiting batch at once
         results = [p.get_result(timeout=30) for p in pending]
         assert all(r.as_numpy("PROBABILITIES").shape == (5,) for r in results)
-    finally:
-        os.remove(config)
-        http.load_model("beta")
 
 
 def test_a_failed_reload_keeps_the_old_version_serving(server, http):
-    repository_root = server.args[server.args.index("--model-repository") + 1]
-    config = f"{repository_root}/beta/config.pbtxt"
-    with open(config, "w") as f:
-        f.write("max_batch_size: 8\nnot_a_field: 1\n")
-    try:
+    with beta_config(server, http, "max_batch_size: 8\nnot_a_field: 1\n"):
         assert "not_a_field" in failure(lambda: http.load_model("beta")).message()
         assert http_infer(http, "beta", image(4)).as_numpy("PROBABILITIES").shape == (5,)
         rows = {(r["name"], r.get("version", "")): r["state"] for r in http.get_model_repository_index()}
         assert rows[("beta", "1")] == "READY"
-    finally:
-        os.remove(config)
-    http.load_model("beta")
+
+
+def test_a_load_with_a_config_override_is_refused(http, grpc):
+    """Triton's load may carry a config; this server loads only what the folder holds, on both fronts."""
+    for client in (http, grpc):
+        error = failure(lambda client=client: client.load_model("alpha", config='{"max_batch_size": 2}'))
+        assert "only parameterless loads" in error.message(), error
+    assert http.is_model_ready("alpha")
 
 
 def pending_requests(server, model: str) -> float:
@@ -268,7 +268,7 @@ def test_zeromq_requests_name_their_model(server, repository):
             return msgpack.unpackb(sock.recv_multipart()[-1])
 
         reply = ask({"model": "alpha", "version": "1"})
-        expected = reference(repository / "alpha" / "1" / "model.onnx", img)
+        expected = reference_probs(repository / "alpha" / "1" / "model.onnx", img)
         assert reply["ok"] and reply["topk"][0]["class"] == int(np.argmax(expected))
         assert ask({"model": "beta"})["ok"]
         missing = ask({})
@@ -278,7 +278,7 @@ def test_zeromq_requests_name_their_model(server, repository):
         sock.close(linger=0)
     with Client(endpoint) as client:
         reply = client.classify(img, topk=2, model="alpha", version="2")
-        expected = reference(repository / "alpha" / "2" / "model.onnx", img)
+        expected = reference_probs(repository / "alpha" / "2" / "model.onnx", img)
         assert reply["topk"][0]["class"] == int(np.argmax(expected))
         with pytest.raises(ServerError, match="name the model"):
             client.classify(img)

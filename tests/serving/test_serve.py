@@ -10,14 +10,13 @@ import time
 
 import msgpack
 import numpy as np
-import onnxruntime as ort
 import pytest
 import zmq
 import zmq.auth
 from PIL import Image
+from served_reference import reference_probs
 from server_process import ServerProcess
 
-from engine.data.dataconfig import ModelInfo
 from engine.serving.batcher import DynamicBatcher
 from engine.serving.security import is_local_endpoint
 from engine.serving.service_time import ServiceTimes
@@ -83,13 +82,7 @@ def npz_bytes(save=np.savez, **arrays):
 
 def reference_topk(onnx_path, image, k):
     """What the served model must answer, computed in-process from the same parts."""
-    from engine.kernels import resize_crop_normalize
-
-    cfg = ModelInfo.load(ModelInfo.path_for(onnx_path)).data_config
-    x = resize_crop_normalize(image, None, resize=cfg.resize, crop=cfg.crop, mean=cfg.mean, std=cfg.std)
-    logits = ort.InferenceSession(str(onnx_path)).run(None, {"input": x[None]})[0][0].astype(np.float64)
-    probs = np.exp(logits - logits.max())
-    probs /= probs.sum()
+    probs = reference_probs(onnx_path, image)
     order = np.argsort(-probs)[:k]
     return order.tolist(), probs[order]
 
