@@ -19,7 +19,7 @@ from engine.data.arg_checks import UsageError
 from engine.data.extras import require
 from engine.models.resolve import deploy_model_file
 from engine.pipeline.autotune import default_grid
-from engine.pipeline.precision_sweep import auto_sweep, check_precision_options, items_source, loss_items
+from engine.pipeline.precision_sweep import auto_sweep, check_precision_options, items_at
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, key):
                 grid[key] = getattr(args, key)
         result = auto_sweep(args.model, device, args.backend, args.budget, {}, precisions=args.precision,
-                            max_loss=args.max_accuracy_loss, items=loss_items(*items_source(args.check_items),
-                                                                             args.max_accuracy_loss),
+                            max_loss=args.max_accuracy_loss, items=items_at(args.check_items),
                             grid=grid, exhaustive=args.exhaustive, verbose=True)
     except ValueError as e:  # a grid the sweep refuses
         print(f"engine.tune: error: {e}", file=sys.stderr)

@@ -214,13 +214,13 @@ def check_precision_options(backend: str | None, precision: str | None, auto: bo
         raise UsageError(f"--precision {precision}: --backend openvino runs fp32 or bf16")
 
 
-def loss_items(datalist: str | None, images: str | None, max_loss: float | None) -> list[str] | None:
-    """The run's items, read again for the accuracy-loss sample (only when a loss bound is given)."""
-    if max_loss is None:
+def items_at(path: str | None) -> list[str] | None:
+    """The items of ``path``, a datalist or an image folder (what the accuracy loss is measured on); None for None."""
+    if path is None:
         return None
     from engine.data.datalist import read_datalist, scan_images
 
-    return read_datalist(datalist) if datalist else scan_images(images)
+    return scan_images(path) if os.path.isdir(path) else read_datalist(path)
 
 
 def auto_sweep(model_path, device: str, backend: str | None, budget_s: float, options: dict, *,
@@ -249,9 +249,3 @@ def auto_sweep(model_path, device: str, backend: str | None, budget_s: float, op
     result.options = {**options, **result.options}
     return result
 
-
-def items_source(path: str | None) -> tuple[str | None, str | None]:
-    """``(datalist, images folder)`` from one path that is either."""
-    if path is None:
-        return None, None
-    return (None, path) if os.path.isdir(path) else (path, None)
