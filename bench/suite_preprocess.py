@@ -52,6 +52,7 @@ from bench.fixtures import ROOT, Goal, camera_jpegs, interleaved_medians, one_co
 from bench.results_files import RAW_DIR
 from bench.simd_resize import median_ms
 from engine.backends.devices import cpu_model
+from engine.kernels.resample_plan import resized_size
 
 SIMD_PYTHON = ROOT / ".venv-simd" / "bin" / "python"
 SIMD_SCRIPT = Path(__file__).resolve().parent / "simd_resize.py"
@@ -121,10 +122,9 @@ class Inputs:
         from PIL import Image
 
         photo = photo_at(size)
-        h, w = photo.shape[:2]
-        size = (int(RESIZE * w / h), RESIZE) if w > h else (RESIZE, int(RESIZE * h / w))
+        height, width = resized_size(*photo.shape[:2], RESIZE)
         return cls(photo, np.ascontiguousarray(photo.transpose(2, 0, 1)).transpose(1, 2, 0), Image.fromarray(photo),
-                   size, np.empty((3, CROP, CROP), np.float32), np.empty((3, CROP, CROP), np.uint8))
+                   (width, height), np.empty((3, CROP, CROP), np.float32), np.empty((3, CROP, CROP), np.uint8))
 
 
 def _cv2_pipeline(inputs: Inputs, interpolation):
