@@ -9,9 +9,10 @@ refuses it before anything binds.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import threading
 from dataclasses import dataclass
+
+from engine.serving.security import is_loopback_host
 
 MAX_JSON_BYTES = 1 << 20  # what a request may carry beside its images (JSON header, framing)
 
@@ -28,15 +29,6 @@ def parse_host_port(text: str, flag: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ValueError(f"{flag} {text!r}: expected HOST:PORT (port 0 picks a free one)")
     return host.strip("[]"), int(port)
-
-
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class FrontThread:

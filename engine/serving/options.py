@@ -13,9 +13,9 @@ from engine.data.arg_checks import UsageError
 from engine.data.extras import require
 from engine.models.resolve import deploy_model_file
 from engine.serving.fleet import MODES
-from engine.serving.fronts import Tls, is_loopback_host, parse_host_port
+from engine.serving.fronts import Tls, parse_host_port
 from engine.serving.model import BACKENDS
-from engine.serving.security import is_local_endpoint
+from engine.serving.security import is_local_endpoint, is_loopback_host
 
 ZEROMQ_OFF = "inproc://engine.serve.zeromq-off"  # --bind off: the batcher's ROUTER, reached by no other process
 

@@ -21,14 +21,17 @@ def is_local_endpoint(endpoint: str) -> bool:
         return True
     if not endpoint.startswith("tcp://"):
         return False
-    host = endpoint[len("tcp://"):].rsplit(":", 1)[0]
-    host = host.strip("[]")
+    return is_loopback_host(endpoint[len("tcp://"):].rsplit(":", 1)[0].strip("[]"))
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address; "*", an interface name or a host name is not provably one."""
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return False  # "*", an interface name or a host name: not provably loopback
+        return False
 
 
 def load_secret_key(path) -> tuple[bytes, bytes]:
