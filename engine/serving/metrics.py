@@ -72,8 +72,8 @@ class ServingMetrics:
         from prometheus_client.core import Metric
 
         histogram = Metric("engine_batch_size", "Images per model execution", "histogram")
-        for labels, _, dep in rows:
-            sizes = dep.stats.batch_sizes()
+        for labels, stats, _ in rows:  # the same snapshot as the counters
+            sizes = {row["batch_size"]: row["compute_infer"]["count"] for row in stats["batch_stats"]}
             running = 0
             for size in sorted(sizes):
                 running += sizes[size]

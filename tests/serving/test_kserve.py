@@ -204,6 +204,7 @@ def test_metrics_count_what_was_sent(tiny_onnx):
         assert samples[f"nv_inference_compute_infer_duration_us{labels}"] > 0
         assert samples[f"nv_inference_compute_output_duration_us{labels}"] > 0
         assert samples[f"nv_inference_pending_request_count{labels}"] == 0
+        assert samples[f"engine_batch_size_count{labels}"] == 3 and samples[f"engine_batch_size_sum{labels}"] == 3
         c.close()
 
 
