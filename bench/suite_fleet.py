@@ -26,6 +26,7 @@ from tinynet import write_pool_linear_onnx
 
 from bench import Findings
 from bench import perf_analyzer as pa
+from bench.fixtures import Goal, ratio
 from bench.machine import load_note
 from bench.suite_kserve import bare_latencies_us, frame
 
@@ -115,10 +116,8 @@ def two_models_part(found: Findings, tmp: Path, mode: Mode, cores: int) -> None:
         found.rows.append({"name": f"resnet18 x 2 served together, round {i + 1}: alpha + beta", "value": a + b,
                            "unit": "img/s", "alpha": a, "beta": b})
         ratios.append((a + b) / ((rates[i] + rates[i + 1]) / 2))
-    ratio = float(np.mean(ratios))
-    found.ratios.append({"name": f"two models at once (concurrency {CONCURRENCY} each) / one alone, total "
-                                 "throughput, resnet18, gRPC", "value": ratio, "goal": ">= 0.9", "met": ratio >= 0.9,
-                         "readme": True})
+    found.ratios.append(ratio(f"two models at once (concurrency {CONCURRENCY} each) / one alone, total throughput, "
+                              "resnet18, gRPC", np.mean(ratios), Goal(">=", 0.9), readme=True))
     found.notes.append(f"Two models: both servers run {cores} intra-op threads per instance, max batch 8, a 2 ms "
                        f"queue delay; the perf_analyzer clients share the {cores} cores with them. Per-round ratios: "
                        f"{', '.join(f'{r:.3f}' for r in ratios)}.")
@@ -150,8 +149,8 @@ def stream_part(found: Findings, tmp: Path, mode: Mode) -> None:
         found.rows.append({"name": f"tiny model, gRPC {kind}, concurrency 1, p50", "value": p50[kind] / 1000,
                            "unit": "ms", "server_overhead_ms": (p50[kind] - bare_p50) / 1000,
                            "throughput": float(np.mean([level.throughput for level in runs[kind]]))})
-    found.ratios.append({"name": "gRPC stream - unary p50 (ms), tiny model, concurrency 1",
-                         "value": (p50["stream"] - p50["unary"]) / 1000, "goal": None, "met": None})
+    found.ratios.append(ratio("gRPC stream - unary p50 (ms), tiny model, concurrency 1",
+                              (p50["stream"] - p50["unary"]) / 1000))
     found.notes.append(f"Stream vs unary: bare in-process p50 {bare_p50 / 1000:.3f} ms; each kind's p50 is the "
                        f"median over {mode.pairs} alternating perf_analyzer runs.")
 
